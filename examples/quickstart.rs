@@ -1,0 +1,204 @@
+//! Quickstart: a notes API over a pooled SQLite file, no server needed.
+//!
+//! ```sh
+//! cargo run --example quickstart            # BIND=127.0.0.1:3000, DATABASE_URL=<tmp>/axum-pools-quickstart.db
+//! curl -s localhost:3000/notes -H 'content-type: application/json' -d '{"title":"hello"}'
+//! curl -s localhost:3000/notes
+//! curl -s localhost:3000/notes/1
+//! curl -s localhost:3000/pools/health
+//! curl -s localhost:3000/pools/stats
+//! ```
+//!
+//! SQLite keeps an in-memory database per connection, so the pool uses a
+//! file: every pooled connection sees the same notes. Ctrl-C drains the
+//! pool (requests in flight finish, new ones get 503) and exits 0.
+
+#![allow(missing_docs)]
+
+use axum::{
+    Json, Router,
+    extract::{Path, rejection::JsonRejection},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use axum_pools::{DbConfig, DbConn, PoolError, PoolLayer, PoolManager, SqliteConnection};
+use diesel::prelude::*;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use serde::{Deserialize, Serialize};
+
+diesel::table! {
+    notes (id) {
+        id -> Integer,
+        title -> Text,
+    }
+}
+
+/// A stored note.
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable, PartialEq)]
+#[diesel(table_name = notes)]
+pub struct Note {
+    pub id: i32,
+    pub title: String,
+}
+
+#[derive(Deserialize)]
+struct NewNote {
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// Creates the table if it is missing.
+pub async fn migrate(manager: &PoolManager) -> Result<(), Box<dyn std::error::Error>> {
+    let mut db = DbConn::<SqliteConnection>::acquire(manager).await?;
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS notes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            title TEXT NOT NULL CHECK (title <> '')
+        )",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The notes routes plus the pools router, with the pool layer.
+pub fn app(manager: PoolManager) -> Router {
+    Router::new()
+        .route("/notes", get(list_notes).post(add_note))
+        .route("/notes/{id}", get(get_note))
+        .merge(manager.router())
+        .layer(PoolLayer::new(manager))
+}
+
+async fn list_notes(mut db: DbConn<SqliteConnection>) -> Result<Json<Vec<Note>>, AppError> {
+    let all = notes::table
+        .select(Note::as_select())
+        .order(notes::id)
+        .load(&mut db)
+        .await?;
+    Ok(Json(all))
+}
+
+async fn add_note(
+    mut db: DbConn<SqliteConnection>,
+    body: Result<Json<NewNote>, JsonRejection>,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Note>), AppError> {
+    let Json(new) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
+    let title = match new.title.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ => return Err(AppError::Invalid("`title` must be a non-empty string".into())),
+    };
+    let note = diesel::insert_into(notes::table)
+        .values(notes::title.eq(title))
+        .returning(Note::as_returning())
+        .get_result(&mut db)
+        .await?;
+    let location = format!("/notes/{}", note.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(note)))
+}
+
+async fn get_note(Path(id): Path<i32>, mut db: DbConn<SqliteConnection>) -> Result<Json<Note>, AppError> {
+    notes::table
+        .find(id)
+        .select(Note::as_select())
+        .first(&mut db)
+        .await
+        .optional()?
+        .map(Json)
+        .ok_or(AppError::NotFound(id))
+}
+
+/// The example's errors, answered as problem+json.
+#[derive(Debug)]
+pub enum AppError {
+    Pool(PoolError),
+    Db(diesel::result::Error),
+    Invalid(String),
+    NotFound(i32),
+}
+
+impl From<PoolError> for AppError {
+    fn from(e: PoolError) -> Self {
+        Self::Pool(e)
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, title, detail) = match self {
+            Self::Pool(e) => return e.into_response(),
+            Self::Db(e) => {
+                tracing::error!(error = %e, "query failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "Database error", "the query failed".to_owned())
+            }
+            Self::Invalid(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid note", detail),
+            Self::NotFound(id) => (StatusCode::NOT_FOUND, "Note not found", format!("no note with id {id}")),
+        };
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutdown signal received: draining");
+}
+
+#[allow(dead_code)]
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,axum_pools=debug".into()),
+        )
+        .init();
+
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        std::env::temp_dir()
+            .join("axum-pools-quickstart.db")
+            .display()
+            .to_string()
+    });
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
+
+    let manager = PoolManager::builder()
+        .database::<SqliteConnection>("notes", DbConfig::from_url(url).max_size(8))
+        .build()
+        .await?;
+    migrate(&manager).await?;
+
+    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app(manager.clone()))
+        .with_graceful_shutdown(manager.drain_on(shutdown_signal()))
+        .await?;
+    manager.drain(std::time::Duration::from_secs(5)).await;
+    tracing::info!("bye");
+    Ok(())
+}

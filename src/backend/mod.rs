@@ -1,0 +1,4 @@
+//! Backends: how each kind of connection is opened, pinged and judged
+//! broken. One file a backend; the pool core in `pool/` does the rest.
+
+pub(crate) mod diesel;

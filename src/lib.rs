@@ -1,0 +1,96 @@
+//! # axum-pools
+//!
+//! Connection pools as a first-class part of an axum/tower service. Put one
+//! [`PoolLayer`] on the router, take a [`DbConn`] in a handler, and get:
+//!
+//! - acquisition bounded by `acquire_timeout`, answered **503 with
+//!   `Retry-After`** (RFC 9457 problem+json) instead of hanging or 500;
+//! - load shedding (`max_waiting`) and a draining shutdown that refuses new
+//!   leases while the ones in use finish;
+//! - validation without a round trip per checkout (a ping only after the
+//!   connection sat idle past `alive_bypass_window`), `max_lifetime` with
+//!   jitter, idle reaping, `min_size` kept warm;
+//! - exact lock-free stats with a bounded wait histogram, periodic cached
+//!   health checks, and a router serving both;
+//! - no password in any log line, error, or response.
+//!
+//! Pools are diesel-async connections over deadpool.
+//!
+//! ```no_run
+//! use axum::{Json, Router, routing::get};
+//! use axum_pools::{DbConfig, DbConn, PoolError, PoolLayer, PoolManager, SqliteConnection};
+//! use diesel::{sql_types::Integer, IntoSql};
+//! use diesel_async::RunQueryDsl;
+//!
+//! async fn answer(mut db: DbConn<SqliteConnection>) -> Result<Json<i32>, PoolError> {
+//!     let n = diesel::select(42.into_sql::<Integer>()).get_result(&mut db).await.expect("query");
+//!     Ok(Json(n))
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = PoolManager::builder()
+//!     .database::<SqliteConnection>("main", DbConfig::from_url("app.db").max_size(8))
+//!     .build()
+//!     .await?; // validates, opens, health-checks; an error names the pool
+//!
+//! let app = Router::new()
+//!     .route("/answer", get(answer))
+//!     .merge(manager.router()) // /pools/health, /pools/stats
+//!     .layer(PoolLayer::new(manager.clone()));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(manager.drain_on(async { let _ = tokio::signal::ctrl_c().await; }))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `sqlite` | yes | [`SqliteConnection`] pools (bundled SQLite, no system library) |
+//! | `postgres` | no | `diesel_async::AsyncPgConnection` pools |
+//! | `mysql` | no | `diesel_async::AsyncMysqlConnection` pools (MySQL, MariaDB) |
+//!
+//! ## What answers what
+//!
+//! | situation | answer |
+//! |---|---|
+//! | no connection free within `acquire_timeout` | 503, `Retry-After: 1`, counted in `timeouts` |
+//! | `max_waiting` requests already waiting | 503 at once, `Retry-After: 1`, counted in `shed` |
+//! | backend unreachable / connection fails | 503, `Retry-After: 1`, counted in `backend_errors` |
+//! | manager draining or closed | 503 "shutting down", `Retry-After: 5` |
+//! | extractor without `PoolLayer`, unknown or ambiguous pool | 500 naming the fix |
+//! | invalid config or URL at build | `Err` naming pool and field; URL redacted |
+//!
+//! MSRV: Rust 1.88.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod backend;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod layer;
+pub mod manager;
+mod pool;
+pub mod redact;
+pub mod routes;
+pub mod stats;
+
+#[cfg(feature = "sqlite")]
+pub use crate::backend::diesel::SqliteConnection;
+pub use crate::{
+    backend::diesel::DbConnection,
+    config::{ConfigError, DbConfig, PoolConfig},
+    error::{BackendError, PoolError},
+    extract::{ByType, DbConn, PoolSelector},
+    health::{HealthReport, HealthStatus, PoolHealth},
+    layer::{PoolLayer, PoolService},
+    manager::{DrainReport, PoolManager, PoolManagerBuilder},
+    redact::{Redactor, redact_url},
+    stats::{StatsSnapshot, WaitStats},
+};

@@ -1,0 +1,574 @@
+//! [`PoolManager`]: the registry of named pools, their build (validation,
+//! concurrent warm-up, one error naming the failing pool), background health
+//! checks and maintenance, and the draining shutdown.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use axum_pools::{DbConfig, PoolLayer, PoolManager, SqliteConnection};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = PoolManager::builder()
+//!     .database::<SqliteConnection>("notes", DbConfig::from_url("notes.db").max_size(4))
+//!     .build()
+//!     .await?;
+//!
+//! let app: Router = Router::new()
+//!     .merge(manager.router())
+//!     .layer(PoolLayer::new(manager.clone()));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(manager.drain_on(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     }))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    any::TypeId,
+    collections::HashMap,
+    fmt,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::future::{BoxFuture, join_all};
+use tokio::{task::AbortHandle, time::Instant};
+
+use crate::{
+    backend::diesel::{DbConnection, Diesel},
+    config::{ConfigError, DbConfig, PoolConfig},
+    error::{BackendError, PoolError},
+    health::{HealthReport, PoolHealth},
+    pool::{Backend, ErasedPool, Pool},
+    redact::Redactor,
+    stats::StatsSnapshot,
+};
+
+/// A cheap-to-clone handle on every pool of the service.
+///
+/// Build one with [`PoolManager::builder`]. Put it on the router with
+/// [`PoolLayer`](crate::PoolLayer) so extractors find it, serve its
+/// [`router`](PoolManager::router), and shut down with
+/// [`drain_on`](PoolManager::drain_on). It can also be axum state
+/// (`State<PoolManager>`), with [`DbConn::acquire`](crate::DbConn::acquire)
+/// taking a lease from it.
+///
+/// See the [module docs](self) for an end-to-end example.
+#[derive(Clone)]
+pub struct PoolManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pools: Vec<Arc<dyn ErasedPool>>,
+    by_name: HashMap<String, usize>,
+    by_type: HashMap<TypeId, Vec<usize>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+    drained: tokio::sync::OnceCell<DrainReport>,
+    drain_timeout: Duration,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        abort_all(&self.tasks);
+    }
+}
+
+fn abort_all(tasks: &Mutex<Vec<AbortHandle>>) {
+    for task in tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        task.abort();
+    }
+}
+
+/// What [`PoolManager::drain`] did.
+///
+/// ```no_run
+/// # async fn demo(manager: axum_pools::PoolManager) {
+/// let report = manager.drain(std::time::Duration::from_secs(10)).await;
+/// assert_eq!(report.outstanding, 0, "every lease came back in time");
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// How long draining took.
+    pub elapsed: Duration,
+    /// Leases still held when the deadline passed (0 when all returned).
+    pub outstanding: u64,
+}
+
+impl PoolManager {
+    /// Starts registering pools.
+    ///
+    /// ```
+    /// let builder = axum_pools::PoolManager::builder();
+    /// ```
+    pub fn builder() -> PoolManagerBuilder {
+        PoolManagerBuilder {
+            entries: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The registered pool names, in registration order.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// assert_eq!(manager.pool_names(), ["primary", "replica"]);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn pool_names(&self) -> Vec<&str> {
+        self.inner
+            .pools
+            .iter()
+            .map(|p| p.shared().name.as_str())
+            .collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.pool_names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// Statistics of every pool, in registration order.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// let total: u64 = manager.stats().iter().map(|s| s.timeouts).sum();
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn stats(&self) -> Vec<StatsSnapshot> {
+        self.inner.pools.iter().map(|p| p.snapshot()).collect()
+    }
+
+    /// Statistics of the pool called `name`.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// let leased = manager.stats_of("primary").map(|s| s.active);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn stats_of(&self, name: &str) -> Option<StatsSnapshot> {
+        self.erased(name).map(|p| p.snapshot())
+    }
+
+    /// The latest health of every pool, from the periodic checks' cache
+    /// (pools with periodic checks off are checked on demand, at most once a
+    /// second).
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// let ok = manager.health().await.status != axum_pools::HealthStatus::Fail;
+    /// # }
+    /// ```
+    pub async fn health(&self) -> HealthReport {
+        HealthReport::from_pools(join_all(self.inner.pools.iter().map(|p| p.health())).await)
+    }
+
+    /// The latest health of the pool called `name`.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// let primary = manager.health_of("primary").await;
+    /// # }
+    /// ```
+    pub async fn health_of(&self, name: &str) -> Option<PoolHealth> {
+        match self.erased(name) {
+            Some(p) => Some(p.health().await),
+            None => None,
+        }
+    }
+
+    /// Checks every pool now, concurrently, bypassing the cache (and
+    /// refreshing it).
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// let fresh = manager.check_health().await;
+    /// # }
+    /// ```
+    pub async fn check_health(&self) -> HealthReport {
+        HealthReport::from_pools(
+            join_all(self.inner.pools.iter().map(|p| p.check_health())).await,
+        )
+    }
+
+    /// Whether [`drain`](Self::drain) has started.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// assert!(!manager.is_draining());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.inner.pools.iter().any(|p| p.shared().is_draining())
+    }
+
+    /// Drains every pool: new acquisitions and requests already waiting are
+    /// refused at once (503 "shutting down"); leases in use may finish until
+    /// `timeout`; then the pools close and background tasks stop.
+    ///
+    /// Idempotent: a second call (or a concurrent one) waits for the first
+    /// and returns its report.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager) {
+    /// let report = manager.drain(std::time::Duration::from_secs(10)).await;
+    /// println!("drained in {:?}, {} leases abandoned", report.elapsed, report.outstanding);
+    /// # }
+    /// ```
+    pub async fn drain(&self, timeout: Duration) -> DrainReport {
+        self.inner
+            .drained
+            .get_or_init(|| self.drain_now(timeout))
+            .await
+            .clone()
+    }
+
+    async fn drain_now(&self, timeout: Duration) -> DrainReport {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        tracing::info!(pools = self.inner.pools.len(), "draining pools");
+        for pool in &self.inner.pools {
+            pool.begin_drain();
+        }
+        let outstanding: u64 = join_all(self.inner.pools.iter().map(|p| p.wait_returned(deadline)))
+            .await
+            .into_iter()
+            .sum();
+        for pool in &self.inner.pools {
+            pool.close();
+        }
+        abort_all(&self.inner.tasks);
+        let report = DrainReport {
+            elapsed: start.elapsed(),
+            outstanding,
+        };
+        if outstanding > 0 {
+            tracing::warn!(outstanding, "drain deadline passed with leases still held");
+        }
+        tracing::info!(elapsed = ?report.elapsed, "pools drained and closed");
+        report
+    }
+
+    /// A future for `axum::serve(..).with_graceful_shutdown(..)`: waits for
+    /// `signal`, then [`drain`](Self::drain)s with the builder's
+    /// `drain_timeout` (default 30 s) and completes.
+    ///
+    /// While it drains, handlers that ask for a connection get 503
+    /// "shutting down" and requests holding one finish normally.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: axum_pools::PoolManager, app: axum::Router, listener: tokio::net::TcpListener) {
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(manager.drain_on(async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     }))
+    ///     .await
+    ///     .unwrap();
+    /// # }
+    /// ```
+    pub fn drain_on<F>(&self, signal: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let manager = self.clone();
+        async move {
+            signal.await;
+            manager.drain(manager.inner.drain_timeout).await;
+        }
+    }
+
+    fn erased(&self, name: &str) -> Option<&Arc<dyn ErasedPool>> {
+        self.inner
+            .by_name
+            .get(name)
+            .map(|&i| &self.inner.pools[i])
+    }
+
+    /// The pool of backend `B`: the one called `name`, or without a name the
+    /// only one of that backend.
+    pub(crate) fn pool<B: Backend>(
+        &self,
+        name: Option<&'static str>,
+        type_name: &'static str,
+    ) -> Result<&Pool<B>, PoolError> {
+        let index = match name {
+            Some(name) => *self
+                .inner
+                .by_name
+                .get(name)
+                .ok_or_else(|| PoolError::UnknownPool {
+                    requested: name.to_owned(),
+                    registered: self.names(),
+                })?,
+            None => match self.inner.by_type.get(&TypeId::of::<B>()).map(Vec::as_slice) {
+                Some([one]) => *one,
+                Some(several) if several.len() > 1 => {
+                    return Err(PoolError::AmbiguousPool {
+                        type_name,
+                        candidates: several
+                            .iter()
+                            .map(|&i| self.inner.pools[i].shared().name.clone())
+                            .collect(),
+                    });
+                }
+                _ => {
+                    return Err(PoolError::NoPoolForType {
+                        type_name,
+                        registered: self.names(),
+                    });
+                }
+            },
+        };
+        let pool = &self.inner.pools[index];
+        pool.as_any()
+            .downcast_ref::<Pool<B>>()
+            .ok_or_else(|| PoolError::WrongPoolType {
+                pool: pool.shared().name.clone(),
+                requested: type_name,
+                actual: pool.shared().kind,
+            })
+    }
+}
+
+impl fmt::Debug for PoolManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolManager")
+            .field("pools", &self.pool_names())
+            .field("draining", &self.is_draining())
+            .finish()
+    }
+}
+
+type Init = Box<dyn FnOnce() -> BoxFuture<'static, Result<Arc<dyn ErasedPool>, BackendError>> + Send>;
+
+struct Entry {
+    name: String,
+    url: String,
+    type_id: TypeId,
+    config: PoolConfig,
+    init: Init,
+}
+
+/// Registers named pools, then [`build`](Self::build)s the manager.
+///
+/// ```no_run
+/// use axum_pools::{DbConfig, PoolManager, SqliteConnection};
+///
+/// # async fn demo() -> Result<(), axum_pools::PoolError> {
+/// let manager = PoolManager::builder()
+///     .database::<SqliteConnection>("notes", DbConfig::from_url("notes.db"))
+///     .drain_timeout(std::time::Duration::from_secs(10))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct PoolManagerBuilder {
+    entries: Vec<Entry>,
+    drain_timeout: Duration,
+}
+
+impl fmt::Debug for PoolManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolManagerBuilder")
+            .field(
+                "pools",
+                &self.entries.iter().map(|e| (&e.name, &e.url)).collect::<Vec<_>>(),
+            )
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
+    }
+}
+
+impl PoolManagerBuilder {
+    /// Registers a SQL pool called `name` of connection type `C`
+    /// (`AsyncPgConnection`, `AsyncMysqlConnection` or
+    /// [`SqliteConnection`](crate::SqliteConnection)).
+    ///
+    /// ```no_run
+    /// use axum_pools::{DbConfig, PoolManager, SqliteConnection};
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let manager = PoolManager::builder()
+    ///     .database::<SqliteConnection>("notes", DbConfig::from_url("notes.db").max_size(4))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn database<C: DbConnection>(self, name: impl Into<String>, config: DbConfig) -> Self {
+        let DbConfig { url, pool } = config;
+        self.register(name.into(), Diesel::<C>::new(url.clone()), &url, pool)
+    }
+
+    fn register<B: Backend>(mut self, name: String, backend: B, url: &str, config: PoolConfig) -> Self {
+        let redactor = Redactor::from_url(url);
+        let (pool_name, pool_config) = (name.clone(), config.clone());
+        self.entries.push(Entry {
+            name,
+            url: redactor.url().to_owned(),
+            type_id: TypeId::of::<B>(),
+            config,
+            init: Box::new(move || {
+                Box::pin(async move {
+                    let pool = Pool::new(pool_name, backend, pool_config, redactor);
+                    pool.warm_up().await?;
+                    pool.check_health().await;
+                    Ok(Arc::new(pool) as Arc<dyn ErasedPool>)
+                })
+            }),
+        });
+        self
+    }
+
+    /// How long [`PoolManager::drain_on`] lets leases in use finish.
+    ///
+    /// Default: `30s`.
+    ///
+    /// ```
+    /// let b = axum_pools::PoolManager::builder().drain_timeout(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Validates every config, then opens every pool concurrently
+    /// (`max(min_size, 1)` connections each, plus one health check) and
+    /// starts each pool's background task.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Config`] naming the pool, field and value;
+    /// [`PoolError::Setup`] naming the first pool (in registration order)
+    /// that failed to open, with its URL redacted. On error every pool that
+    /// did open is closed again.
+    pub async fn build(self) -> Result<PoolManager, PoolError> {
+        let mut by_name = HashMap::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if entry.name.is_empty() {
+                return Err(ConfigError::new("name", "\"\"", "a pool needs a non-empty name").into());
+            }
+            if by_name.insert(entry.name.clone(), i).is_some() {
+                return Err(ConfigError::new(
+                    "name",
+                    format!("{:?}", entry.name),
+                    "is registered twice; give each pool its own name",
+                )
+                .into());
+            }
+            entry.config.validate().map_err(|e| e.for_pool(&entry.name))?;
+        }
+        let mut by_type: HashMap<TypeId, Vec<usize>> = HashMap::new();
+        let mut labels = Vec::with_capacity(self.entries.len());
+        let mut inits = Vec::with_capacity(self.entries.len());
+        for (i, entry) in self.entries.into_iter().enumerate() {
+            by_type.entry(entry.type_id).or_default().push(i);
+            labels.push((entry.name, entry.url));
+            inits.push((entry.init)());
+        }
+        let results = join_all(inits).await;
+        let mut pools = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for ((name, url), result) in labels.into_iter().zip(results) {
+            match result {
+                Ok(pool) => pools.push(pool),
+                Err(source) if failure.is_none() => failure = Some((name, url, source)),
+                Err(_) => {}
+            }
+        }
+        if let Some((pool, url, source)) = failure {
+            for p in &pools {
+                p.close();
+            }
+            tracing::error!(%pool, %url, error = %source, "pool setup failed; closed the pools already opened");
+            return Err(PoolError::Setup { pool, url, source });
+        }
+        let tasks = pools.iter().map(spawn_maintenance).collect();
+        for p in &pools {
+            let s = p.shared();
+            tracing::info!(pool = %s.name, backend = s.kind, url = %s.redactor.url(), max_size = s.config.max_size, "pool ready");
+        }
+        Ok(PoolManager {
+            inner: Arc::new(Inner {
+                pools,
+                by_name,
+                by_type,
+                tasks: Mutex::new(tasks),
+                drained: tokio::sync::OnceCell::new(),
+                drain_timeout: self.drain_timeout,
+            }),
+        })
+    }
+}
+
+/// How often the reaper looks: a quarter of the shortest of `idle_timeout`
+/// and `max_lifetime`, between 250 ms and 30 s.
+fn maintenance_interval(config: &PoolConfig) -> Duration {
+    [config.idle_timeout, config.max_lifetime]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(Duration::from_secs(30), |d| d / 4)
+        .clamp(Duration::from_millis(250), Duration::from_secs(30))
+}
+
+/// One task per pool: periodic health checks and maintenance. It holds the
+/// pool weakly and ends when the pool is gone or the manager drains.
+fn spawn_maintenance(pool: &Arc<dyn ErasedPool>) -> AbortHandle {
+    let weak = Arc::downgrade(pool);
+    let config = &pool.shared().config;
+    let health_every = config.health_check_interval;
+    let maintain_every = maintenance_interval(config);
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut health = health_every.map(|p| {
+            let mut i = tokio::time::interval_at(start + p, p);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        let mut maintain = tokio::time::interval_at(start + maintain_every, maintain_every);
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let check = tokio::select! {
+                _ = async {
+                    match health.as_mut() {
+                        Some(i) => i.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+                _ = maintain.tick() => false,
+            };
+            let Some(pool) = weak.upgrade() else { break };
+            if pool.shared().is_draining() {
+                break;
+            }
+            if check {
+                pool.check_health().await;
+            } else {
+                pool.maintain().await;
+            }
+        }
+    })
+    .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_interval_bounds() {
+        let c = PoolConfig::default();
+        assert_eq!(maintenance_interval(&c), Duration::from_secs(30));
+        let c = c.idle_timeout(Some(Duration::from_secs(2))).max_lifetime(None);
+        assert_eq!(maintenance_interval(&c), Duration::from_millis(500));
+        let c = c.idle_timeout(Some(Duration::from_millis(100)));
+        assert_eq!(maintenance_interval(&c), Duration::from_millis(250));
+    }
+}

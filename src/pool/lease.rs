@@ -1,0 +1,62 @@
+//! [`Lease`]: the guard a handler holds; its `Drop` returns the connection.
+
+use std::{
+    fmt,
+    ops::{Deref, DerefMut},
+    sync::atomic::Ordering,
+};
+
+use deadpool::managed::Object;
+use tokio::time::Instant;
+
+use super::{Backend, managed::Managed};
+
+/// A leased connection. Dropping it — at the end of a handler, on a panic,
+/// or when the request future is cancelled — returns the connection and
+/// records the return.
+pub(crate) struct Lease<B: Backend> {
+    obj: Object<Managed<B>>,
+}
+
+impl<B: Backend> Lease<B> {
+    pub(super) fn new(obj: Object<Managed<B>>) -> Self {
+        Self { obj }
+    }
+
+    pub(crate) fn pool_name(&self) -> &str {
+        &self.obj.shared.name
+    }
+}
+
+impl<B: Backend> Deref for Lease<B> {
+    type Target = B::Connection;
+    fn deref(&self) -> &B::Connection {
+        &self.obj.conn
+    }
+}
+
+impl<B: Backend> DerefMut for Lease<B> {
+    fn deref_mut(&mut self) -> &mut B::Connection {
+        &mut self.obj.conn
+    }
+}
+
+impl<B: Backend> Drop for Lease<B> {
+    fn drop(&mut self) {
+        self.obj.returned_at = Instant::now();
+        let shared = &self.obj.shared;
+        shared.stats.returned.fetch_add(1, Ordering::Release);
+        if shared.is_draining() {
+            shared.lease_returned.notify_waiters();
+        }
+        // `obj` drops next and goes back to the pool.
+    }
+}
+
+impl<B: Backend> fmt::Debug for Lease<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("pool", &self.pool_name())
+            .finish_non_exhaustive()
+    }
+}

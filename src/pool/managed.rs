@@ -1,0 +1,114 @@
+//! Our deadpool `Manager`: opens connections under `acquire_timeout`, counts
+//! them, and on recycle does only the cheap local broken check. The ping
+//! past the bypass window and lifetime retirement happen in
+//! [`Pool::acquire`](super::Pool::acquire), which already holds the current
+//! time.
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    ops::{Deref, DerefMut},
+    sync::Arc,
+    time::Duration,
+};
+
+use deadpool::managed::{Metrics, RecycleError, RecycleResult};
+use tokio::time::Instant;
+
+use super::{Backend, Shared};
+use crate::{error::BackendError, stats::inc};
+
+pub(crate) struct Managed<B> {
+    pub(super) backend: B,
+    shared: Arc<Shared>,
+}
+
+impl<B> Managed<B> {
+    pub(super) fn new(backend: B, shared: Arc<Shared>) -> Self {
+        Self { backend, shared }
+    }
+}
+
+/// A pooled connection with what the pool needs to know about it.
+pub(crate) struct Conn<C> {
+    pub(crate) conn: C,
+    /// When it was last returned (or opened): "idle for" is exact.
+    pub(crate) returned_at: Instant,
+    /// When it must be retired (`max_lifetime` minus jitter).
+    expires_at: Option<Instant>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<C> Conn<C> {
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+impl<C> Drop for Conn<C> {
+    fn drop(&mut self) {
+        inc(&self.shared.stats.closed);
+        tracing::trace!(pool = %self.shared.name, "connection closed");
+    }
+}
+
+impl<C> Deref for Conn<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> DerefMut for Conn<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+/// Up to 2.5 % of `lifetime`, different for each connection, so a pool's
+/// connections do not all expire at once.
+fn jitter(lifetime: Duration) -> Duration {
+    let r = RandomState::new().hash_one(Instant::now());
+    lifetime.mul_f64((r % 1000) as f64 / 1000.0 * 0.025)
+}
+
+impl<B: Backend> deadpool::managed::Manager for Managed<B> {
+    type Type = Conn<B::Connection>;
+    type Error = BackendError;
+
+    async fn create(&self) -> Result<Self::Type, BackendError> {
+        let shared = &self.shared;
+        let timeout = shared.config.acquire_timeout;
+        let conn = match tokio::time::timeout(timeout, self.backend.connect()).await {
+            Ok(Ok(conn)) => conn,
+            failed => {
+                inc(&shared.stats.backend_errors);
+                let message = match failed {
+                    Ok(Err(msg)) => shared.redactor.scrub(&msg),
+                    _ => format!(
+                        "connecting timed out after {}",
+                        humantime::format_duration(timeout)
+                    ),
+                };
+                tracing::warn!(pool = %shared.name, url = %shared.redactor.url(), error = %message, "connect failed");
+                return Err(BackendError::new(message));
+            }
+        };
+        inc(&shared.stats.created);
+        tracing::debug!(pool = %shared.name, "connection opened");
+        let now = Instant::now();
+        Ok(Conn {
+            conn,
+            returned_at: now,
+            expires_at: shared.config.max_lifetime.map(|l| now + l - jitter(l)),
+            shared: shared.clone(),
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<BackendError> {
+        if self.backend.is_broken(&mut conn.conn) {
+            inc(&self.shared.stats.broken);
+            return Err(RecycleError::message("connection is broken"));
+        }
+        Ok(())
+    }
+}

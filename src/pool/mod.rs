@@ -1,0 +1,483 @@
+//! The pool core shared by every backend: one acquire path (drain check,
+//! fast try, bounded wait with load shedding, validation past the bypass
+//! window, lifetime retirement, stats), the [`Lease`] guard, health checks
+//! and maintenance (reaping and topping up to `min_size`).
+//!
+//! A backend supplies only how to connect, ping and tell a broken
+//! connection ([`Backend`]); everything a pool promises lives here, so it
+//! holds for every extractor.
+
+mod lease;
+mod managed;
+
+use std::{
+    any::Any,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use deadpool::managed::{Object, PoolError as DpError, QueueMode, TimeoutType, Timeouts};
+use futures_util::future::{BoxFuture, join_all};
+use tokio::{sync::Notify, time::Instant};
+
+pub(crate) use self::lease::Lease;
+use self::managed::Managed;
+use crate::{
+    config::PoolConfig,
+    error::{BackendError, PoolError},
+    health::{HealthStatus, PoolHealth},
+    redact::Redactor,
+    stats::{PoolStats, StatsSnapshot, inc},
+};
+
+/// What a backend must provide; the pool core does the rest.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// The connection a lease derefs to.
+    type Connection: Send + 'static;
+
+    /// Short name of the backend (`postgres`, `mysql`, `sqlite`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Opens a connection. Errors are raw driver text; the pool scrubs them.
+    fn connect(&self) -> impl Future<Output = Result<Self::Connection, String>> + Send;
+
+    /// One round trip proving the connection works.
+    fn ping<'a>(
+        &'a self,
+        conn: &'a mut Self::Connection,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'a;
+
+    /// A local, non-blocking check that the connection is unusable.
+    fn is_broken(&self, conn: &mut Self::Connection) -> bool;
+}
+
+/// The state of one pool that connections and leases point back to.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) config: PoolConfig,
+    pub(crate) stats: PoolStats,
+    pub(crate) redactor: Redactor,
+    draining: AtomicBool,
+    /// Woken when draining starts (waiters give up).
+    drain_started: Notify,
+    /// Woken when a lease returns while draining.
+    lease_returned: Notify,
+    /// The latest health result and when it was taken.
+    health: Mutex<(PoolHealth, Option<Instant>)>,
+    /// Single flight for on-demand health checks.
+    checking: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn refuse_draining(&self) -> PoolError {
+        inc(&self.stats.rejected_draining);
+        PoolError::ShuttingDown {
+            pool: self.name.clone(),
+        }
+    }
+
+    pub(crate) fn cached_health(&self) -> (PoolHealth, Option<Instant>) {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn store_health(&self, health: PoolHealth) {
+        let mut slot = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.0.status != health.status {
+            match health.status {
+                HealthStatus::Pass => tracing::info!(pool = %self.name, "pool healthy"),
+                _ => tracing::warn!(
+                    pool = %self.name,
+                    status = ?health.status,
+                    error = health.error.as_deref().unwrap_or(""),
+                    "pool health changed"
+                ),
+            }
+        }
+        *slot = (health, Some(Instant::now()));
+    }
+}
+
+const NO_WAIT: Timeouts = Timeouts {
+    wait: Some(Duration::ZERO),
+    create: None,
+    recycle: None,
+};
+
+/// One pool of one backend.
+pub(crate) struct Pool<B: Backend> {
+    dp: deadpool::managed::Pool<Managed<B>>,
+    shared: Arc<Shared>,
+}
+
+impl<B: Backend> Pool<B> {
+    pub(crate) fn new(name: String, backend: B, config: PoolConfig, redactor: Redactor) -> Self {
+        let kind = backend.kind();
+        let shared = Arc::new(Shared {
+            health: Mutex::new((PoolHealth::unchecked(&name, kind), None)),
+            name,
+            kind,
+            stats: PoolStats::new(),
+            redactor,
+            draining: AtomicBool::new(false),
+            drain_started: Notify::new(),
+            lease_returned: Notify::new(),
+            checking: tokio::sync::Mutex::new(()),
+            config,
+        });
+        let dp = deadpool::managed::Pool::builder(Managed::new(backend, shared.clone()))
+            .max_size(shared.config.max_size)
+            // LIFO keeps a few connections hot (no ping needed inside the bypass
+            // window) and lets the rest sit idle long enough to be reaped.
+            .queue_mode(QueueMode::Lifo)
+            .build()
+            .expect("a pool without deadpool timeouts needs no runtime");
+        Self { dp, shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn backend(&self) -> &B {
+        &self.dp.manager().backend
+    }
+
+    /// The only path to a connection.
+    pub(crate) async fn acquire(&self) -> Result<Lease<B>, PoolError> {
+        let shared = &*self.shared;
+        if shared.is_draining() {
+            return Err(shared.refuse_draining());
+        }
+        let start = Instant::now();
+        let deadline = start + shared.config.acquire_timeout;
+        loop {
+            let mut obj = match self.dp.timeout_get(&NO_WAIT).await {
+                Ok(obj) => obj,
+                Err(DpError::Timeout(TimeoutType::Wait)) => self.wait(start, deadline).await?,
+                Err(e) => return Err(self.map_error(e)),
+            };
+            let mut now = Instant::now();
+            if obj.expired(now) {
+                drop(Object::take(obj));
+                continue;
+            }
+            if now.duration_since(obj.returned_at) >= shared.config.alive_bypass_window {
+                inc(&shared.stats.validations);
+                let ping = self.backend().ping(&mut obj.conn);
+                if !matches!(
+                    tokio::time::timeout(shared.config.validation_timeout, ping).await,
+                    Ok(Ok(()))
+                ) {
+                    inc(&shared.stats.broken);
+                    tracing::debug!(pool = %shared.name, "idle connection failed validation; discarded");
+                    drop(Object::take(obj));
+                    continue;
+                }
+                now = Instant::now();
+            }
+            shared.stats.acquire_wait.record(now - start);
+            return Ok(Lease::new(obj));
+        }
+    }
+
+    /// The slow path: no slot was free at once.
+    async fn wait(
+        &self,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Object<Managed<B>>, PoolError> {
+        let shared = &*self.shared;
+        let stats = &shared.stats;
+        let waiting = stats.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        let _waiting = DecrementOnDrop(&stats.waiting);
+        if let Some(max_waiting) = shared.config.max_waiting {
+            if waiting > max_waiting {
+                inc(&stats.shed);
+                return Err(PoolError::Overloaded {
+                    pool: shared.name.clone(),
+                    max_waiting,
+                });
+            }
+        }
+        let drain_started = shared.drain_started.notified();
+        if shared.is_draining() {
+            return Err(shared.refuse_draining());
+        }
+        tokio::select! {
+            biased;
+            () = drain_started => Err(shared.refuse_draining()),
+            got = tokio::time::timeout_at(deadline, self.dp.get()) => match got {
+                Ok(Ok(obj)) if shared.is_draining() => {
+                    drop(obj);
+                    Err(shared.refuse_draining())
+                }
+                Ok(Ok(obj)) => Ok(obj),
+                Ok(Err(e)) => Err(self.map_error(e)),
+                Err(_) => {
+                    inc(&stats.timeouts);
+                    tracing::warn!(pool = %shared.name, "acquire timed out: pool exhausted");
+                    Err(PoolError::Timeout {
+                        pool: shared.name.clone(),
+                        waited: Instant::now() - start,
+                    })
+                }
+            },
+        }
+    }
+
+    fn map_error(&self, e: DpError<BackendError>) -> PoolError {
+        let pool = self.shared.name.clone();
+        match e {
+            DpError::Backend(source) => PoolError::Backend { pool, source },
+            DpError::Closed => self.shared.refuse_draining(),
+            DpError::Timeout(_) => PoolError::Timeout {
+                pool,
+                waited: self.shared.config.acquire_timeout,
+            },
+            other => PoolError::Backend {
+                pool,
+                source: BackendError::new(other.to_string()),
+            },
+        }
+    }
+
+    /// Opens `max(min_size, 1)` connections at once: proves the backend is
+    /// reachable and leaves them idle.
+    pub(crate) async fn warm_up(&self) -> Result<(), BackendError> {
+        let n = self.shared.config.min_size.max(1);
+        let got = join_all((0..n).map(|_| self.dp.get())).await;
+        for result in got {
+            if let Err(e) = result {
+                return Err(match e {
+                    DpError::Backend(e) => e,
+                    other => BackendError::new(other.to_string()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A real round trip, bounded by `validation_timeout`; the result is
+    /// cached and returned.
+    pub(crate) async fn check_health(&self) -> PoolHealth {
+        let shared = &*self.shared;
+        let start = Instant::now();
+        let deadline = start + shared.config.validation_timeout;
+        let limit = humantime::format_duration(shared.config.validation_timeout);
+        let outcome = if shared.is_draining() {
+            Err((HealthStatus::Fail, "pool is draining".to_owned()))
+        } else {
+            match tokio::time::timeout_at(deadline, self.dp.get()).await {
+                Err(_) => {
+                    let status = self.dp.status();
+                    if status.size >= status.max_size && status.available == 0 {
+                        Err((
+                            HealthStatus::Warn,
+                            format!("pool saturated: no connection free within {limit}"),
+                        ))
+                    } else {
+                        Err((HealthStatus::Fail, format!("no connection within {limit}")))
+                    }
+                }
+                Ok(Err(e)) => Err((HealthStatus::Fail, self.map_error(e).to_string())),
+                Ok(Ok(mut obj)) => {
+                    match tokio::time::timeout_at(deadline, self.backend().ping(&mut obj.conn))
+                        .await
+                    {
+                        Ok(Ok(())) => {
+                            obj.returned_at = Instant::now();
+                            Ok(())
+                        }
+                        failed => {
+                            inc(&shared.stats.backend_errors);
+                            drop(Object::take(obj));
+                            Err((
+                                HealthStatus::Fail,
+                                match failed {
+                                    Ok(Err(msg)) => shared.redactor.scrub(&msg),
+                                    _ => format!("ping timed out after {limit}"),
+                                },
+                            ))
+                        }
+                    }
+                }
+            }
+        };
+        let latency = Instant::now() - start;
+        let (status, error) = match outcome {
+            Ok(()) => (HealthStatus::Pass, None),
+            Err((status, error)) => (status, Some(error)),
+        };
+        let health = PoolHealth {
+            pool: shared.name.clone(),
+            backend: shared.kind.to_owned(),
+            status,
+            latency_ms: Some((latency.as_secs_f64() * 1e6).round() / 1e3),
+            checked_at: Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+            error,
+        };
+        shared.store_health(health.clone());
+        health
+    }
+
+    /// Closes expired and (above `min_size`) long-idle connections, then
+    /// opens connections up to `min_size`. Connections in use are untouched.
+    pub(crate) async fn maintain(&self) {
+        let shared = &*self.shared;
+        let config = &shared.config;
+        let now = Instant::now();
+        let mut removable_idle = self.dp.status().size.saturating_sub(config.min_size);
+        let removed = self
+            .dp
+            .retain(|conn, _| {
+                if conn.expired(now) {
+                    return false;
+                }
+                match config.idle_timeout {
+                    Some(idle) if removable_idle > 0 && now.duration_since(conn.returned_at) >= idle => {
+                        removable_idle -= 1;
+                        false
+                    }
+                    _ => true,
+                }
+            })
+            .removed;
+        if !removed.is_empty() {
+            tracing::debug!(pool = %shared.name, closed = removed.len(), "reaped idle or expired connections");
+        }
+        drop(removed);
+        let mut held = Vec::new();
+        while !shared.is_draining() && self.dp.status().size < config.min_size {
+            match self.dp.timeout_get(&NO_WAIT).await {
+                Ok(obj) => held.push(obj),
+                Err(_) => break,
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let shared = &*self.shared;
+        let s = &shared.stats;
+        let status = self.dp.status();
+        let returned = s.returned.load(Ordering::Acquire);
+        let wait = s.acquire_wait.snapshot();
+        StatsSnapshot {
+            pool: shared.name.clone(),
+            backend: shared.kind.to_owned(),
+            max_size: shared.config.max_size,
+            min_size: shared.config.min_size,
+            size: status.size,
+            active: wait.count.saturating_sub(returned),
+            idle: status.available,
+            waiting: s.waiting.load(Ordering::Relaxed),
+            leases: wait.count,
+            timeouts: s.timeouts.load(Ordering::Relaxed),
+            shed: s.shed.load(Ordering::Relaxed),
+            rejected_draining: s.rejected_draining.load(Ordering::Relaxed),
+            backend_errors: s.backend_errors.load(Ordering::Relaxed),
+            created: s.created.load(Ordering::Relaxed),
+            closed: s.closed.load(Ordering::Relaxed),
+            validations: s.validations.load(Ordering::Relaxed),
+            broken: s.broken.load(Ordering::Relaxed),
+            acquire_wait: wait,
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.dp.close();
+    }
+}
+
+struct DecrementOnDrop<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A pool with its backend type erased, as the manager holds it.
+pub(crate) trait ErasedPool: Send + Sync + 'static {
+    fn shared(&self) -> &Arc<Shared>;
+    fn snapshot(&self) -> StatsSnapshot;
+    fn check_health(&self) -> BoxFuture<'_, PoolHealth>;
+    fn maintain(&self) -> BoxFuture<'_, ()>;
+    fn close(&self);
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<B: Backend> ErasedPool for Pool<B> {
+    fn shared(&self) -> &Arc<Shared> {
+        Pool::shared(self)
+    }
+    fn snapshot(&self) -> StatsSnapshot {
+        Pool::snapshot(self)
+    }
+    fn check_health(&self) -> BoxFuture<'_, PoolHealth> {
+        Box::pin(Pool::check_health(self))
+    }
+    fn maintain(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Pool::maintain(self))
+    }
+    fn close(&self) {
+        Pool::close(self);
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl dyn ErasedPool {
+    /// Starts draining: new acquisitions and current waiters are refused.
+    pub(crate) fn begin_drain(&self) {
+        let shared = self.shared();
+        shared.draining.store(true, Ordering::Release);
+        shared.drain_started.notify_waiters();
+    }
+
+    /// Waits until every lease is back or `deadline` passes; returns how
+    /// many are still out.
+    pub(crate) async fn wait_returned(&self, deadline: Instant) -> u64 {
+        let shared = self.shared();
+        loop {
+            let returned = shared.lease_returned.notified();
+            let active = shared.stats.active();
+            if active == 0 {
+                return 0;
+            }
+            if Instant::now() >= deadline {
+                return active;
+            }
+            // Re-check at least every 50 ms: a lease returned just as draining
+            // began may have missed the flag and not notified.
+            let recheck = deadline.min(Instant::now() + Duration::from_millis(50));
+            let _ = tokio::time::timeout_at(recheck, returned).await;
+        }
+    }
+
+    /// The cached health, refreshed on demand (at most once a second) when
+    /// periodic checks are off.
+    pub(crate) async fn health(&self) -> PoolHealth {
+        let shared = self.shared();
+        let (cached, at) = shared.cached_health();
+        if shared.config.health_check_interval.is_some() || shared.is_draining() {
+            return cached;
+        }
+        if at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return cached;
+        }
+        match shared.checking.try_lock() {
+            Ok(_guard) => self.check_health().await,
+            Err(_) => cached,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Credential redaction for every message that may carry a connection URL.
+//!
+//! Pools are configured with URLs such as `postgres://app:s3cret@db/app`. The
+//! password must never reach a log line, an error, a health body or a panic, so
+//! every place that shows a URL shows [`redact_url`]'s output, and every
+//! backend error is passed through a [`Redactor`] that knows the pool's
+//! secrets before it is stored or shown.
+//!
+//! ```
+//! use axum_pools::redact_url;
+//!
+//! assert_eq!(
+//!     redact_url("postgres://app:s3cret@db.internal:5432/app"),
+//!     "postgres://app:***@db.internal:5432/app"
+//! );
+//! assert_eq!(
+//!     redact_url("host=db user=app password=s3cret"),
+//!     "host=db user=app password=***"
+//! );
+//! ```
+
+use std::fmt;
+
+const MASK: &str = "***";
+
+/// Query-string / keyword names whose values are secrets.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "token",
+    "secret",
+    "api_key",
+    "apikey",
+];
+
+/// Returns `url` with its password (and any secret query or keyword value)
+/// replaced by `***`.
+///
+/// Works on strings that are not valid URLs too (keyword/value DSNs, typos):
+/// it never fails and never returns the secret.
+///
+/// ```
+/// use axum_pools::redact_url;
+///
+/// assert_eq!(redact_url("redis://:tok@cache:6379/0"), "redis://:***@cache:6379/0");
+/// assert_eq!(redact_url("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
+/// assert_eq!(redact_url("sqlite://app.db?password=x"), "sqlite://app.db?password=***");
+/// ```
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let rest = match url.find("://") {
+        Some(i) => {
+            let (scheme, after) = url.split_at(i + 3);
+            out.push_str(scheme);
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            let (authority, rest) = after.split_at(end);
+            match authority.rfind('@') {
+                Some(at) => {
+                    let userinfo = &authority[..at];
+                    match userinfo.find(':') {
+                        Some(colon) => {
+                            out.push_str(&userinfo[..=colon]);
+                            out.push_str(MASK);
+                        }
+                        None => out.push_str(userinfo),
+                    }
+                    out.push_str(&authority[at..]);
+                }
+                None => out.push_str(authority),
+            }
+            rest
+        }
+        None => url,
+    };
+    out.push_str(&redact_keyword_values(rest));
+    out
+}
+
+/// Masks `key=value` pairs whose key names a secret, in query strings
+/// (`&`-separated) and keyword DSNs (space-separated).
+fn redact_keyword_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        // Find the next `=`; the key is the run of key characters before it.
+        let Some(eq) = s[i..].find('=').map(|p| p + i) else {
+            out.push_str(&s[i..]);
+            break;
+        };
+        let key_start = s[..eq]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |p| p + 1)
+            .max(i);
+        let key = &s[key_start..eq];
+        out.push_str(&s[i..=eq]);
+        let value_end = s[eq + 1..]
+            .find(['&', ' ', ';', '#'])
+            .map_or(s.len(), |p| p + eq + 1);
+        if SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) && value_end > eq + 1 {
+            out.push_str(MASK);
+        } else {
+            out.push_str(&s[eq + 1..value_end]);
+        }
+        i = value_end;
+    }
+    out
+}
+
+/// Percent-decodes `s` (for passwords written with `%40` and friends).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Knows one pool's secrets and removes them from any text.
+///
+/// Backend errors are produced by drivers that may echo parts of the
+/// connection string; a pool's `Redactor` scrubs each message before it is
+/// stored, logged or shown.
+///
+/// ```
+/// use axum_pools::Redactor;
+///
+/// let r = Redactor::from_url("postgres://app:s3cret@db/app");
+/// assert_eq!(r.url(), "postgres://app:***@db/app");
+/// assert_eq!(r.scrub("auth failed with s3cret"), "auth failed with ***");
+/// ```
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+    url: String,
+}
+
+impl Redactor {
+    /// Builds a redactor for `url`: its password and secret parameters, raw
+    /// and percent-decoded, are the secrets.
+    #[must_use]
+    pub fn from_url(url: &str) -> Self {
+        let mut secrets = Vec::new();
+        if let Some(i) = url.find("://") {
+            let after = &url[i + 3..];
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            let authority = &after[..end];
+            if let Some(at) = authority.rfind('@') {
+                if let Some(colon) = authority[..at].find(':') {
+                    secrets.push(authority[colon + 1..at].to_owned());
+                }
+            }
+        }
+        for part in url.split(['?', '&', ' ', ';']) {
+            if let Some((k, v)) = part.split_once('=') {
+                let k = k.rsplit(['/', '?']).next().unwrap_or(k);
+                if SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) {
+                    secrets.push(v.to_owned());
+                }
+            }
+        }
+        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+        secrets.extend(decoded);
+        // Masking a one-letter secret would shred every message; such a
+        // password still never appears through `url()`.
+        secrets.retain(|s| s.len() >= 3);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self {
+            secrets,
+            url: redact_url(url),
+        }
+    }
+
+    /// The redacted URL, safe to show.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `text` with every known secret replaced by `***`.
+    #[must_use]
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("url", &self.url)
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_password_in_authority() {
+        assert_eq!(
+            redact_url("postgres://user:pa:ss@host/db"),
+            "postgres://user:***@host/db"
+        );
+        assert_eq!(
+            redact_url("mysql://u:p%40ss@h:3306/db?ssl-mode=required"),
+            "mysql://u:***@h:3306/db?ssl-mode=required"
+        );
+        // '@' inside the password: the last '@' of the authority separates the host.
+        assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn leaves_urls_without_secrets_alone() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/test",
+            "sqlite://notes.db",
+            "file:notes.db?mode=rwc",
+            "notes.db",
+            "",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+    }
+
+    #[test]
+    fn masks_secret_parameters() {
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=x1y2&sslmode=disable"),
+            "postgres://h/db?user=u&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("host=h password='abc' dbname=d"),
+            "host=h password=*** dbname=d"
+        );
+    }
+
+    #[test]
+    fn redactor_scrubs_raw_and_decoded_password() {
+        let r = Redactor::from_url("postgres://u:p%40ssword@h/db?token=tok-123");
+        let msg = r.scrub("failed: p%40ssword / p@ssword / tok-123");
+        assert!(!msg.contains("ssword"), "{msg}");
+        assert!(!msg.contains("tok-123"), "{msg}");
+        assert_eq!(r.url(), "postgres://u:***@h/db?token=***");
+        assert!(!format!("{r:?}").contains("ssword"));
+    }
+}

@@ -1,0 +1,83 @@
+//! The pools router: health and stats of every pool over HTTP.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /pools/health` | [`HealthReport`](crate::HealthReport) JSON; 200 unless a pool fails, then 503 |
+//! | `GET /pools/health/{name}` | [`PoolHealth`](crate::PoolHealth) JSON (200/503), 404 problem+json for an unknown name |
+//! | `GET /pools/stats` | `{"pools": [StatsSnapshot, ..]}` |
+//! | `GET /pools/stats/{name}` | [`StatsSnapshot`](crate::StatsSnapshot), 404 problem+json for an unknown name |
+//!
+//! Health answers come from the cache the periodic checks fill, so polling
+//! them costs the database nothing. Every answer has `Cache-Control: no-store`.
+//!
+//! ```no_run
+//! # fn demo(manager: axum_pools::PoolManager) {
+//! let app: axum::Router = axum::Router::new().merge(manager.router());
+//! # }
+//! ```
+
+mod health;
+mod stats;
+
+use axum::{
+    Router,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::{
+    error::{PoolError, Problem, problem_type},
+    manager::PoolManager,
+};
+
+impl PoolManager {
+    /// The pools router (see the [`routes` module docs](crate::routes)):
+    /// merge it into the application's router.
+    ///
+    /// ```no_run
+    /// # fn demo(manager: axum_pools::PoolManager) {
+    /// let app: axum::Router = axum::Router::new().merge(manager.router());
+    /// # }
+    /// ```
+    pub fn router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        Router::new()
+            .route("/pools/health", get(health::all))
+            .route("/pools/health/{name}", get(health::one))
+            .route("/pools/stats", get(stats::all))
+            .route("/pools/stats/{name}", get(stats::one))
+            .with_state(self.clone())
+    }
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn unknown_pool(manager: &PoolManager, name: String) -> Response {
+    let detail = PoolError::UnknownPool {
+        requested: name,
+        registered: manager.pool_names().into_iter().map(str::to_owned).collect(),
+    }
+    .to_string();
+    no_store(
+        Problem {
+            kind: problem_type("unknown-pool"),
+            title: "Pool not found",
+            status: StatusCode::NOT_FOUND.as_u16(),
+            detail,
+            pool: None,
+        }
+        .into_response_with(StatusCode::NOT_FOUND),
+    )
+}
+
+fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    no_store((status, axum::Json(body)).into_response())
+}
