@@ -525,8 +525,9 @@ fn spawn_maintenance(pool: &Arc<dyn ErasedPool>) -> AbortHandle {
     let config = &pool.shared().config;
     let health_every = config.health_check_interval;
     let maintain_every = maintenance_interval(config);
+    // The schedule starts now, not when the task is first polled.
+    let start = Instant::now();
     tokio::spawn(async move {
-        let start = Instant::now();
         let mut health = health_every.map(|p| {
             let mut i = tokio::time::interval_at(start + p, p);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: brings up Postgres, MariaDB and Redis on loopback when
+# they are absent (installs them as root on a fresh Debian machine), then runs
+# the whole suite with all features, the doc-tests, and a build of every
+# feature combination a user can pick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/services-up.sh
+
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test}"
+export TEST_MYSQL_URL="${TEST_MYSQL_URL:-mysql://test:test@127.0.0.1:3306/test}"
+
+cargo test --all-features --all-targets
+cargo test --all-features --doc
+
+for features in "" "--no-default-features" \
+  "--no-default-features --features postgres" \
+  "--no-default-features --features mysql" \
+  "--no-default-features --features sqlite"; do
+  echo "cargo check $features"
+  # shellcheck disable=SC2086
+  cargo check --quiet $features
+done
