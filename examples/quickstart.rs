@@ -13,7 +13,7 @@
 //! file: every pooled connection sees the same notes. Ctrl-C drains the
 //! pool (requests in flight finish, new ones get 503) and exits 0.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, unreachable_pub)]
 
 use axum::{
     Json, Router,

@@ -166,6 +166,7 @@ pub(crate) struct PoolStats {
     pub(crate) closed: AtomicU64,
     pub(crate) validations: AtomicU64,
     pub(crate) broken: AtomicU64,
+    pub(crate) health_checks: AtomicU64,
 }
 
 impl PoolStats {
@@ -182,6 +183,7 @@ impl PoolStats {
             closed: AtomicU64::new(0),
             validations: AtomicU64::new(0),
             broken: AtomicU64::new(0),
+            health_checks: AtomicU64::new(0),
         }
     }
 
@@ -249,6 +251,8 @@ pub struct StatsSnapshot {
     pub validations: u64,
     /// Connections found broken at checkout and discarded.
     pub broken: u64,
+    /// Health checks run (periodic, on demand, and the one at build).
+    pub health_checks: u64,
     /// How long successful acquisitions waited.
     pub acquire_wait: WaitStats,
 }

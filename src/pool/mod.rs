@@ -270,6 +270,7 @@ impl<B: Backend> Pool<B> {
     /// cached and returned.
     pub(crate) async fn check_health(&self) -> PoolHealth {
         let shared = &*self.shared;
+        inc(&shared.stats.health_checks);
         let start = Instant::now();
         let deadline = start + shared.config.validation_timeout;
         let limit = humantime::format_duration(shared.config.validation_timeout);
@@ -388,6 +389,7 @@ impl<B: Backend> Pool<B> {
             closed: s.closed.load(Ordering::Relaxed),
             validations: s.validations.load(Ordering::Relaxed),
             broken: s.broken.load(Ordering::Relaxed),
+            health_checks: s.health_checks.load(Ordering::Relaxed),
             acquire_wait: wait,
         }
     }
@@ -468,8 +470,12 @@ impl dyn ErasedPool {
     /// periodic checks are off.
     pub(crate) async fn health(&self) -> PoolHealth {
         let shared = self.shared();
+        if shared.is_draining() {
+            // No I/O: reports "draining" at once.
+            return self.check_health().await;
+        }
         let (cached, at) = shared.cached_health();
-        if shared.config.health_check_interval.is_some() || shared.is_draining() {
+        if shared.config.health_check_interval.is_some() {
             return cached;
         }
         if at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {

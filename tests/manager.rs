@@ -1,0 +1,362 @@
+//! The manager: build errors, pool selection, drain, and setup mistakes
+//! answered 500 with the fix (SQLite, always available).
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, http::StatusCode, routing::get};
+use axum_pools::{
+    DbConfig, DbConn, HealthStatus, PoolError, PoolLayer, PoolManager, SqliteConnection, pool_name,
+};
+use common::{body_json, eventually, get as req};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+type Db = DbConn<SqliteConnection>;
+
+pool_name!(Reports = "reports");
+pool_name!(Missing = "missing");
+
+fn config(path: &str) -> DbConfig {
+    DbConfig::from_url(path).health_check_interval(None)
+}
+
+async fn sqlite_manager(max_size: usize) -> (tempfile::TempDir, PoolManager) {
+    let (dir, path) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&path).max_size(max_size))
+        .build()
+        .await
+        .unwrap();
+    (dir, m)
+}
+
+#[tokio::test]
+async fn an_invalid_config_names_the_pool_the_field_and_the_value() {
+    let (_dir, path) = common::sqlite_file();
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>("primary", config(&path).max_size(0))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PoolError::Config(_)));
+    assert_eq!(
+        err.to_string(),
+        "invalid config for pool 'primary': max_size = 0: must be at least 1"
+    );
+
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>(
+            "primary",
+            config(&path).acquire_timeout(Duration::ZERO),
+        )
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config for pool 'primary': acquire_timeout = 0s: must be greater than zero"
+    );
+
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>("a", config(&path))
+        .database::<SqliteConnection>("a", config(&path))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("name = \"a\": is registered twice"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unusable_url_fails_the_build_naming_the_pool() {
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>(
+            "notes",
+            DbConfig::from_url("/nonexistent-dir/axum-pools/x.db?password=s3cr3t-pw"),
+        )
+        .build()
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, PoolError::Setup { .. }), "{msg}");
+    assert!(msg.starts_with("failed to set up pool 'notes' ("), "{msg}");
+    assert!(!msg.contains("s3cr3t-pw"), "{msg}");
+    assert_eq!(err.pool(), Some("notes"));
+}
+
+#[tokio::test]
+async fn a_failed_build_closes_the_pools_it_opened() {
+    let (_dir, good) = common::sqlite_file();
+    // A SQLite pool cannot show its connections from outside; the Postgres
+    // version of this test (tests/backends.rs) counts them on the server.
+    // Here: the failing build must not hang on the pools it opened.
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>("good", config(&good).min_size(3).max_size(3))
+        .database::<SqliteConnection>("bad", DbConfig::from_url("/nonexistent-dir/x.db"))
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.pool(), Some("bad"));
+}
+
+async fn plain(db: Db) -> String {
+    db.pool_name().to_owned()
+}
+
+async fn reports(db: DbConn<SqliteConnection, Reports>) -> String {
+    db.pool_name().to_owned()
+}
+
+async fn missing(_db: DbConn<SqliteConnection, Missing>) -> &'static str {
+    "unreachable"
+}
+
+#[tokio::test]
+async fn an_extractor_without_pool_layer_answers_500_naming_the_fix() {
+    let app: Router = Router::new().route("/", get(plain));
+    let response = app.oneshot(req("/")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = body_json(response).await;
+    assert_eq!(body["type"], "urn:axum-pools:problem:missing-layer");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(".layer(PoolLayer::new(manager))"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn pools_are_picked_by_type_or_by_marker_and_mistakes_name_the_registered_pools() {
+    let (_d1, p1) = common::sqlite_file();
+    let (_d2, p2) = common::sqlite_file();
+    let one = PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&p1))
+        .build()
+        .await
+        .unwrap();
+    let two = PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&p1))
+        .database::<SqliteConnection>("reports", config(&p2))
+        .build()
+        .await
+        .unwrap();
+    let routes = || {
+        Router::new()
+            .route("/plain", get(plain))
+            .route("/reports", get(reports))
+            .route("/missing", get(missing))
+    };
+    let single = routes().layer(PoolLayer::new(one));
+    let double = routes().layer(PoolLayer::new(two));
+
+    let r = single.clone().oneshot(req("/plain")).await.unwrap();
+    assert_eq!(common::body_text(r).await, "main");
+    let r = double.clone().oneshot(req("/reports")).await.unwrap();
+    assert_eq!(common::body_text(r).await, "reports");
+
+    // Two pools of one type and no name: ambiguous, 500 naming both.
+    let r = double.clone().oneshot(req("/plain")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let detail = body_json(r).await["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("(main, reports)"), "{detail}");
+    assert!(detail.contains("pool_name!(Primary = \"main\")"), "{detail}");
+
+    // A marker naming no registered pool.
+    let r = single.oneshot(req("/missing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let detail = body_json(r).await["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("no pool named 'missing' is registered (registered: main)"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn drain_waits_for_the_active_lease_then_refuses_new_ones() {
+    let (_dir, m) = sqlite_manager(2).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let app = Router::new()
+        .route(
+            "/hold",
+            get({
+                let gate = gate.clone();
+                move |db: Db| async move {
+                    let _p = gate.acquire().await.unwrap();
+                    drop(db);
+                    "done"
+                }
+            }),
+        )
+        .route("/one", get(plain))
+        .layer(PoolLayer::new(m.clone()));
+
+    let in_flight = tokio::spawn(app.clone().oneshot(req("/hold")));
+    eventually("the request holds its lease", || m.stats_of("main").unwrap().active == 1).await;
+
+    let drain = tokio::spawn({
+        let m = m.clone();
+        async move { m.drain(Duration::from_secs(30)).await }
+    });
+    eventually("draining started", || m.is_draining()).await;
+
+    // New leases are refused at once, 503 with Retry-After.
+    let r = app.clone().oneshot(req("/one")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(
+        body_json(r).await["type"],
+        "urn:axum-pools:problem:shutting-down"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!drain.is_finished(), "drain must wait for the active lease");
+
+    // The request in flight finishes normally, then drain completes.
+    gate.add_permits(1);
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), StatusCode::OK);
+    let report = drain.await.unwrap();
+    assert_eq!(report.outstanding, 0);
+
+    // Idempotent, and still refusing.
+    assert_eq!(m.drain(Duration::from_secs(1)).await, report);
+    let err = Db::acquire(&m).await.unwrap_err();
+    assert!(matches!(err, PoolError::ShuttingDown { .. }), "{err}");
+    let s = m.stats_of("main").unwrap();
+    assert_eq!(s.rejected_draining, 2);
+    assert_eq!(s.size, 0, "closed after drain: {s:?}");
+    assert_eq!(m.health().await.status, HealthStatus::Fail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_refuses_waiters_and_gives_up_on_leases_at_the_deadline() {
+    let (_dir, m) = sqlite_manager(1).await;
+    let held = Db::acquire(&m).await.unwrap();
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        async move { Db::acquire(&m).await.map(|_| ()) }
+    });
+    eventually("a request waits", || m.stats_of("main").unwrap().waiting == 1).await;
+
+    let report = m.drain(Duration::from_secs(3)).await;
+    assert_eq!(report.outstanding, 1, "the held lease was not returned in time");
+    assert!(report.elapsed >= Duration::from_secs(3));
+    let err = waiter.await.unwrap().unwrap_err();
+    assert!(matches!(err, PoolError::ShuttingDown { .. }), "{err}");
+    drop(held); // returning after close is harmless
+    assert_eq!(m.stats_of("main").unwrap().active, 0);
+}
+
+#[tokio::test]
+async fn drain_on_plugs_into_graceful_shutdown() {
+    let (_dir, m) = sqlite_manager(2).await;
+    let app = Router::new()
+        .route("/one", get(plain))
+        .layer(PoolLayer::new(m.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(m.drain_on(async {
+                let _ = rx.await;
+            }))
+            .into_future(),
+    );
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(m.is_draining());
+    assert_eq!(m.stats_of("main").unwrap().size, 0);
+}
+
+#[tokio::test]
+async fn health_and_stats_routes_serve_every_pool_and_404_unknown_names() {
+    let (_d1, p1) = common::sqlite_file();
+    let (_d2, p2) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>("main", DbConfig::from_url(&p1))
+        .database::<SqliteConnection>("reports", config(&p2))
+        .build()
+        .await
+        .unwrap();
+    let app: Router = m.router();
+
+    let r = app.clone().oneshot(req("/pools/health")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body = body_json(r).await;
+    assert_eq!(body["status"], "pass");
+    assert_eq!(body["pools"][0]["pool"], "main");
+    assert_eq!(body["pools"][1]["pool"], "reports");
+    assert_eq!(body["pools"][0]["backend"], "sqlite");
+    assert!(body["pools"][0]["latency_ms"].as_f64().unwrap() >= 0.0);
+
+    let r = app.clone().oneshot(req("/pools/health/reports")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body_json(r).await["status"], "pass");
+
+    let r = app.clone().oneshot(req("/pools/stats")).await.unwrap();
+    let body = body_json(r).await;
+    assert_eq!(body["pools"].as_array().unwrap().len(), 2);
+    assert_eq!(body["pools"][0]["max_size"], 10);
+
+    let r = app.clone().oneshot(req("/pools/stats/main")).await.unwrap();
+    assert_eq!(body_json(r).await["pool"], "main");
+
+    for uri in ["/pools/health/nope", "/pools/stats/nope"] {
+        let r = app.clone().oneshot(req(uri)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let body = body_json(r).await;
+        assert_eq!(body["type"], "urn:axum-pools:problem:unknown-pool");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("(registered: main, reports)")
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_checks_off_health_is_checked_on_demand_at_most_once_a_second() {
+    let (_dir, path) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&path))
+        .build()
+        .await
+        .unwrap();
+    let checks = || m.stats_of("main").unwrap().health_checks;
+    for _ in 0..20 {
+        assert_eq!(m.health().await.status, HealthStatus::Pass);
+    }
+    assert_eq!(checks(), 1);
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    m.health().await;
+    assert_eq!(checks(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn periodic_health_checks_refresh_the_cache() {
+    let (_dir, path) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>(
+            "main",
+            DbConfig::from_url(&path).health_check_interval(Some(Duration::from_secs(5))),
+        )
+        .build()
+        .await
+        .unwrap();
+    let checks = || m.stats_of("main").unwrap().health_checks;
+    assert_eq!(checks(), 1, "one check at build");
+    assert_eq!(m.health_of("main").await.unwrap().status, HealthStatus::Pass);
+    for _ in 0..50 {
+        m.health().await;
+    }
+    assert_eq!(checks(), 1, "the routes read the cache");
+    tokio::time::advance(Duration::from_secs(6)).await;
+    eventually("the periodic check ran", || checks() == 2).await;
+    assert_eq!(m.health_of("main").await.unwrap().status, HealthStatus::Pass);
+    assert_eq!(m.stats_of("main").unwrap().leases, 0, "health checks are not leases");
+}

@@ -1,0 +1,73 @@
+//! The quickstart example's routes, on a real SQLite file.
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/quickstart.rs"]
+mod quickstart;
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use axum_pools::{DbConfig, PoolManager, SqliteConnection};
+use common::{body_json, get};
+use tower::ServiceExt;
+
+fn post(body: &str) -> Request<Body> {
+    Request::post("/notes")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+async fn app() -> (tempfile::TempDir, axum::Router) {
+    let (dir, path) = common::sqlite_file();
+    let manager = PoolManager::builder()
+        .database::<SqliteConnection>("notes", DbConfig::from_url(path).max_size(4))
+        .build()
+        .await
+        .unwrap();
+    quickstart::migrate(&manager).await.unwrap();
+    (dir, quickstart::app(manager))
+}
+
+#[tokio::test]
+async fn notes_round_trip_and_invalid_titles_store_nothing() {
+    let (_dir, app) = app().await;
+
+    let r = app.clone().oneshot(post(r#"{"title":"first"}"#)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()[header::LOCATION], "/notes/1");
+    assert_eq!(body_json(r).await, serde_json::json!({"id": 1, "title": "first"}));
+
+    for bad in [r#"{"title":""}"#, r#"{"title":"   "}"#, "{}", r#"{"title":null}"#, "not json"] {
+        let r = app.clone().oneshot(post(bad)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(body_json(r).await["status"], 422);
+    }
+
+    let r = app.clone().oneshot(get("/notes")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        body_json(r).await,
+        serde_json::json!([{"id": 1, "title": "first"}]),
+        "the invalid notes were not stored"
+    );
+
+    let r = app.clone().oneshot(get("/notes/1")).await.unwrap();
+    assert_eq!(body_json(r).await["title"], "first");
+    let r = app.clone().oneshot(get("/notes/2")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json");
+
+    let r = app.clone().oneshot(get("/pools/health")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body_json(r).await["pools"][0]["pool"], "notes");
+    let r = app.oneshot(get("/pools/stats/notes")).await.unwrap();
+    let stats = body_json(r).await;
+    assert_eq!(stats["active"], 0);
+    assert!(stats["leases"].as_u64().unwrap() >= 10);
+}
