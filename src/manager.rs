@@ -27,7 +27,7 @@
 
 use std::{
     any::TypeId,
-    collections::HashMap,
+    collections::HashSet,
     fmt,
     future::Future,
     sync::{Arc, Mutex},
@@ -63,9 +63,11 @@ pub struct PoolManager {
 }
 
 struct Inner {
+    /// Registration order. Lookups scan it: a service has a handful of
+    /// pools, and a scan beats hashing on the lease path.
     pools: Vec<Arc<dyn ErasedPool>>,
-    by_name: HashMap<String, usize>,
-    by_type: HashMap<TypeId, Vec<usize>>,
+    /// The backend type of each pool, parallel to `pools`.
+    types: Vec<TypeId>,
     tasks: Mutex<Vec<AbortHandle>>,
     drained: tokio::sync::OnceCell<DrainReport>,
     drain_timeout: Duration,
@@ -285,10 +287,7 @@ impl PoolManager {
     }
 
     fn erased(&self, name: &str) -> Option<&Arc<dyn ErasedPool>> {
-        self.inner
-            .by_name
-            .get(name)
-            .map(|&i| &self.inner.pools[i])
+        self.inner.pools.iter().find(|p| p.shared().name == name)
     }
 
     /// The pool of backend `B`: the one called `name`, or without a name the
@@ -298,35 +297,41 @@ impl PoolManager {
         name: Option<&'static str>,
         type_name: &'static str,
     ) -> Result<&Pool<B>, PoolError> {
-        let index = match name {
-            Some(name) => *self
-                .inner
-                .by_name
-                .get(name)
-                .ok_or_else(|| PoolError::UnknownPool {
-                    requested: name.to_owned(),
-                    registered: self.names(),
-                })?,
-            None => match self.inner.by_type.get(&TypeId::of::<B>()).map(Vec::as_slice) {
-                Some([one]) => *one,
-                Some(several) if several.len() > 1 => {
-                    return Err(PoolError::AmbiguousPool {
-                        type_name,
-                        candidates: several
-                            .iter()
-                            .map(|&i| self.inner.pools[i].shared().name.clone())
-                            .collect(),
-                    });
+        let pools = &self.inner.pools;
+        let pool = match name {
+            Some(name) => self.erased(name).ok_or_else(|| PoolError::UnknownPool {
+                requested: name.to_owned(),
+                registered: self.names(),
+            })?,
+            None => {
+                let wanted = TypeId::of::<B>();
+                let mut of_type = pools
+                    .iter()
+                    .zip(&self.inner.types)
+                    .filter(|(_, t)| **t == wanted)
+                    .map(|(p, _)| p);
+                match (of_type.next(), of_type.next()) {
+                    (Some(one), None) => one,
+                    (Some(_), Some(_)) => {
+                        return Err(PoolError::AmbiguousPool {
+                            type_name,
+                            candidates: pools
+                                .iter()
+                                .zip(&self.inner.types)
+                                .filter(|(_, t)| **t == wanted)
+                                .map(|(p, _)| p.shared().name.clone())
+                                .collect(),
+                        });
+                    }
+                    (None, _) => {
+                        return Err(PoolError::NoPoolForType {
+                            type_name,
+                            registered: self.names(),
+                        });
+                    }
                 }
-                _ => {
-                    return Err(PoolError::NoPoolForType {
-                        type_name,
-                        registered: self.names(),
-                    });
-                }
-            },
+            }
         };
-        let pool = &self.inner.pools[index];
         pool.as_any()
             .downcast_ref::<Pool<B>>()
             .ok_or_else(|| PoolError::WrongPoolType {
@@ -449,12 +454,12 @@ impl PoolManagerBuilder {
     /// that failed to open, with its URL redacted. On error every pool that
     /// did open is closed again.
     pub async fn build(self) -> Result<PoolManager, PoolError> {
-        let mut by_name = HashMap::new();
-        for (i, entry) in self.entries.iter().enumerate() {
+        let mut names = HashSet::new();
+        for entry in &self.entries {
             if entry.name.is_empty() {
                 return Err(ConfigError::new("name", "\"\"", "a pool needs a non-empty name").into());
             }
-            if by_name.insert(entry.name.clone(), i).is_some() {
+            if !names.insert(entry.name.as_str()) {
                 return Err(ConfigError::new(
                     "name",
                     format!("{:?}", entry.name),
@@ -464,11 +469,11 @@ impl PoolManagerBuilder {
             }
             entry.config.validate().map_err(|e| e.for_pool(&entry.name))?;
         }
-        let mut by_type: HashMap<TypeId, Vec<usize>> = HashMap::new();
+        let mut types = Vec::with_capacity(self.entries.len());
         let mut labels = Vec::with_capacity(self.entries.len());
         let mut inits = Vec::with_capacity(self.entries.len());
-        for (i, entry) in self.entries.into_iter().enumerate() {
-            by_type.entry(entry.type_id).or_default().push(i);
+        for entry in self.entries {
+            types.push(entry.type_id);
             labels.push((entry.name, entry.url));
             inits.push((entry.init)());
         }
@@ -497,8 +502,7 @@ impl PoolManagerBuilder {
         Ok(PoolManager {
             inner: Arc::new(Inner {
                 pools,
-                by_name,
-                by_type,
+                types,
                 tasks: Mutex::new(tasks),
                 drained: tokio::sync::OnceCell::new(),
                 drain_timeout: self.drain_timeout,

@@ -34,6 +34,11 @@ pub trait DbConnection: AsyncConnection + PoolableConnection + Send + 'static + 
     #[doc(hidden)]
     const SETUP_SQL: Option<&'static str> = None;
 
+    /// Statements run once per pool, on its first connection, before any
+    /// other connection finishes opening.
+    #[doc(hidden)]
+    const FIRST_SETUP_SQL: Option<&'static str> = None;
+
     /// The URL as the driver wants it.
     #[doc(hidden)]
     fn driver_url(url: &str) -> &str {
@@ -72,7 +77,10 @@ impl sealed::Sealed for SqliteConnection {}
 impl DbConnection for SqliteConnection {
     const BACKEND: &'static str = "sqlite";
     const SETUP_SQL: Option<&'static str> =
-        Some("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;");
+        Some("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;");
+    // Switching the journal mode needs the database to itself: done once,
+    // while the pool's other connections wait (it persists in the file).
+    const FIRST_SETUP_SQL: Option<&'static str> = Some("PRAGMA journal_mode = WAL;");
 
     fn driver_url(url: &str) -> &str {
         url.strip_prefix("sqlite://")
@@ -84,6 +92,7 @@ impl DbConnection for SqliteConnection {
 /// The backend of a SQL pool of connection type `C`.
 pub(crate) struct Diesel<C> {
     url: String,
+    first_setup: tokio::sync::OnceCell<()>,
     _conn: PhantomData<fn() -> C>,
 }
 
@@ -91,6 +100,7 @@ impl<C> Diesel<C> {
     pub(crate) fn new(url: String) -> Self {
         Self {
             url,
+            first_setup: tokio::sync::OnceCell::new(),
             _conn: PhantomData,
         }
     }
@@ -109,6 +119,12 @@ impl<C: DbConnection> Backend for Diesel<C> {
             .map_err(|e| e.to_string())?;
         if let Some(sql) = C::SETUP_SQL {
             conn.batch_execute(sql).await.map_err(|e| e.to_string())?;
+        }
+        if let Some(sql) = C::FIRST_SETUP_SQL {
+            self.first_setup
+                .get_or_try_init(|| conn.batch_execute(sql))
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(conn)
     }

@@ -71,11 +71,8 @@ fn jitter(lifetime: Duration) -> Duration {
     lifetime.mul_f64((r % 1000) as f64 / 1000.0 * 0.025)
 }
 
-impl<B: Backend> deadpool::managed::Manager for Managed<B> {
-    type Type = Conn<B::Connection>;
-    type Error = BackendError;
-
-    async fn create(&self) -> Result<Self::Type, BackendError> {
+impl<B: Backend> Managed<B> {
+    async fn open(&self) -> Result<Conn<B::Connection>, BackendError> {
         let shared = &self.shared;
         let timeout = shared.config.acquire_timeout;
         let conn = match tokio::time::timeout(timeout, self.backend.connect()).await {
@@ -102,6 +99,18 @@ impl<B: Backend> deadpool::managed::Manager for Managed<B> {
             expires_at: shared.config.max_lifetime.map(|l| now + l - jitter(l)),
             shared: shared.clone(),
         })
+    }
+
+}
+
+impl<B: Backend> deadpool::managed::Manager for Managed<B> {
+    type Type = Conn<B::Connection>;
+    type Error = BackendError;
+
+    /// Boxed: opening a connection is rare and its future is large; kept
+    /// out of line, it does not bloat every checkout's future.
+    fn create(&self) -> impl Future<Output = Result<Self::Type, BackendError>> + Send {
+        Box::pin(self.open())
     }
 
     async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<BackendError> {
