@@ -39,7 +39,9 @@ struct Ours(PoolManager);
 
 impl Lease for Ours {
     async fn lease(&self) {
-        let conn = DbConn::<SqliteConnection>::acquire(&self.0).await.expect("lease");
+        let conn = DbConn::<SqliteConnection>::acquire(&self.0)
+            .await
+            .expect("lease");
         drop(conn);
     }
 }

@@ -86,7 +86,11 @@ async fn add_note(
     let Json(new) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
     let title = match new.title.as_deref().map(str::trim) {
         Some(t) if !t.is_empty() => t.to_owned(),
-        _ => return Err(AppError::Invalid("`title` must be a non-empty string".into())),
+        _ => {
+            return Err(AppError::Invalid(
+                "`title` must be a non-empty string".into(),
+            ));
+        }
     };
     let note = diesel::insert_into(notes::table)
         .values(notes::title.eq(title))
@@ -94,10 +98,17 @@ async fn add_note(
         .get_result(&mut db)
         .await?;
     let location = format!("/notes/{}", note.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(note)))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(note),
+    ))
 }
 
-async fn get_note(Path(id): Path<i32>, mut db: DbConn<SqliteConnection>) -> Result<Json<Note>, AppError> {
+async fn get_note(
+    Path(id): Path<i32>,
+    mut db: DbConn<SqliteConnection>,
+) -> Result<Json<Note>, AppError> {
     notes::table
         .find(id)
         .select(Note::as_select())
@@ -135,10 +146,18 @@ impl IntoResponse for AppError {
             Self::Pool(e) => return e.into_response(),
             Self::Db(e) => {
                 tracing::error!(error = %e, "query failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Database error", "the query failed".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Database error",
+                    "the query failed".to_owned(),
+                )
             }
             Self::Invalid(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid note", detail),
-            Self::NotFound(id) => (StatusCode::NOT_FOUND, "Note not found", format!("no note with id {id}")),
+            Self::NotFound(id) => (
+                StatusCode::NOT_FOUND,
+                "Note not found",
+                format!("no note with id {id}"),
+            ),
         };
         let body = serde_json::json!({
             "type": "about:blank",
@@ -146,7 +165,12 @@ impl IntoResponse for AppError {
             "status": status.as_u16(),
             "detail": detail,
         });
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 

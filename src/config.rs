@@ -230,7 +230,11 @@ impl PoolConfig {
             &mut c.health_check_interval,
             parse_opt_duration,
         )?;
-        env.read("VALIDATION_TIMEOUT", &mut c.validation_timeout, parse_duration)?;
+        env.read(
+            "VALIDATION_TIMEOUT",
+            &mut c.validation_timeout,
+            parse_duration,
+        )?;
         env.read(
             "ALIVE_BYPASS_WINDOW",
             &mut c.alive_bypass_window,
@@ -507,7 +511,8 @@ fn parse_count(v: &str) -> Result<usize, String> {
 }
 
 fn parse_duration(v: &str) -> Result<Duration, String> {
-    humantime::parse_duration(v).map_err(|e| format!("must be a duration like `5s` or `250ms` ({e})"))
+    humantime::parse_duration(v)
+        .map_err(|e| format!("must be a duration like `5s` or `250ms` ({e})"))
 }
 
 fn parse_opt_duration(v: &str) -> Result<Option<Duration>, String> {
@@ -531,7 +536,9 @@ mod opt_duration {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
             Some(v) => super::parse_opt_duration(&v).map_err(serde::de::Error::custom),
@@ -632,12 +639,19 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field(), "APP_DB_ACQUIRE_TIMEOUT");
-        assert!(err.to_string().starts_with("invalid pool config: APP_DB_ACQUIRE_TIMEOUT = soon: must be a duration"), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "invalid pool config: APP_DB_ACQUIRE_TIMEOUT = soon: must be a duration"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn serde_round_trip_and_unknown_field() {
-        let c = PoolConfig::default().max_waiting(Some(3)).idle_timeout(None);
+        let c = PoolConfig::default()
+            .max_waiting(Some(3))
+            .idle_timeout(None);
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<PoolConfig>(&json).unwrap(), c);
         let err = serde_json::from_str::<PoolConfig>(r#"{"max_sise": 3}"#).unwrap_err();

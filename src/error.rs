@@ -90,7 +90,9 @@ pub enum PoolError {
         waited: Duration,
     },
     /// `max_waiting` requests already waited: refused at once.
-    #[error("pool '{pool}' is overloaded ({max_waiting} requests already wait for a connection); retry later")]
+    #[error(
+        "pool '{pool}' is overloaded ({max_waiting} requests already wait for a connection); retry later"
+    )]
     Overloaded {
         /// The pool.
         pool: String,
@@ -345,14 +347,19 @@ mod tests {
 
     #[test]
     fn messages_name_the_fix() {
-        assert!(PoolError::MissingLayer
-            .to_string()
-            .contains(".layer(PoolLayer::new(manager))"));
+        assert!(
+            PoolError::MissingLayer
+                .to_string()
+                .contains(".layer(PoolLayer::new(manager))")
+        );
         let e = PoolError::AmbiguousPool {
             type_name: "AsyncPgConnection",
             candidates: vec!["primary".into(), "replica".into()],
         };
         assert!(e.to_string().contains("primary, replica"), "{e}");
-        assert!(e.to_string().contains("pool_name!(Primary = \"primary\")"), "{e}");
+        assert!(
+            e.to_string().contains("pool_name!(Primary = \"primary\")"),
+            "{e}"
+        );
     }
 }

@@ -194,9 +194,7 @@ impl PoolManager {
     /// # }
     /// ```
     pub async fn check_health(&self) -> HealthReport {
-        HealthReport::from_pools(
-            join_all(self.inner.pools.iter().map(|p| p.check_health())).await,
-        )
+        HealthReport::from_pools(join_all(self.inner.pools.iter().map(|p| p.check_health())).await)
     }
 
     /// Whether [`drain`](Self::drain) has started.
@@ -351,7 +349,8 @@ impl fmt::Debug for PoolManager {
     }
 }
 
-type Init = Box<dyn FnOnce() -> BoxFuture<'static, Result<Arc<dyn ErasedPool>, BackendError>> + Send>;
+type Init =
+    Box<dyn FnOnce() -> BoxFuture<'static, Result<Arc<dyn ErasedPool>, BackendError>> + Send>;
 
 struct Entry {
     name: String,
@@ -385,7 +384,11 @@ impl fmt::Debug for PoolManagerBuilder {
         f.debug_struct("PoolManagerBuilder")
             .field(
                 "pools",
-                &self.entries.iter().map(|e| (&e.name, &e.url)).collect::<Vec<_>>(),
+                &self
+                    .entries
+                    .iter()
+                    .map(|e| (&e.name, &e.url))
+                    .collect::<Vec<_>>(),
             )
             .field("drain_timeout", &self.drain_timeout)
             .finish()
@@ -411,7 +414,13 @@ impl PoolManagerBuilder {
         self.register(name.into(), Diesel::<C>::new(url.clone()), &url, pool)
     }
 
-    fn register<B: Backend>(mut self, name: String, backend: B, url: &str, config: PoolConfig) -> Self {
+    fn register<B: Backend>(
+        mut self,
+        name: String,
+        backend: B,
+        url: &str,
+        config: PoolConfig,
+    ) -> Self {
         let redactor = Redactor::from_url(url);
         let (pool_name, pool_config) = (name.clone(), config.clone());
         self.entries.push(Entry {
@@ -457,7 +466,9 @@ impl PoolManagerBuilder {
         let mut names = HashSet::new();
         for entry in &self.entries {
             if entry.name.is_empty() {
-                return Err(ConfigError::new("name", "\"\"", "a pool needs a non-empty name").into());
+                return Err(
+                    ConfigError::new("name", "\"\"", "a pool needs a non-empty name").into(),
+                );
             }
             if !names.insert(entry.name.as_str()) {
                 return Err(ConfigError::new(
@@ -467,7 +478,10 @@ impl PoolManagerBuilder {
                 )
                 .into());
             }
-            entry.config.validate().map_err(|e| e.for_pool(&entry.name))?;
+            entry
+                .config
+                .validate()
+                .map_err(|e| e.for_pool(&entry.name))?;
         }
         let mut types = Vec::with_capacity(self.entries.len());
         let mut labels = Vec::with_capacity(self.entries.len());
@@ -571,7 +585,9 @@ mod tests {
     fn maintenance_interval_bounds() {
         let c = PoolConfig::default();
         assert_eq!(maintenance_interval(&c), Duration::from_secs(30));
-        let c = c.idle_timeout(Some(Duration::from_secs(2))).max_lifetime(None);
+        let c = c
+            .idle_timeout(Some(Duration::from_secs(2)))
+            .max_lifetime(None);
         assert_eq!(maintenance_interval(&c), Duration::from_millis(500));
         let c = c.idle_timeout(Some(Duration::from_millis(100)));
         assert_eq!(maintenance_interval(&c), Duration::from_millis(250));

@@ -55,7 +55,7 @@ pub fn redact_url(url: &str) -> String {
         Some(i) => {
             let (scheme, after) = url.split_at(i + 3);
             out.push_str(scheme);
-            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            let end = authority_end(after);
             let (authority, rest) = after.split_at(end);
             match authority.rfind('@') {
                 Some(at) => {
@@ -77,6 +77,19 @@ pub fn redact_url(url: &str) -> String {
     };
     out.push_str(&redact_keyword_values(rest));
     out
+}
+
+/// End of the authority (`user:password@host:port`) in what follows `://`.
+///
+/// A raw `/` may appear in a password, so when an `@` comes before the query
+/// the authority runs to the first `/` after the last such `@`: a password is
+/// over-masked rather than shown.
+fn authority_end(after: &str) -> usize {
+    let before_query = after.find(['?', '#']).unwrap_or(after.len());
+    let host_start = after[..before_query].rfind('@').map_or(0, |at| at + 1);
+    after[host_start..]
+        .find(['/', '?', '#'])
+        .map_or(after.len(), |p| p + host_start)
 }
 
 /// Masks `key=value` pairs whose key names a secret, in query strings
@@ -115,12 +128,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -155,11 +170,15 @@ impl Redactor {
         let mut secrets = Vec::new();
         if let Some(i) = url.find("://") {
             let after = &url[i + 3..];
-            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
-            let authority = &after[..end];
-            if let Some(at) = authority.rfind('@') {
-                if let Some(colon) = authority[..at].find(':') {
-                    secrets.push(authority[colon + 1..at].to_owned());
+            let authority = &after[..authority_end(after)];
+            if let Some(at) = authority.rfind('@')
+                && let Some(colon) = authority[..at].find(':')
+            {
+                let password = &authority[colon + 1..at];
+                secrets.push(password.to_owned());
+                // The password may itself hold an '@': its first part too.
+                if let Some(first) = password.split('@').next() {
+                    secrets.push(first.to_owned());
                 }
             }
         }
@@ -228,6 +247,9 @@ mod tests {
         );
         // '@' inside the password: the last '@' of the authority separates the host.
         assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
+        // A raw '/' inside the password never shows it.
+        assert_eq!(redact_url("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("redis://:s/e/c@h:6379/0"), "redis://:***@h:6379/0");
     }
 
     #[test]
@@ -262,6 +284,8 @@ mod tests {
         assert!(!msg.contains("ssword"), "{msg}");
         assert!(!msg.contains("tok-123"), "{msg}");
         assert_eq!(r.url(), "postgres://u:***@h/db?token=***");
+        let r = Redactor::from_url("mysql://u:pa/ss@w@h/db");
+        assert_eq!(r.scrub("bad pa/ss@w, pa/ss"), "bad ***, ***");
         assert!(!format!("{r:?}").contains("ssword"));
     }
 }

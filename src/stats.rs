@@ -69,6 +69,11 @@ impl Histogram {
     /// written when it grows.
     pub(crate) fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        if ns == 0 {
+            // The common case on the lease path: nothing to add to sum or max.
+            self.buckets[0].fetch_add(1, Ordering::Release);
+            return;
+        }
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Release);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
         if ns > self.max_ns.load(Ordering::Relaxed) {
@@ -78,10 +83,7 @@ impl Histogram {
 
     /// Number of recorded values.
     pub(crate) fn count(&self) -> u64 {
-        self.buckets
-            .iter()
-            .map(|b| b.load(Ordering::Acquire))
-            .sum()
+        self.buckets.iter().map(|b| b.load(Ordering::Acquire)).sum()
     }
 
     pub(crate) fn snapshot(&self) -> WaitStats {

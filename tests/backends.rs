@@ -21,7 +21,9 @@ use diesel::{
     dsl::sql,
     sql_types::{BigInt, Bool, Integer, Unsigned},
 };
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+};
 use tower::ServiceExt;
 
 fn quiet(url: &str) -> DbConfig {
@@ -47,7 +49,13 @@ async fn one<C: DbConnection>(mut db: DbConn<C>) -> StatusCode {
 // ---------- the same scenarios for every backend ----------
 
 async fn thousand_requests_through_16<C: DbConnection>(url: &str) {
-    let m = build::<C>("db", quiet(url).max_size(16).acquire_timeout(Duration::from_secs(30))).await;
+    let m = build::<C>(
+        "db",
+        quiet(url)
+            .max_size(16)
+            .acquire_timeout(Duration::from_secs(30)),
+    )
+    .await;
     let app = Router::new()
         .route("/one", get(one::<C>))
         .layer(PoolLayer::new(m.clone()));
@@ -58,7 +66,11 @@ async fn thousand_requests_through_16<C: DbConnection>(url: &str) {
         assert_eq!(t.await.unwrap().unwrap().status(), StatusCode::OK);
     }
     let s = m.stats_of("db").unwrap();
-    assert_eq!((s.leases, s.timeouts, s.backend_errors, s.active), (1000, 0, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.leases, s.timeouts, s.backend_errors, s.active),
+        (1000, 0, 0, 0),
+        "{s:?}"
+    );
     assert!(s.size <= 16);
     m.drain(Duration::from_secs(5)).await;
 }
@@ -80,7 +92,13 @@ async fn exact_stats_after_100_leases<C: DbConnection>(url: &str) {
 /// The pool's only connection is held; the next acquisition times out
 /// after `acquire_timeout` on the paused clock (no wall-clock wait).
 async fn timeout_while_the_only_connection_is_held<C: DbConnection>(url: &str) {
-    let m = build::<C>("db", quiet(url).max_size(1).acquire_timeout(Duration::from_secs(5))).await;
+    let m = build::<C>(
+        "db",
+        quiet(url)
+            .max_size(1)
+            .acquire_timeout(Duration::from_secs(5)),
+    )
+    .await;
     let held = DbConn::<C>::acquire(&m).await.unwrap();
     tokio::time::pause();
     let start = tokio::time::Instant::now();
@@ -115,23 +133,30 @@ async fn mysql_stats_exact_after_100_leases() {
 
 #[tokio::test]
 async fn postgres_acquire_timeout() {
-    timeout_while_the_only_connection_is_held::<AsyncPgConnection>(&require!(common::pg_url())).await;
+    timeout_while_the_only_connection_is_held::<AsyncPgConnection>(&require!(common::pg_url()))
+        .await;
 }
 
 #[tokio::test]
 async fn mysql_acquire_timeout() {
-    timeout_while_the_only_connection_is_held::<AsyncMysqlConnection>(&require!(common::mysql_url()))
-        .await;
+    timeout_while_the_only_connection_is_held::<AsyncMysqlConnection>(&require!(
+        common::mysql_url()
+    ))
+    .await;
 }
 
 // ---------- broken connections are discarded and replaced ----------
 
 async fn pid_of(db: &mut DbConn<AsyncPgConnection>) -> diesel::QueryResult<i32> {
-    diesel::select(sql::<Integer>("pg_backend_pid()")).get_result(db).await
+    diesel::select(sql::<Integer>("pg_backend_pid()"))
+        .get_result(db)
+        .await
 }
 
 async fn id_of(db: &mut DbConn<AsyncMysqlConnection>) -> diesel::QueryResult<u64> {
-    diesel::select(sql::<Unsigned<BigInt>>("CONNECTION_ID()")).get_result(db).await
+    diesel::select(sql::<Unsigned<BigInt>>("CONNECTION_ID()"))
+        .get_result(db)
+        .await
 }
 
 #[tokio::test]
@@ -166,7 +191,9 @@ async fn postgres_a_killed_connection_is_discarded_and_replaced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let mut db = DbConn::<AsyncPgConnection>::acquire(&m).await.expect("a fresh connection");
+    let mut db = DbConn::<AsyncPgConnection>::acquire(&m)
+        .await
+        .expect("a fresh connection");
     let after = pid_of(&mut db).await.unwrap();
     assert_ne!(before, after);
     let s = m.stats_of("db").unwrap();
@@ -187,9 +214,14 @@ async fn mysql_a_killed_connection_is_discarded_and_replaced() {
     drop(db);
 
     let mut admin = AsyncMysqlConnection::establish(&url).await.unwrap();
-    admin.batch_execute(&format!("KILL {before}")).await.unwrap();
+    admin
+        .batch_execute(&format!("KILL {before}"))
+        .await
+        .unwrap();
 
-    let mut db = DbConn::<AsyncMysqlConnection>::acquire(&m).await.expect("a fresh connection");
+    let mut db = DbConn::<AsyncMysqlConnection>::acquire(&m)
+        .await
+        .expect("a fresh connection");
     let after = id_of(&mut db).await.unwrap();
     assert_ne!(before, after);
     let s = m.stats_of("db").unwrap();
@@ -222,7 +254,10 @@ async fn a_failed_build_closes_the_postgres_connections_it_opened() {
         .await
         .unwrap_err();
     assert_eq!(err.pool(), Some("broken"), "{err}");
-    assert!(err.to_string().starts_with("failed to set up pool 'broken'"));
+    assert!(
+        err.to_string()
+            .starts_with("failed to set up pool 'broken'")
+    );
 
     let mut left = -1;
     for _ in 0..250 {
@@ -276,7 +311,10 @@ async fn unreachable_or_refused_servers_fail_the_build_without_leaking_the_passw
     // A real server refusing a wrong password.
     let url = require!(common::mysql_url());
     let wrong = url.replacen("test:test@", "test:wr0ng-hunter2@", 1);
-    assert_ne!(wrong, url, "TEST_MYSQL_URL must carry user:password for this test");
+    assert_ne!(
+        wrong, url,
+        "TEST_MYSQL_URL must carry user:password for this test"
+    );
     let err = PoolManager::builder()
         .database::<AsyncMysqlConnection>("primary", DbConfig::from_url(&wrong))
         .build()
@@ -298,7 +336,10 @@ async fn health_checks_every_backend_concurrently_and_a_dropped_database_fails_o
     // A throwaway Postgres database this test may drop.
     let db = unique("axp_health");
     let mut admin = AsyncPgConnection::establish(&pg).await.unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
     let (base, _) = pg.rsplit_once('/').unwrap();
     let doomed = format!("{base}/{db}");
 
@@ -409,18 +450,23 @@ async fn no_password_in_logs_errors_or_responses() {
     m.drain(Duration::from_secs(5)).await;
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("connect failed"), "the failures were logged:\n{logs}");
+    assert!(
+        logs.contains("connect failed"),
+        "the failures were logged:\n{logs}"
+    );
     assert!(logs.contains("app:***@127.0.0.1:1"), "{logs}");
     assert!(!logs.contains("hunter2"), "password in logs:\n{logs}");
-    assert!(!seen.contains("hunter2"), "password in errors or bodies:\n{seen}");
+    assert!(
+        !seen.contains("hunter2"),
+        "password in errors or bodies:\n{seen}"
+    );
     // The test password of the working pool does not show either.
-    if let Some((_, rest)) = pg.split_once("://") {
-        if let Some((userinfo, _)) = rest.split_once('@') {
-            if let Some((_, password)) = userinfo.split_once(':') {
-                let shown = format!(":{password}@");
-                assert!(!logs.contains(&shown), "{logs}");
-                assert!(!seen.contains(&shown), "{seen}");
-            }
-        }
+    if let Some((_, rest)) = pg.split_once("://")
+        && let Some((userinfo, _)) = rest.split_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+    {
+        let shown = format!(":{password}@");
+        assert!(!logs.contains(&shown), "{logs}");
+        assert!(!seen.contains(&shown), "{seen}");
     }
 }

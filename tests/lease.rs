@@ -85,7 +85,8 @@ fn gate() -> Gate {
 #[tokio::test(start_paused = true)]
 async fn held_connection_makes_the_next_request_503_with_retry_after_and_one_timeout() {
     let (_dir, path) = common::sqlite_file();
-    let m = manager(quiet(&path)
+    let m = manager(
+        quiet(&path)
             .max_size(1)
             .acquire_timeout(Duration::from_secs(5)),
     )
@@ -101,7 +102,10 @@ async fn held_connection_makes_the_next_request_503_with_retry_after_and_one_tim
 
     let start = Instant::now();
     let response = app.clone().oneshot(req("/one")).await.unwrap();
-    assert!(start.elapsed() >= Duration::from_secs(5), "answered before acquire_timeout");
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "answered before acquire_timeout"
+    );
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     assert_eq!(
@@ -116,7 +120,10 @@ async fn held_connection_makes_the_next_request_503_with_retry_after_and_one_tim
     let stats = m.stats_of("main").unwrap();
     assert_eq!(stats.timeouts, 1);
     assert_eq!(stats.leases, 1, "the failed acquisition is not a lease");
-    assert_eq!(stats.acquire_wait.count, 1, "only successes feed the histogram");
+    assert_eq!(
+        stats.acquire_wait.count, 1,
+        "only successes feed the histogram"
+    );
 
     gate.0.add_permits(1);
     assert_eq!(holder.await.unwrap().unwrap().status(), StatusCode::OK);
@@ -206,12 +213,18 @@ async fn waiters_beyond_max_waiting_are_shed_at_once() {
         let m = m.clone();
         async move { Db::acquire(&m).await.map(|_| ()) }
     });
-    eventually("one request waits", || m.stats_of("main").unwrap().waiting == 1).await;
+    eventually("one request waits", || {
+        m.stats_of("main").unwrap().waiting == 1
+    })
+    .await;
 
     let start = Instant::now();
     let err = Db::acquire(&m).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::ZERO, "shed without waiting");
-    assert!(matches!(err, PoolError::Overloaded { max_waiting: 1, .. }), "{err}");
+    assert!(
+        matches!(err, PoolError::Overloaded { max_waiting: 1, .. }),
+        "{err}"
+    );
     assert_eq!(m.stats_of("main").unwrap().shed, 1);
 
     drop(held);
@@ -223,7 +236,8 @@ async fn waiters_beyond_max_waiting_are_shed_at_once() {
 #[tokio::test(start_paused = true)]
 async fn only_connections_idle_past_the_bypass_window_are_pinged() {
     let (_dir, path) = common::sqlite_file();
-    let m = manager(quiet(&path)
+    let m = manager(
+        quiet(&path)
             .max_size(1)
             .alive_bypass_window(Duration::from_millis(500)),
     )
@@ -251,7 +265,8 @@ async fn only_connections_idle_past_the_bypass_window_are_pinged() {
 #[tokio::test(start_paused = true)]
 async fn max_lifetime_retires_idle_connections_never_ones_in_use_and_keeps_min_size() {
     let (_dir, path) = common::sqlite_file();
-    let m = manager(quiet(&path)
+    let m = manager(
+        quiet(&path)
             .min_size(2)
             .max_size(4)
             .max_lifetime(Some(Duration::from_secs(40))),
@@ -287,7 +302,8 @@ async fn max_lifetime_retires_idle_connections_never_ones_in_use_and_keeps_min_s
 #[tokio::test(start_paused = true)]
 async fn idle_connections_above_min_size_are_reaped() {
     let (_dir, path) = common::sqlite_file();
-    let m = manager(quiet(&path)
+    let m = manager(
+        quiet(&path)
             .min_size(1)
             .max_size(4)
             .idle_timeout(Some(Duration::from_secs(30))),
@@ -299,7 +315,11 @@ async fn idle_connections_above_min_size_are_reaped() {
 
     tokio::time::advance(Duration::from_secs(29)).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(m.stats_of("main").unwrap().size, 4, "not idle long enough yet");
+    assert_eq!(
+        m.stats_of("main").unwrap().size,
+        4,
+        "not idle long enough yet"
+    );
 
     tokio::time::advance(Duration::from_secs(10)).await;
     eventually("reaped down to min_size", || {
@@ -325,7 +345,12 @@ async fn futures_join_all(m: &PoolManager, n: usize) -> Vec<Db> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_requests_through_a_pool_of_16_all_succeed() {
     let (_dir, path) = common::sqlite_file();
-    let m = manager(quiet(&path).max_size(16).acquire_timeout(Duration::from_secs(30))).await;
+    let m = manager(
+        quiet(&path)
+            .max_size(16)
+            .acquire_timeout(Duration::from_secs(30)),
+    )
+    .await;
     let app = app(&m, &gate());
     let tasks: Vec<_> = (0..1000)
         .map(|_| tokio::spawn(app.clone().oneshot(req("/one"))))

@@ -48,10 +48,7 @@ async fn an_invalid_config_names_the_pool_the_field_and_the_value() {
     );
 
     let err = PoolManager::builder()
-        .database::<SqliteConnection>(
-            "primary",
-            config(&path).acquire_timeout(Duration::ZERO),
-        )
+        .database::<SqliteConnection>("primary", config(&path).acquire_timeout(Duration::ZERO))
         .build()
         .await
         .unwrap_err();
@@ -66,7 +63,11 @@ async fn an_invalid_config_names_the_pool_the_field_and_the_value() {
         .build()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("name = \"a\": is registered twice"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("name = \"a\": is registered twice"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +164,10 @@ async fn pools_are_picked_by_type_or_by_marker_and_mistakes_name_the_registered_
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let detail = body_json(r).await["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("(main, reports)"), "{detail}");
-    assert!(detail.contains("pool_name!(Primary = \"main\")"), "{detail}");
+    assert!(
+        detail.contains("pool_name!(Primary = \"main\")"),
+        "{detail}"
+    );
 
     // A marker naming no registered pool.
     let r = single.oneshot(req("/missing")).await.unwrap();
@@ -195,7 +199,10 @@ async fn drain_waits_for_the_active_lease_then_refuses_new_ones() {
         .layer(PoolLayer::new(m.clone()));
 
     let in_flight = tokio::spawn(app.clone().oneshot(req("/hold")));
-    eventually("the request holds its lease", || m.stats_of("main").unwrap().active == 1).await;
+    eventually("the request holds its lease", || {
+        m.stats_of("main").unwrap().active == 1
+    })
+    .await;
 
     let drain = tokio::spawn({
         let m = m.clone();
@@ -238,10 +245,16 @@ async fn drain_refuses_waiters_and_gives_up_on_leases_at_the_deadline() {
         let m = m.clone();
         async move { Db::acquire(&m).await.map(|_| ()) }
     });
-    eventually("a request waits", || m.stats_of("main").unwrap().waiting == 1).await;
+    eventually("a request waits", || {
+        m.stats_of("main").unwrap().waiting == 1
+    })
+    .await;
 
     let report = m.drain(Duration::from_secs(3)).await;
-    assert_eq!(report.outstanding, 1, "the held lease was not returned in time");
+    assert_eq!(
+        report.outstanding, 1,
+        "the held lease was not returned in time"
+    );
     assert!(report.elapsed >= Duration::from_secs(3));
     let err = waiter.await.unwrap().unwrap_err();
     assert!(matches!(err, PoolError::ShuttingDown { .. }), "{err}");
@@ -292,7 +305,11 @@ async fn health_and_stats_routes_serve_every_pool_and_404_unknown_names() {
     assert_eq!(body["pools"][0]["backend"], "sqlite");
     assert!(body["pools"][0]["latency_ms"].as_f64().unwrap() >= 0.0);
 
-    let r = app.clone().oneshot(req("/pools/health/reports")).await.unwrap();
+    let r = app
+        .clone()
+        .oneshot(req("/pools/health/reports"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(body_json(r).await["status"], "pass");
 
@@ -350,13 +367,23 @@ async fn periodic_health_checks_refresh_the_cache() {
         .unwrap();
     let checks = || m.stats_of("main").unwrap().health_checks;
     assert_eq!(checks(), 1, "one check at build");
-    assert_eq!(m.health_of("main").await.unwrap().status, HealthStatus::Pass);
+    assert_eq!(
+        m.health_of("main").await.unwrap().status,
+        HealthStatus::Pass
+    );
     for _ in 0..50 {
         m.health().await;
     }
     assert_eq!(checks(), 1, "the routes read the cache");
     tokio::time::advance(Duration::from_secs(6)).await;
     eventually("the periodic check ran", || checks() == 2).await;
-    assert_eq!(m.health_of("main").await.unwrap().status, HealthStatus::Pass);
-    assert_eq!(m.stats_of("main").unwrap().leases, 0, "health checks are not leases");
+    assert_eq!(
+        m.health_of("main").await.unwrap().status,
+        HealthStatus::Pass
+    );
+    assert_eq!(
+        m.stats_of("main").unwrap().leases,
+        0,
+        "health checks are not leases"
+    );
 }

@@ -37,15 +37,31 @@ async fn app() -> (tempfile::TempDir, axum::Router) {
 async fn notes_round_trip_and_invalid_titles_store_nothing() {
     let (_dir, app) = app().await;
 
-    let r = app.clone().oneshot(post(r#"{"title":"first"}"#)).await.unwrap();
+    let r = app
+        .clone()
+        .oneshot(post(r#"{"title":"first"}"#))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()[header::LOCATION], "/notes/1");
-    assert_eq!(body_json(r).await, serde_json::json!({"id": 1, "title": "first"}));
+    assert_eq!(
+        body_json(r).await,
+        serde_json::json!({"id": 1, "title": "first"})
+    );
 
-    for bad in [r#"{"title":""}"#, r#"{"title":"   "}"#, "{}", r#"{"title":null}"#, "not json"] {
+    for bad in [
+        r#"{"title":""}"#,
+        r#"{"title":"   "}"#,
+        "{}",
+        r#"{"title":null}"#,
+        "not json",
+    ] {
         let r = app.clone().oneshot(post(bad)).await.unwrap();
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
         assert_eq!(body_json(r).await["status"], 422);
     }
 
@@ -61,7 +77,10 @@ async fn notes_round_trip_and_invalid_titles_store_nothing() {
     assert_eq!(body_json(r).await["title"], "first");
     let r = app.clone().oneshot(get("/notes/2")).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
 
     let r = app.clone().oneshot(get("/pools/health")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

@@ -26,7 +26,9 @@ mod sealed {
 /// # #[cfg(feature = "sqlite")]
 /// assert_eq!(pooled::<axum_pools::SqliteConnection>(), "sqlite");
 /// ```
-pub trait DbConnection: AsyncConnection + PoolableConnection + Send + 'static + sealed::Sealed {
+pub trait DbConnection:
+    AsyncConnection + PoolableConnection + Send + 'static + sealed::Sealed
+{
     /// Short backend name used in stats, health and errors.
     const BACKEND: &'static str;
 
@@ -129,11 +131,10 @@ impl<C: DbConnection> Backend for Diesel<C> {
         Ok(conn)
     }
 
-    fn ping<'a>(
-        &'a self,
-        conn: &'a mut C,
-    ) -> impl Future<Output = Result<(), String>> + Send + 'a {
-        async move { conn.batch_execute("SELECT 1").await.map_err(|e| e.to_string()) }
+    async fn ping(&self, conn: &mut C) -> Result<(), String> {
+        conn.batch_execute("SELECT 1")
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn is_broken(&self, conn: &mut C) -> bool {

@@ -1,5 +1,18 @@
 //! Tower layers. [`PoolLayer`] makes the [`PoolManager`](crate::PoolManager)
 //! reachable from every request so the extractors can lease from it.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use axum_pools::{DbConn, PoolLayer, PoolManager, SqliteConnection};
+//!
+//! async fn handler(_db: DbConn<SqliteConnection>) -> &'static str { "leased" }
+//!
+//! # async fn demo(manager: PoolManager) {
+//! let app: Router = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(PoolLayer::new(manager));
+//! # }
+//! ```
 
 mod pool;
 

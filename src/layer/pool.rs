@@ -1,17 +1,4 @@
 //! [`PoolLayer`]: puts the manager into every request's extensions.
-//!
-//! ```no_run
-//! use axum::{Router, routing::get};
-//! use axum_pools::{DbConn, PoolLayer, PoolManager, SqliteConnection};
-//!
-//! async fn handler(_db: DbConn<SqliteConnection>) -> &'static str { "leased" }
-//!
-//! # async fn demo(manager: PoolManager) {
-//! let app: Router = Router::new()
-//!     .route("/", get(handler))
-//!     .layer(PoolLayer::new(manager));
-//! # }
-//! ```
 
 use std::task::{Context, Poll};
 
@@ -23,7 +10,7 @@ use crate::manager::PoolManager;
 
 /// Layer that makes a [`PoolManager`] reachable from every request, so
 /// [`DbConn`](crate::DbConn) and friends can lease from it. See the
-/// [module docs](self).
+/// [module docs](crate::layer).
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct PoolLayer {
@@ -51,7 +38,7 @@ impl<S> Layer<S> for PoolLayer {
     }
 }
 
-/// The service of [`PoolLayer`]. See the [module docs](self).
+/// The service of [`PoolLayer`]. See the [module docs](crate::layer).
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct PoolService<S> {

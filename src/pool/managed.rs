@@ -100,7 +100,6 @@ impl<B: Backend> Managed<B> {
             shared: shared.clone(),
         })
     }
-
 }
 
 impl<B: Backend> deadpool::managed::Manager for Managed<B> {

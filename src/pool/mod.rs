@@ -46,10 +46,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn connect(&self) -> impl Future<Output = Result<Self::Connection, String>> + Send;
 
     /// One round trip proving the connection works.
-    fn ping<'a>(
-        &'a self,
-        conn: &'a mut Self::Connection,
-    ) -> impl Future<Output = Result<(), String>> + Send + 'a;
+    fn ping(&self, conn: &mut Self::Connection) -> impl Future<Output = Result<(), String>> + Send;
 
     /// A local, non-blocking check that the connection is unusable.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool;
@@ -86,7 +83,10 @@ impl Shared {
     }
 
     pub(crate) fn cached_health(&self) -> (PoolHealth, Option<Instant>) {
-        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn store_health(&self, health: PoolHealth) {
@@ -186,7 +186,8 @@ impl<B: Backend> Pool<B> {
             if now.saturating_duration_since(obj.returned_at) >= shared.config.alive_bypass_window {
                 inc(&shared.stats.validations);
                 let ping = self.backend().ping(&mut obj.conn);
-                let checked = Box::pin(tokio::time::timeout(shared.config.validation_timeout, ping));
+                let checked =
+                    Box::pin(tokio::time::timeout(shared.config.validation_timeout, ping));
                 if !matches!(checked.await, Ok(Ok(()))) {
                     inc(&shared.stats.broken);
                     tracing::debug!(pool = %shared.name, "idle connection failed validation; discarded");
@@ -215,14 +216,14 @@ impl<B: Backend> Pool<B> {
         let stats = &shared.stats;
         let waiting = stats.waiting.fetch_add(1, Ordering::Relaxed) + 1;
         let _waiting = DecrementOnDrop(&stats.waiting);
-        if let Some(max_waiting) = shared.config.max_waiting {
-            if waiting > max_waiting {
-                inc(&stats.shed);
-                return Err(PoolError::Overloaded {
-                    pool: shared.name.clone(),
-                    max_waiting,
-                });
-            }
+        if let Some(max_waiting) = shared.config.max_waiting
+            && waiting > max_waiting
+        {
+            inc(&stats.shed);
+            return Err(PoolError::Overloaded {
+                pool: shared.name.clone(),
+                max_waiting,
+            });
         }
         let drain_started = shared.drain_started.notified();
         if shared.is_draining() {
@@ -360,7 +361,9 @@ impl<B: Backend> Pool<B> {
                     return false;
                 }
                 match config.idle_timeout {
-                    Some(idle) if removable_idle > 0 && now.duration_since(conn.returned_at) >= idle => {
+                    Some(idle)
+                        if removable_idle > 0 && now.duration_since(conn.returned_at) >= idle =>
+                    {
                         removable_idle -= 1;
                         false
                     }

@@ -63,7 +63,11 @@ fn no_store(mut response: Response) -> Response {
 fn unknown_pool(manager: &PoolManager, name: String) -> Response {
     let detail = PoolError::UnknownPool {
         requested: name,
-        registered: manager.pool_names().into_iter().map(str::to_owned).collect(),
+        registered: manager
+            .pool_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
     }
     .to_string();
     no_store(

@@ -16,7 +16,12 @@ struct AllStats {
 }
 
 pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
-    json(StatusCode::OK, AllStats { pools: manager.stats() })
+    json(
+        StatusCode::OK,
+        AllStats {
+            pools: manager.stats(),
+        },
+    )
 }
 
 pub(super) async fn one(State(manager): State<PoolManager>, Path(name): Path<String>) -> Response {
