@@ -248,8 +248,14 @@ mod tests {
         // '@' inside the password: the last '@' of the authority separates the host.
         assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
         // A raw '/' inside the password never shows it.
-        assert_eq!(redact_url("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact_url("redis://:s/e/c@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(
+            redact_url("postgres://u:pa/ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("redis://:s/e/c@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
     }
 
     #[test]
