@@ -5,13 +5,16 @@
 //! curl -s localhost:3000/notes -H 'content-type: application/json' -d '{"title":"hello"}'
 //! curl -s localhost:3000/notes
 //! curl -s localhost:3000/notes/1
+//! curl -s localhost:3000/notes/batch -H 'content-type: application/json' -d '[{"title":"a"},{"title":""}]'   # 422, nothing stored
 //! curl -s localhost:3000/pools/health
 //! curl -s localhost:3000/pools/stats
 //! ```
 //!
 //! SQLite keeps an in-memory database per connection, so the pool uses a
-//! file: every pooled connection sees the same notes. Ctrl-C drains the
-//! pool (requests in flight finish, new ones get 503) and exits 0.
+//! file: every pooled connection sees the same notes. Writes run in a
+//! `DbTx`: `PoolLayer` commits it when the handler answers 2xx and rolls it
+//! back otherwise, so `POST /notes/batch` stores every note or none. Ctrl-C
+//! drains the pool (requests in flight finish, new ones get 503) and exits 0.
 
 #![allow(missing_docs, unreachable_pub)]
 
@@ -20,9 +23,11 @@ use axum::{
     extract::{Path, rejection::JsonRejection},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
-use axum_pools::{DbConfig, DbConn, PoolError, PoolLayer, PoolManager, SqliteConnection};
+use axum_pools::{
+    DbConfig, DbConn, DbError, DbTx, PoolError, PoolLayer, PoolManager, SqliteConnection,
+};
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use serde::{Deserialize, Serialize};
@@ -65,6 +70,7 @@ pub async fn migrate(manager: &PoolManager) -> Result<(), Box<dyn std::error::Er
 pub fn app(manager: PoolManager) -> Router {
     Router::new()
         .route("/notes", get(list_notes).post(add_note))
+        .route("/notes/batch", post(add_notes))
         .route("/notes/{id}", get(get_note))
         .merge(manager.router())
         .layer(PoolLayer::new(manager))
@@ -79,30 +85,52 @@ async fn list_notes(mut db: DbConn<SqliteConnection>) -> Result<Json<Vec<Note>>,
     Ok(Json(all))
 }
 
+fn title_of(new: NewNote) -> Option<String> {
+    match new.title.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => Some(t.to_owned()),
+        _ => None,
+    }
+}
+
+async fn insert(tx: &mut DbTx<SqliteConnection>, title: String) -> Result<Note, AppError> {
+    Ok(diesel::insert_into(notes::table)
+        .values(notes::title.eq(title))
+        .returning(Note::as_returning())
+        .get_result(tx)
+        .await?)
+}
+
 async fn add_note(
-    mut db: DbConn<SqliteConnection>,
+    mut tx: DbTx<SqliteConnection>,
     body: Result<Json<NewNote>, JsonRejection>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Note>), AppError> {
     let Json(new) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
-    let title = match new.title.as_deref().map(str::trim) {
-        Some(t) if !t.is_empty() => t.to_owned(),
-        _ => {
-            return Err(AppError::Invalid(
-                "`title` must be a non-empty string".into(),
-            ));
-        }
-    };
-    let note = diesel::insert_into(notes::table)
-        .values(notes::title.eq(title))
-        .returning(Note::as_returning())
-        .get_result(&mut db)
-        .await?;
+    let title = title_of(new)
+        .ok_or_else(|| AppError::Invalid("`title` must be a non-empty string".into()))?;
+    let note = insert(&mut tx, title).await?;
     let location = format!("/notes/{}", note.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(note),
     ))
+}
+
+/// Stores every note or none: each is inserted as it comes, and an empty
+/// title answers 422, so the layer rolls the earlier inserts back.
+async fn add_notes(
+    mut tx: DbTx<SqliteConnection>,
+    body: Result<Json<Vec<NewNote>>, JsonRejection>,
+) -> Result<(StatusCode, Json<Vec<Note>>), AppError> {
+    let Json(batch) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
+    let mut stored = Vec::with_capacity(batch.len());
+    for (i, new) in batch.into_iter().enumerate() {
+        let title = title_of(new).ok_or_else(|| {
+            AppError::Invalid(format!("note {i}: `title` must be a non-empty string"))
+        })?;
+        stored.push(insert(&mut tx, title).await?);
+    }
+    Ok((StatusCode::CREATED, Json(stored)))
 }
 
 async fn get_note(
@@ -122,36 +150,33 @@ async fn get_note(
 /// The example's errors, answered as problem+json.
 #[derive(Debug)]
 pub enum AppError {
-    Pool(PoolError),
-    Db(diesel::result::Error),
+    Db(DbError),
     Invalid(String),
     NotFound(i32),
 }
 
+impl From<DbError> for AppError {
+    fn from(e: DbError) -> Self {
+        Self::Db(e)
+    }
+}
+
 impl From<PoolError> for AppError {
     fn from(e: PoolError) -> Self {
-        Self::Pool(e)
+        Self::Db(e.into())
     }
 }
 
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
-        Self::Db(e)
+        Self::Db(e.into())
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, title, detail) = match self {
-            Self::Pool(e) => return e.into_response(),
-            Self::Db(e) => {
-                tracing::error!(error = %e, "query failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Database error",
-                    "the query failed".to_owned(),
-                )
-            }
+            Self::Db(e) => return e.into_response(),
             Self::Invalid(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid note", detail),
             Self::NotFound(id) => (
                 StatusCode::NOT_FOUND,

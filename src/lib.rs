@@ -86,10 +86,10 @@ pub use crate::backend::diesel::SqliteConnection;
 pub use crate::{
     backend::diesel::DbConnection,
     config::{ConfigError, DbConfig, PoolConfig},
-    error::{BackendError, PoolError},
-    extract::{ByType, DbConn, PoolSelector},
+    error::{BackendError, DbError, PoolError},
+    extract::{ByType, DbConn, DbTx, IsolationLevel, PoolSelector, TxOptions},
     health::{HealthReport, HealthStatus, PoolHealth},
-    layer::{PoolLayer, PoolService},
+    layer::{PoolLayer, PoolService, ResponseFuture},
     manager::{DrainReport, PoolManager, PoolManagerBuilder},
     redact::{Redactor, redact_url},
     stats::{StatsSnapshot, WaitStats},

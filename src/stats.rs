@@ -169,6 +169,9 @@ pub(crate) struct PoolStats {
     pub(crate) validations: AtomicU64,
     pub(crate) broken: AtomicU64,
     pub(crate) health_checks: AtomicU64,
+    pub(crate) tx_committed: AtomicU64,
+    pub(crate) tx_rolled_back: AtomicU64,
+    pub(crate) tx_abandoned: AtomicU64,
 }
 
 impl PoolStats {
@@ -186,6 +189,9 @@ impl PoolStats {
             validations: AtomicU64::new(0),
             broken: AtomicU64::new(0),
             health_checks: AtomicU64::new(0),
+            tx_committed: AtomicU64::new(0),
+            tx_rolled_back: AtomicU64::new(0),
+            tx_abandoned: AtomicU64::new(0),
         }
     }
 
@@ -255,6 +261,15 @@ pub struct StatsSnapshot {
     pub broken: u64,
     /// Health checks run (periodic, on demand, and the one at build).
     pub health_checks: u64,
+    /// [`DbTx`](crate::DbTx) transactions committed.
+    pub tx_committed: u64,
+    /// [`DbTx`](crate::DbTx) transactions rolled back (by status, by the
+    /// handler, after a failed commit, or abandoned).
+    pub tx_rolled_back: u64,
+    /// Transactions whose `DbTx` was dropped before its request ended them
+    /// (a panic, a cancelled request, a `DbTx` outliving its request): rolled
+    /// back on a spawned task before the connection was reused.
+    pub tx_abandoned: u64,
     /// How long successful acquisitions waited.
     pub acquire_wait: WaitStats,
 }

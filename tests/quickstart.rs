@@ -16,7 +16,11 @@ use common::{body_json, get};
 use tower::ServiceExt;
 
 fn post(body: &str) -> Request<Body> {
-    Request::post("/notes")
+    post_to("/notes", body)
+}
+
+fn post_to(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap()
@@ -89,4 +93,55 @@ async fn notes_round_trip_and_invalid_titles_store_nothing() {
     let stats = body_json(r).await;
     assert_eq!(stats["active"], 0);
     assert!(stats["leases"].as_u64().unwrap() >= 10);
+}
+
+#[tokio::test]
+async fn a_batch_stores_every_note_or_none() {
+    let (_dir, app) = app().await;
+    let notes = |app: axum::Router| async move {
+        body_json(app.oneshot(get("/notes")).await.unwrap()).await
+    };
+
+    // The first two notes are inserted before the empty title is reached:
+    // the 422 rolls them back.
+    let r = app
+        .clone()
+        .oneshot(post_to(
+            "/notes/batch",
+            r#"[{"title":"a"},{"title":"b"},{"title":""},{"title":"d"}]"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body_json(r).await["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("note 2:")
+    );
+    assert_eq!(notes(app.clone()).await, serde_json::json!([]));
+
+    let r = app
+        .clone()
+        .oneshot(post_to("/notes/batch", r#"[{"title":"a"},{"title":"b"}]"#))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let stored = notes(app.clone()).await;
+    let titles: Vec<_> = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(titles, ["a", "b"]);
+
+    let stats = body_json(app.oneshot(get("/pools/stats/notes")).await.unwrap()).await;
+    assert_eq!(
+        (
+            stats["tx_committed"].as_u64(),
+            stats["tx_rolled_back"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
 }

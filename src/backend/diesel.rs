@@ -8,9 +8,11 @@
 
 use std::marker::PhantomData;
 
-use diesel_async::{AsyncConnection, pooled_connection::PoolableConnection};
+use diesel_async::{
+    AsyncConnection, TransactionManager as _, pooled_connection::PoolableConnection,
+};
 
-use crate::pool::Backend;
+use crate::{error::DbError, extract::TxOptions, pool::Backend};
 
 mod sealed {
     pub trait Sealed {}
@@ -46,6 +48,16 @@ pub trait DbConnection:
     fn driver_url(url: &str) -> &str {
         url
     }
+
+    /// Begins a transaction with `options`.
+    #[doc(hidden)]
+    fn begin(&mut self, options: TxOptions) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// `BEGIN` through the transaction manager, so diesel tracks the depth.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+async fn begin_plain<C: AsyncConnection>(conn: &mut C) -> Result<(), DbError> {
+    Ok(C::TransactionManager::begin_transaction(conn).await?)
 }
 
 #[cfg(feature = "postgres")]
@@ -53,6 +65,21 @@ impl sealed::Sealed for diesel_async::AsyncPgConnection {}
 #[cfg(feature = "postgres")]
 impl DbConnection for diesel_async::AsyncPgConnection {
     const BACKEND: &'static str = "postgres";
+
+    async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
+        if options == TxOptions::default() {
+            return begin_plain(self).await;
+        }
+        let mut sql = String::from("BEGIN");
+        if let Some(level) = options.isolation {
+            sql.push_str(" ISOLATION LEVEL ");
+            sql.push_str(level.sql());
+        }
+        if options.read_only {
+            sql.push_str(" READ ONLY");
+        }
+        Ok(diesel_async::AnsiTransactionManager::begin_transaction_sql(self, &sql).await?)
+    }
 }
 
 #[cfg(feature = "mysql")]
@@ -60,6 +87,24 @@ impl sealed::Sealed for diesel_async::AsyncMysqlConnection {}
 #[cfg(feature = "mysql")]
 impl DbConnection for diesel_async::AsyncMysqlConnection {
     const BACKEND: &'static str = "mysql";
+
+    async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
+        use diesel_async::SimpleAsyncConnection as _;
+        if options == TxOptions::default() {
+            return begin_plain(self).await;
+        }
+        if let Some(level) = options.isolation {
+            // Applies to the next transaction only.
+            self.batch_execute(&format!("SET TRANSACTION ISOLATION LEVEL {}", level.sql()))
+                .await?;
+        }
+        let sql = if options.read_only {
+            "START TRANSACTION READ ONLY"
+        } else {
+            "START TRANSACTION"
+        };
+        Ok(diesel_async::AnsiTransactionManager::begin_transaction_sql(self, sql).await?)
+    }
 }
 
 /// The pooled SQLite connection: diesel's synchronous `SqliteConnection`
@@ -88,6 +133,18 @@ impl DbConnection for SqliteConnection {
         url.strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .unwrap_or(url)
+    }
+
+    /// SQLite transactions are always serializable, so any isolation level
+    /// is met; read-only transactions do not exist.
+    async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
+        if options.read_only {
+            return Err(DbError::Unsupported {
+                backend: "sqlite",
+                option: "read-only transactions; drop `TxOptions::read_only` for this route",
+            });
+        }
+        begin_plain(self).await
     }
 }
 

@@ -1,5 +1,7 @@
 //! Tower layers. [`PoolLayer`] makes the [`PoolManager`](crate::PoolManager)
-//! reachable from every request so the extractors can lease from it.
+//! reachable from every request so the extractors can lease from it, and
+//! finishes each request's [`DbTx`](crate::DbTx) by the response: commit on
+//! 2xx/3xx, rollback otherwise (see [`extract::tx`](crate::extract::tx)).
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -16,4 +18,4 @@
 
 mod pool;
 
-pub use self::pool::{PoolLayer, PoolService};
+pub use self::pool::{PoolLayer, PoolService, ResponseFuture};

@@ -1,15 +1,28 @@
-//! [`PoolLayer`]: puts the manager into every request's extensions.
+//! [`PoolLayer`]: puts the manager and a transaction slot into every
+//! request's extensions, and finishes the request's [`DbTx`](crate::DbTx)s
+//! by the response status.
 
-use std::task::{Context, Poll};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
 
-use axum::http::Request;
+use axum::{http::Request, response::Response};
+use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::manager::PoolManager;
+use crate::{
+    extract::tx::{TxSlot, TxSlotHandle, finish_all},
+    manager::PoolManager,
+};
 
 /// Layer that makes a [`PoolManager`] reachable from every request, so
-/// [`DbConn`](crate::DbConn) and friends can lease from it. See the
+/// [`DbConn`](crate::DbConn) and [`DbTx`](crate::DbTx) can lease from it,
+/// and commits or rolls back each request's `DbTx` by its response. See the
 /// [module docs](crate::layer).
 #[derive(Clone, Debug)]
 #[must_use]
@@ -51,9 +64,8 @@ impl<S> PoolService<S> {
     ///
     /// ```no_run
     /// # fn demo(manager: axum_pools::PoolManager) {
-    /// let svc = axum_pools::PoolService::new(tower::service_fn(|_req: axum::http::Request<axum::body::Body>| async {
-    ///     Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
-    /// }), manager);
+    /// let router: axum::Router = axum::Router::new();
+    /// let svc = axum_pools::PoolService::new(router, manager);
     /// # }
     /// ```
     pub fn new(inner: S, manager: PoolManager) -> Self {
@@ -74,18 +86,80 @@ impl<S> PoolService<S> {
 
 impl<S, B> Service<Request<B>> for PoolService<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response>,
 {
-    type Response = S::Response;
+    type Response = Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        req.extensions_mut().insert(self.manager.clone());
-        self.inner.call(req)
+        let slot = Arc::new(TxSlot::default());
+        let extensions = req.extensions_mut();
+        extensions.insert(self.manager.clone());
+        extensions.insert(TxSlotHandle(slot.clone()));
+        ResponseFuture {
+            state: State::Inner {
+                future: self.inner.call(req),
+            },
+            slot: Some(slot),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`PoolService`]: the inner service's, then the
+    /// commit or rollback of the request's transactions, if it has any.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        slot: Option<Arc<TxSlot>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        Finishing { future: BoxFuture<'static, Response> },
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    let open = match this.slot.take() {
+                        Some(slot) => slot.close(),
+                        None => Vec::new(),
+                    };
+                    if open.is_empty() {
+                        return Poll::Ready(Ok(response));
+                    }
+                    this.state.set(State::Finishing {
+                        future: Box::pin(finish_all(open, response)),
+                    });
+                }
+                StateProj::Finishing { future } => return future.as_mut().poll(cx).map(Ok),
+            }
+        }
     }
 }

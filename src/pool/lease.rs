@@ -9,7 +9,7 @@ use std::{
 use deadpool::managed::Object;
 use tokio::time::Instant;
 
-use super::{Backend, managed::Managed};
+use super::{Backend, Shared, managed::Managed};
 
 /// A leased connection. Dropping it — at the end of a handler, on a panic,
 /// or when the request future is cancelled — returns the connection and
@@ -25,6 +25,10 @@ impl<B: Backend> Lease<B> {
 
     pub(crate) fn pool_name(&self) -> &str {
         &self.obj.shared.name
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.obj.shared
     }
 }
 

@@ -409,6 +409,9 @@ impl<B: Backend> Pool<B> {
             validations: s.validations.load(Ordering::Relaxed),
             broken: s.broken.load(Ordering::Relaxed),
             health_checks: s.health_checks.load(Ordering::Relaxed),
+            tx_committed: s.tx_committed.load(Ordering::Relaxed),
+            tx_rolled_back: s.tx_rolled_back.load(Ordering::Relaxed),
+            tx_abandoned: s.tx_abandoned.load(Ordering::Relaxed),
             acquire_wait: wait,
         }
     }

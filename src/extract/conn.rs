@@ -1,0 +1,121 @@
+//! [`DbConn`]: a pooled connection for one handler.
+
+use std::{
+    fmt,
+    marker::PhantomData,
+    ops::{Deref, DerefMut},
+};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+
+use super::{ByType, PoolSelector};
+use crate::{
+    backend::diesel::{DbConnection, Diesel},
+    error::PoolError,
+    manager::PoolManager,
+    pool::Lease,
+};
+
+/// A pooled SQL connection leased for one handler. Derefs to `C`, so
+/// diesel-async queries take `&mut db`.
+///
+/// `N` picks the pool: by default the only pool of type `C`; a marker from
+/// [`pool_name!`](crate::pool_name) picks one by name. Rejections are
+/// [`PoolError`]s (503 with `Retry-After` when the pool is exhausted or
+/// draining, 500 naming the fix for setup mistakes). See the
+/// [module docs](crate::extract) for an example.
+pub struct DbConn<C: DbConnection, N: PoolSelector = ByType> {
+    lease: Lease<Diesel<C>>,
+    _selector: PhantomData<fn() -> N>,
+}
+
+impl<C: DbConnection, N: PoolSelector> DbConn<C, N> {
+    /// Leases a connection from `manager` directly, e.g. with the manager as
+    /// axum state or outside a request.
+    ///
+    /// ```no_run
+    /// use axum::extract::State;
+    /// use axum_pools::{DbConn, PoolError, PoolManager, SqliteConnection};
+    ///
+    /// async fn handler(State(manager): State<PoolManager>) -> Result<&'static str, PoolError> {
+    ///     let _db = DbConn::<SqliteConnection>::acquire(&manager).await?;
+    ///     Ok("leased")
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The pool's [`PoolError`]: timeout, overload, draining, backend
+    /// failure, or no matching pool.
+    pub async fn acquire(manager: &PoolManager) -> Result<Self, PoolError> {
+        Ok(Self {
+            lease: lease::<C, N>(manager).await?,
+            _selector: PhantomData,
+        })
+    }
+
+    /// The name of the pool the connection came from.
+    ///
+    /// ```no_run
+    /// # fn demo(db: axum_pools::DbConn<axum_pools::SqliteConnection>) {
+    /// tracing::info!(pool = db.pool_name(), "leased");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn pool_name(&self) -> &str {
+        self.lease.pool_name()
+    }
+}
+
+impl<C: DbConnection, N: PoolSelector> Deref for DbConn<C, N> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.lease
+    }
+}
+
+impl<C: DbConnection, N: PoolSelector> DerefMut for DbConn<C, N> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.lease
+    }
+}
+
+impl<C: DbConnection, N: PoolSelector> fmt::Debug for DbConn<C, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConn")
+            .field("pool", &self.pool_name())
+            .field("backend", &C::BACKEND)
+            .finish()
+    }
+}
+
+/// A lease from the pool `N` selects for connection type `C`.
+pub(crate) async fn lease<C: DbConnection, N: PoolSelector>(
+    manager: &PoolManager,
+) -> Result<Lease<Diesel<C>>, PoolError> {
+    manager
+        .pool::<Diesel<C>>(N::NAME, std::any::type_name::<C>())?
+        .acquire()
+        .await
+}
+
+/// The manager [`PoolLayer`](crate::PoolLayer) put into the request.
+pub(crate) fn manager(parts: &Parts) -> Result<&PoolManager, PoolError> {
+    parts
+        .extensions
+        .get::<PoolManager>()
+        .ok_or(PoolError::MissingLayer)
+}
+
+impl<S, C, N> FromRequestParts<S> for DbConn<C, N>
+where
+    S: Send + Sync,
+    C: DbConnection,
+    N: PoolSelector,
+{
+    type Rejection = PoolError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Self::acquire(manager(parts)?).await
+    }
+}
