@@ -8,9 +8,7 @@
 
 use std::marker::PhantomData;
 
-use diesel_async::{
-    AsyncConnection, TransactionManager as _, pooled_connection::PoolableConnection,
-};
+use diesel_async::{AsyncConnection, pooled_connection::PoolableConnection};
 
 use crate::{error::DbError, extract::TxOptions, pool::Backend};
 
@@ -57,6 +55,7 @@ pub trait DbConnection:
 /// `BEGIN` through the transaction manager, so diesel tracks the depth.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 async fn begin_plain<C: AsyncConnection>(conn: &mut C) -> Result<(), DbError> {
+    use diesel_async::TransactionManager as _;
     Ok(C::TransactionManager::begin_transaction(conn).await?)
 }
 
