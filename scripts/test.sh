@@ -18,7 +18,7 @@ for features in "" "--no-default-features" \
   "--no-default-features --features postgres" \
   "--no-default-features --features mysql" \
   "--no-default-features --features sqlite"; do
-  echo "cargo check $features"
+  echo "cargo clippy $features"
   # shellcheck disable=SC2086
-  cargo check --quiet $features
+  cargo clippy --quiet $features -- -D warnings
 done

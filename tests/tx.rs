@@ -417,6 +417,67 @@ mod options {
         assert_eq!(m.stats_of("db").unwrap().active, 0);
     }
 
+    /// Query errors a handler `?`s: a unique violation answers 409, a missing
+    /// row 404, with no SQL or values in the body; the transaction is rolled back.
+    #[tokio::test]
+    async fn query_errors_map_to_409_and_404_without_sql_in_the_body() {
+        use diesel::OptionalExtension as _;
+        let (_dir, path) = common::sqlite_file();
+        let m = PoolManager::builder()
+            .database::<SqliteConnection>("db", config(&path))
+            .build()
+            .await
+            .unwrap();
+        let mut db = DbConn::<SqliteConnection>::acquire(&m).await.unwrap();
+        db.batch_execute("CREATE TABLE users (email TEXT PRIMARY KEY)")
+            .await
+            .unwrap();
+        drop(db);
+        let app = Router::new()
+            .route(
+                "/dup",
+                post(|mut tx: DbTx<SqliteConnection>| async move {
+                    tx.batch_execute("INSERT INTO users VALUES ('secret-value@example.org')")
+                        .await?;
+                    tx.batch_execute("INSERT INTO users VALUES ('secret-value@example.org')")
+                        .await?;
+                    Ok::<_, DbError>(StatusCode::CREATED)
+                }),
+            )
+            .route(
+                "/missing",
+                post(|mut db: DbConn<SqliteConnection>| async move {
+                    use diesel::QueryDsl as _;
+                    diesel::table! { users (email) { email -> Text } }
+                    let email: String = users::table
+                        .find("nobody@example.org")
+                        .select(users::email)
+                        .first(&mut db)
+                        .await?;
+                    Ok::<_, DbError>(email)
+                }),
+            )
+            .layer(PoolLayer::new(m.clone()));
+        let r = app.clone().oneshot(req("/dup")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let body = body_json(r).await.to_string();
+        assert!(body.contains("urn:axum-pools:problem:conflict"), "{body}");
+        assert!(
+            !body.contains("secret-value") && !body.contains("INSERT"),
+            "{body}"
+        );
+        let r = app.oneshot(req("/missing")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+        let mut db = DbConn::<SqliteConnection>::acquire(&m).await.unwrap();
+        let first: Option<i64> = diesel::select(sql::<BigInt>("(SELECT COUNT(*) FROM users)"))
+            .get_result(&mut db)
+            .await
+            .optional()
+            .unwrap();
+        assert_eq!(first, Some(0), "the 409's first insert was rolled back");
+    }
+
     /// A deferred constraint fails only at COMMIT: the handler answered 201,
     /// the client gets a 500 problem and nothing is stored.
     #[tokio::test]
