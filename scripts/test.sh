@@ -10,6 +10,7 @@ bash scripts/services-up.sh
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test}"
 export TEST_MYSQL_URL="${TEST_MYSQL_URL:-mysql://test:test@127.0.0.1:3306/test}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 
 cargo test --all-features --all-targets
 cargo test --all-features --doc
@@ -17,7 +18,8 @@ cargo test --all-features --doc
 for features in "" "--no-default-features" \
   "--no-default-features --features postgres" \
   "--no-default-features --features mysql" \
-  "--no-default-features --features sqlite"; do
+  "--no-default-features --features sqlite" \
+  "--no-default-features --features redis"; do
   echo "cargo clippy $features"
   # shellcheck disable=SC2086
   cargo clippy --quiet $features -- -D warnings

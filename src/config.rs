@@ -371,7 +371,7 @@ impl DbConfig {
     /// assert_eq!((config.url.as_str(), config.pool.max_size), ("notes.db", 4));
     ///
     /// let err = DbConfig::from_lookup("DB", |_| None).unwrap_err();
-    /// assert_eq!(err.to_string(), "invalid pool config: DB_URL is not set: set it to the database URL");
+    /// assert_eq!(err.to_string(), "invalid pool config: DB_URL is not set: set it to the server URL");
     /// # Ok::<(), axum_pools::ConfigError>(())
     /// ```
     pub fn from_lookup(
@@ -383,7 +383,7 @@ impl DbConfig {
             pool: None,
             field: key.clone(),
             value: None,
-            reason: "is not set: set it to the database URL".into(),
+            reason: "is not set: set it to the server URL".into(),
         })?;
         Ok(Self {
             url,
@@ -401,6 +401,65 @@ impl DbConfig {
 impl fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DbConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+/// Configuration of one Redis pool (feature `redis`): the URL plus the
+/// shared [`PoolConfig`] knobs.
+///
+/// URLs: `redis://[user][:password@]host[:port][/db]`. The URL is never shown
+/// unredacted.
+///
+/// ```
+/// use axum_pools::RedisConfig;
+///
+/// let config = RedisConfig::from_url("redis://:s3cret@127.0.0.1:6379/2").max_size(32);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[must_use]
+pub struct RedisConfig {
+    /// The Redis URL.
+    pub url: String,
+    /// The pool knobs.
+    #[serde(flatten)]
+    pub pool: PoolConfig,
+}
+
+impl RedisConfig {
+    /// A config for `url` with default knobs.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool: PoolConfig::default(),
+        }
+    }
+
+    /// Reads `{PREFIX}_URL` (required) and the knobs of
+    /// [`PoolConfig::from_env`].
+    ///
+    /// ```no_run
+    /// let config = axum_pools::RedisConfig::from_env("REDIS")?; // REDIS_URL, REDIS_MAX_SIZE, ...
+    /// # Ok::<(), axum_pools::ConfigError>(())
+    /// ```
+    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        let DbConfig { url, pool } = DbConfig::from_env(prefix)?;
+        Ok(Self { url, pool })
+    }
+
+    fn knobs(&mut self) -> &mut PoolConfig {
+        &mut self.pool
+    }
+
+    pool_setters!();
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
             .field("url", &redact_url(&self.url))
             .field("pool", &self.pool)
             .finish()

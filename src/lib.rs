@@ -52,6 +52,7 @@
 //! | `sqlite` | yes | [`SqliteConnection`] pools (bundled SQLite, no system library) |
 //! | `postgres` | no | `diesel_async::AsyncPgConnection` pools |
 //! | `mysql` | no | `diesel_async::AsyncMysqlConnection` pools (MySQL, MariaDB) |
+//! | `redis` | no | Redis pools and the [`RedisConn`] extractor |
 //!
 //! ## What answers what
 //!
@@ -70,6 +71,12 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod backend;
+/// Backend notes: what each backend does on checkout, reset and health.
+pub mod backend_docs {
+    #[cfg(feature = "redis")]
+    #[doc(inline)]
+    pub use crate::backend::redis;
+}
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -94,3 +101,5 @@ pub use crate::{
     redact::{Redactor, redact_url},
     stats::{StatsSnapshot, WaitStats},
 };
+#[cfg(feature = "redis")]
+pub use crate::{backend::redis::RedisConnection, config::RedisConfig, extract::RedisConn};

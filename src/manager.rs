@@ -411,13 +411,38 @@ impl PoolManagerBuilder {
     /// ```
     pub fn database<C: DbConnection>(self, name: impl Into<String>, config: DbConfig) -> Self {
         let DbConfig { url, pool } = config;
-        self.register(name.into(), Diesel::<C>::new(url.clone()), &url, pool)
+        self.register(name.into(), Ok(Diesel::<C>::new(url.clone())), &url, pool)
     }
 
+    /// Registers a Redis pool called `name` (feature `redis`); handlers take
+    /// [`RedisConn`](crate::RedisConn).
+    ///
+    /// ```no_run
+    /// use axum_pools::{PoolManager, RedisConfig};
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let manager = PoolManager::builder()
+    ///     .redis("cache", RedisConfig::from_url("redis://127.0.0.1:6379/0").max_size(16))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(self, name: impl Into<String>, config: crate::config::RedisConfig) -> Self {
+        let crate::config::RedisConfig { url, pool } = config;
+        self.register(
+            name.into(),
+            crate::backend::redis::Redis::new(&url),
+            &url,
+            pool,
+        )
+    }
+
+    /// `backend` is `Err` when the URL could not even be parsed; the build
+    /// then fails naming the pool.
     fn register<B: Backend>(
         mut self,
         name: String,
-        backend: B,
+        backend: Result<B, String>,
         url: &str,
         config: PoolConfig,
     ) -> Self {
@@ -430,6 +455,7 @@ impl PoolManagerBuilder {
             config,
             init: Box::new(move || {
                 Box::pin(async move {
+                    let backend = backend.map_err(|e| BackendError::new(redactor.scrub(&e)))?;
                     let pool = Pool::new(pool_name, backend, pool_config, redactor);
                     pool.warm_up().await?;
                     pool.check_health().await;

@@ -73,10 +73,28 @@ pub fn redact_url(url: &str) -> String {
             }
             rest
         }
-        None => url,
+        // No scheme (a typo such as `redis//u:p@h`, or `u:p@h/db`): mask what
+        // follows the last ':' before the last '@'.
+        None => match credentials_without_scheme(url) {
+            Some((start, end)) => {
+                out.push_str(&url[..start]);
+                out.push_str(MASK);
+                &url[end..]
+            }
+            None => url,
+        },
     };
     out.push_str(&redact_keyword_values(rest));
     out
+}
+
+/// Byte range of the password in a `user:password@host` string with no
+/// `://`, if it has one.
+fn credentials_without_scheme(s: &str) -> Option<(usize, usize)> {
+    let before_query = s.find(['?', '#']).unwrap_or(s.len());
+    let at = s[..before_query].rfind('@')?;
+    let colon = s[..at].rfind(':')?;
+    (colon + 1 < at).then_some((colon + 1, at))
 }
 
 /// End of the authority (`user:password@host:port`) in what follows `://`.
@@ -182,6 +200,11 @@ impl Redactor {
                 }
             }
         }
+        if !url.contains("://")
+            && let Some((start, end)) = credentials_without_scheme(url)
+        {
+            secrets.push(url[start..end].to_owned());
+        }
         for part in url.split(['?', '&', ' ', ';']) {
             if let Some((k, v)) = part.split_once('=') {
                 let k = k.rsplit(['/', '?']).next().unwrap_or(k);
@@ -255,6 +278,23 @@ mod tests {
         assert_eq!(
             redact_url("redis://:s/e/c@h:6379/0"),
             "redis://:***@h:6379/0"
+        );
+    }
+
+    #[test]
+    fn masks_credentials_in_strings_without_a_scheme() {
+        assert_eq!(
+            redact_url("redis//:hunter2@nonsense"),
+            "redis//:***@nonsense"
+        );
+        assert_eq!(
+            redact_url("app:pw@db.internal/app"),
+            "app:***@db.internal/app"
+        );
+        let r = Redactor::from_url("redis//:hunter2@nonsense");
+        assert_eq!(
+            r.scrub("bad url redis//:hunter2@nonsense"),
+            "bad url redis//:***@nonsense"
         );
     }
 

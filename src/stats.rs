@@ -172,6 +172,7 @@ pub(crate) struct PoolStats {
     pub(crate) tx_committed: AtomicU64,
     pub(crate) tx_rolled_back: AtomicU64,
     pub(crate) tx_abandoned: AtomicU64,
+    pub(crate) resets: AtomicU64,
 }
 
 impl PoolStats {
@@ -192,6 +193,7 @@ impl PoolStats {
             tx_committed: AtomicU64::new(0),
             tx_rolled_back: AtomicU64::new(0),
             tx_abandoned: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
         }
     }
 
@@ -270,6 +272,15 @@ pub struct StatsSnapshot {
     /// (a panic, a cancelled request, a `DbTx` outliving its request): rolled
     /// back on a spawned task before the connection was reused.
     pub tx_abandoned: u64,
+    /// Connections put back in their initial state before reuse because the
+    /// last user left state behind (Redis: an open `MULTI`, a `WATCH`,
+    /// another database `SELECT`ed).
+    pub resets: u64,
+    /// What the server told at the last passing health check (Redis:
+    /// `redis_version`, `connected_clients`); absent for backends that tell
+    /// nothing. Never contains credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<std::collections::BTreeMap<String, String>>,
     /// How long successful acquisitions waited.
     pub acquire_wait: WaitStats,
 }

@@ -2,3 +2,5 @@
 //! broken. One file a backend; the pool core in `pool/` does the rest.
 
 pub(crate) mod diesel;
+#[cfg(feature = "redis")]
+pub mod redis;

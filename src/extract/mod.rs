@@ -28,7 +28,12 @@
 //! ```
 
 mod conn;
+#[cfg(feature = "redis")]
+mod redis;
 pub mod tx;
+
+#[cfg(feature = "redis")]
+pub use self::redis::RedisConn;
 
 pub use self::{
     conn::DbConn,

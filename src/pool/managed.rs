@@ -72,6 +72,24 @@ fn jitter(lifetime: Duration) -> Duration {
 }
 
 impl<B: Backend> Managed<B> {
+    async fn reset(&self, conn: &mut Conn<B::Connection>) -> RecycleResult<BackendError> {
+        let shared = &self.shared;
+        inc(&shared.stats.resets);
+        let reset = self.backend.reset(&mut conn.conn);
+        match tokio::time::timeout(shared.config.validation_timeout, reset).await {
+            Ok(Ok(())) => Ok(()),
+            failed => {
+                inc(&shared.stats.broken);
+                let why = match failed {
+                    Ok(Err(msg)) => shared.redactor.scrub(&msg),
+                    _ => "reset timed out".to_owned(),
+                };
+                tracing::debug!(pool = %shared.name, reason = %why, "connection left in a state it cannot leave; discarded");
+                Err(RecycleError::message("connection could not be reset"))
+            }
+        }
+    }
+
     async fn open(&self) -> Result<Conn<B::Connection>, BackendError> {
         let shared = &self.shared;
         let timeout = shared.config.acquire_timeout;
@@ -116,6 +134,10 @@ impl<B: Backend> deadpool::managed::Manager for Managed<B> {
         if self.backend.is_broken(&mut conn.conn) {
             inc(&self.shared.stats.broken);
             return Err(RecycleError::message("connection is broken"));
+        }
+        if self.backend.needs_reset(&conn.conn) {
+            // Boxed: rare, and it keeps every checkout's future small.
+            Box::pin(self.reset(conn)).await?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ mod managed;
 
 use std::{
     any::Any,
+    collections::BTreeMap,
     future::Future,
     sync::{
         Arc, Mutex,
@@ -50,6 +51,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// A local, non-blocking check that the connection is unusable.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool;
+
+    /// A local check that the last user left state behind (an open `MULTI`,
+    /// another database selected) that [`reset`](Self::reset) must undo.
+    fn needs_reset(&self, _conn: &Self::Connection) -> bool {
+        false
+    }
+
+    /// Puts a used connection back in its initial state before the next
+    /// user gets it; an error discards the connection.
+    fn reset(
+        &self,
+        _conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Facts about the server for the stats (version, clients), read after
+    /// a passing health check.
+    fn server_info(
+        &self,
+        _conn: &mut Self::Connection,
+    ) -> impl Future<Output = Option<BTreeMap<String, String>>> + Send {
+        async { None }
+    }
 }
 
 /// The state of one pool that connections and leases point back to.
@@ -68,6 +93,8 @@ pub(crate) struct Shared {
     health: Mutex<(PoolHealth, Option<Instant>)>,
     /// Single flight for on-demand health checks.
     checking: tokio::sync::Mutex<()>,
+    /// What the backend told about the server at the last passing check.
+    server: Mutex<Option<BTreeMap<String, String>>>,
 }
 
 impl Shared {
@@ -131,6 +158,7 @@ impl<B: Backend> Pool<B> {
             drain_started: Notify::new(),
             lease_returned: Notify::new(),
             checking: tokio::sync::Mutex::new(()),
+            server: Mutex::new(None),
             config,
         });
         let dp = deadpool::managed::Pool::builder(Managed::new(backend, shared.clone()))
@@ -312,6 +340,11 @@ impl<B: Backend> Pool<B> {
                         .await
                     {
                         Ok(Ok(())) => {
+                            let info = self.backend().server_info(&mut obj.conn);
+                            if let Ok(Some(info)) = tokio::time::timeout_at(deadline, info).await {
+                                *shared.server.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(info);
+                            }
                             obj.returned_at = Instant::now();
                             Ok(())
                         }
@@ -412,6 +445,12 @@ impl<B: Backend> Pool<B> {
             tx_committed: s.tx_committed.load(Ordering::Relaxed),
             tx_rolled_back: s.tx_rolled_back.load(Ordering::Relaxed),
             tx_abandoned: s.tx_abandoned.load(Ordering::Relaxed),
+            resets: s.resets.load(Ordering::Relaxed),
+            server: shared
+                .server
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             acquire_wait: wait,
         }
     }

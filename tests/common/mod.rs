@@ -50,6 +50,10 @@ pub fn mysql_url() -> Option<String> {
     server_url("TEST_MYSQL_URL", "mysql://test:test@127.0.0.1:3306/test")
 }
 
+pub fn redis_url() -> Option<String> {
+    server_url("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+}
+
 /// Returns early from a test when the server is absent (outside CI).
 #[macro_export]
 macro_rules! require {
