@@ -53,6 +53,7 @@
 //! | `postgres` | no | `diesel_async::AsyncPgConnection` pools |
 //! | `mysql` | no | `diesel_async::AsyncMysqlConnection` pools (MySQL, MariaDB) |
 //! | `redis` | no | Redis pools and the [`RedisConn`] extractor |
+//! | `http` | no | outbound HTTP pools (hyper) and the [`HttpClient`] extractor |
 //!
 //! ## What answers what
 //!
@@ -103,3 +104,9 @@ pub use crate::{
 };
 #[cfg(feature = "redis")]
 pub use crate::{backend::redis::RedisConnection, config::RedisConfig, extract::RedisConn};
+#[cfg(feature = "http")]
+pub use crate::{
+    config::HttpConfig,
+    extract::{ConnectionGuard, HttpClient, HttpError, HttpResponse, RequestBuilder},
+    stats::HttpStats,
+};

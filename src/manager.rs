@@ -295,6 +295,20 @@ impl PoolManager {
         name: Option<&'static str>,
         type_name: &'static str,
     ) -> Result<&Pool<B>, PoolError> {
+        let pool = self.erased_for::<B>(name, type_name)?;
+        Ok(pool
+            .as_any()
+            .downcast_ref::<Pool<B>>()
+            .expect("erased_for checked the type"))
+    }
+
+    /// [`pool`](Self::pool), as the shared handle (for extractors that keep
+    /// the pool beyond one lease).
+    pub(crate) fn erased_for<B: Backend>(
+        &self,
+        name: Option<&'static str>,
+        type_name: &'static str,
+    ) -> Result<&Arc<dyn ErasedPool>, PoolError> {
         let pools = &self.inner.pools;
         let pool = match name {
             Some(name) => self.erased(name).ok_or_else(|| PoolError::UnknownPool {
@@ -330,13 +344,15 @@ impl PoolManager {
                 }
             }
         };
-        pool.as_any()
-            .downcast_ref::<Pool<B>>()
-            .ok_or_else(|| PoolError::WrongPoolType {
+        if pool.as_any().is::<Pool<B>>() {
+            Ok(pool)
+        } else {
+            Err(PoolError::WrongPoolType {
                 pool: pool.shared().name.clone(),
                 requested: type_name,
                 actual: pool.shared().kind,
             })
+        }
     }
 }
 
@@ -437,6 +453,33 @@ impl PoolManagerBuilder {
         )
     }
 
+    /// Registers an outbound HTTP pool called `name` (feature `http`);
+    /// handlers take [`HttpClient`](crate::HttpClient) with a marker naming it.
+    ///
+    /// ```no_run
+    /// use axum_pools::{HttpConfig, PoolManager};
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let manager = PoolManager::builder()
+    ///     .http("billing", HttpConfig::new("http://billing.internal:8080").max_size(32))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Unlike a database, an upstream that is down does not fail the build:
+    /// its pool starts unhealthy and recovers when the upstream does.
+    #[cfg(feature = "http")]
+    pub fn http(self, name: impl Into<String>, config: crate::config::HttpConfig) -> Self {
+        let url = config.base_url.clone();
+        let pool = config.pool.clone();
+        self.register(
+            name.into(),
+            crate::backend::http::Http::new(config),
+            &url,
+            pool,
+        )
+    }
+
     /// `backend` is `Err` when the URL could not even be parsed; the build
     /// then fails naming the pool.
     fn register<B: Backend>(
@@ -457,7 +500,12 @@ impl PoolManagerBuilder {
                 Box::pin(async move {
                     let backend = backend.map_err(|e| BackendError::new(redactor.scrub(&e)))?;
                     let pool = Pool::new(pool_name, backend, pool_config, redactor);
-                    pool.warm_up().await?;
+                    if let Err(e) = pool.warm_up().await {
+                        if pool.backend().required_at_build() {
+                            return Err(e);
+                        }
+                        tracing::warn!(pool = %pool.shared().name, error = %e, "upstream unreachable at build; the pool starts unhealthy");
+                    }
                     pool.check_health().await;
                     Ok(Arc::new(pool) as Arc<dyn ErasedPool>)
                 })

@@ -2,5 +2,7 @@
 //! broken. One file a backend; the pool core in `pool/` does the rest.
 
 pub(crate) mod diesel;
+#[cfg(feature = "http")]
+pub(crate) mod http;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -49,8 +49,29 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// One round trip proving the connection works.
     fn ping(&self, conn: &mut Self::Connection) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// The health check's round trip; by default the [`ping`](Self::ping).
+    fn health_check(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        self.ping(conn)
+    }
+
     /// A local, non-blocking check that the connection is unusable.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool;
+
+    /// Whether the build fails when no connection can be opened (a
+    /// database: yes; an upstream HTTP service: no, it may come later).
+    fn required_at_build(&self) -> bool {
+        true
+    }
+
+    /// Per-request statistics of backends that count requests themselves
+    /// (the HTTP pool).
+    #[cfg(feature = "http")]
+    fn http_stats(&self) -> Option<crate::stats::HttpStats> {
+        None
+    }
 
     /// A local check that the last user left state behind (an open `MULTI`,
     /// another database selected) that [`reset`](Self::reset) must undo.
@@ -175,7 +196,7 @@ impl<B: Backend> Pool<B> {
         &self.shared
     }
 
-    fn backend(&self) -> &B {
+    pub(crate) fn backend(&self) -> &B {
         &self.dp.manager().backend
     }
 
@@ -336,8 +357,11 @@ impl<B: Backend> Pool<B> {
                 }
                 Ok(Err(e)) => Err((HealthStatus::Fail, self.map_error(e).to_string())),
                 Ok(Ok(mut obj)) => {
-                    match tokio::time::timeout_at(deadline, self.backend().ping(&mut obj.conn))
-                        .await
+                    match tokio::time::timeout_at(
+                        deadline,
+                        self.backend().health_check(&mut obj.conn),
+                    )
+                    .await
                     {
                         Ok(Ok(())) => {
                             let info = self.backend().server_info(&mut obj.conn);
@@ -446,6 +470,8 @@ impl<B: Backend> Pool<B> {
             tx_rolled_back: s.tx_rolled_back.load(Ordering::Relaxed),
             tx_abandoned: s.tx_abandoned.load(Ordering::Relaxed),
             resets: s.resets.load(Ordering::Relaxed),
+            #[cfg(feature = "http")]
+            http: self.backend().http_stats(),
             server: shared
                 .server
                 .lock()

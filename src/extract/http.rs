@@ -1,0 +1,630 @@
+//! [`HttpClient`]: requests to an upstream through its pool (feature `http`).
+
+use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+
+use axum::{
+    extract::FromRequestParts,
+    http::request::Parts,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::time::Instant;
+
+use super::{ByType, PoolSelector, conn};
+use crate::{
+    backend::http::Http,
+    error::{PoolError, Problem, problem_type},
+    manager::PoolManager,
+    pool::{ErasedPool, Lease, Pool},
+    stats::inc,
+};
+
+/// A client bound to one upstream's pool: `client.get("/invoices/1").send().await`.
+///
+/// Every attempt leases a pooled connection, so the pool's `max_size` caps
+/// the connections to the upstream and its `acquire_timeout`, load shedding
+/// and drain apply. Idempotent requests are retried with backoff on
+/// connection failures, timeouts and 502/503/504 (see
+/// [`HttpConfig`](crate::HttpConfig)). Cheap to clone.
+///
+/// `N` picks the pool: by default the only HTTP pool; a marker from
+/// [`pool_name!`](crate::pool_name) picks one by name.
+///
+/// ```no_run
+/// use axum::Json;
+/// use axum_pools::{HttpClient, HttpError, pool_name};
+///
+/// pool_name!(Billing = "billing");
+///
+/// async fn invoice(billing: HttpClient<Billing>) -> Result<Json<serde_json::Value>, HttpError> {
+///     let invoice = billing.get("/invoices/1").send().await?.json().await?;
+///     Ok(Json(invoice))
+/// }
+/// ```
+pub struct HttpClient<N: PoolSelector = ByType> {
+    pool: Arc<dyn ErasedPool>,
+    _selector: PhantomData<fn() -> N>,
+}
+
+impl<N: PoolSelector> Clone for HttpClient<N> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            _selector: PhantomData,
+        }
+    }
+}
+
+impl<N: PoolSelector> fmt::Debug for HttpClient<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("pool", &self.pool.shared().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<N: PoolSelector> HttpClient<N> {
+    /// The client of the pool `N` selects in `manager` (the manager as
+    /// axum state, or outside a request).
+    ///
+    /// ```no_run
+    /// # fn demo(manager: axum_pools::PoolManager) -> Result<(), axum_pools::PoolError> {
+    /// let client = axum_pools::HttpClient::<axum_pools::ByType>::from_manager(&manager)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// No (or more than one, unnamed) HTTP pool is registered.
+    pub fn from_manager(manager: &PoolManager) -> Result<Self, PoolError> {
+        Ok(Self {
+            pool: manager
+                .erased_for::<Http>(N::NAME, "an HTTP client")?
+                .clone(),
+            _selector: PhantomData,
+        })
+    }
+
+    fn pool(&self) -> &Pool<Http> {
+        self.pool
+            .as_any()
+            .downcast_ref()
+            .expect("from_manager checked the pool's type")
+    }
+
+    /// The name of the pool.
+    ///
+    /// ```no_run
+    /// # fn demo(c: axum_pools::HttpClient) { let _ = c.pool_name(); }
+    /// ```
+    #[must_use]
+    pub fn pool_name(&self) -> &str {
+        &self.pool.shared().name
+    }
+
+    /// A request of `method` to `path` (appended to the pool's base URL;
+    /// it may carry a query string).
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// let r = c.request(http::Method::OPTIONS, "/").send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn request(&self, method: Method, path: impl Into<String>) -> RequestBuilder<N> {
+        RequestBuilder {
+            client: self.clone(),
+            method,
+            path: path.into(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            error: None,
+        }
+    }
+
+    /// A `GET` request. See [`request`](Self::request).
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// let body = c.get("/quote?symbol=ACME").send().await?.text().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get(&self, path: impl Into<String>) -> RequestBuilder<N> {
+        self.request(Method::GET, path)
+    }
+
+    /// A `POST` request (not retried unless `retry_non_idempotent`).
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// c.post("/events").json(&serde_json::json!({"kind": "signup"})).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn post(&self, path: impl Into<String>) -> RequestBuilder<N> {
+        self.request(Method::POST, path)
+    }
+
+    /// A `PUT` request.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// c.put("/flags/beta").body("on").send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn put(&self, path: impl Into<String>) -> RequestBuilder<N> {
+        self.request(Method::PUT, path)
+    }
+
+    /// A `DELETE` request.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// c.delete("/sessions/42").send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn delete(&self, path: impl Into<String>) -> RequestBuilder<N> {
+        self.request(Method::DELETE, path)
+    }
+
+    /// A `HEAD` request.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// let exists = c.head("/files/a.txt").send().await?.status().is_success();
+    /// # Ok(()) }
+    /// ```
+    pub fn head(&self, path: impl Into<String>) -> RequestBuilder<N> {
+        self.request(Method::HEAD, path)
+    }
+}
+
+impl<S, N> FromRequestParts<S> for HttpClient<N>
+where
+    S: Send + Sync,
+    N: PoolSelector,
+{
+    type Rejection = PoolError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Self::from_manager(conn::manager(parts)?)
+    }
+}
+
+/// A request being built; [`send`](Self::send) it.
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder<N: PoolSelector = ByType> {
+    client: HttpClient<N>,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    error: Option<HttpError>,
+}
+
+impl<N: PoolSelector> fmt::Debug for RequestBuilder<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<N: PoolSelector> RequestBuilder<N> {
+    /// Adds a header.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// c.get("/me").header("x-request-id", "abc").send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        V: TryInto<HeaderValue>,
+    {
+        match (name.try_into(), value.try_into()) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            _ => {
+                self.error = Some(HttpError::InvalidRequest(
+                    "a header name or value is not valid HTTP".into(),
+                ));
+            }
+        }
+        self
+    }
+
+    /// Sets the body.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// c.post("/raw").body(vec![1u8, 2, 3]).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and `content-type: application/json`.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// c.post("/orders").json(&serde_json::json!({"sku": "A1", "qty": 2})).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => {
+                self.body = body.into();
+                self.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            Err(e) => {
+                self.error = Some(HttpError::InvalidRequest(format!("body is not JSON: {e}")))
+            }
+        }
+        self
+    }
+
+    /// Sends the request: leases a connection per attempt, retries what may
+    /// be retried, follows redirects if configured.
+    ///
+    /// ```no_run
+    /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
+    /// let response = c.get("/health").send().await?;
+    /// assert!(response.status().is_success());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`HttpError`]: no connection (the pool's error), no response
+    /// (refused, reset, timed out) after the allowed attempts, or an invalid
+    /// request.
+    pub async fn send(self) -> Result<HttpResponse, HttpError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let Self {
+            client,
+            mut method,
+            path,
+            headers,
+            mut body,
+            ..
+        } = self;
+        let pool = client.pool();
+        let http = pool.backend();
+        let config = &http.config;
+        let counters = &http.counters;
+        let name = client.pool_name();
+        let retry_allowed = config.retry_non_idempotent || method.is_idempotent();
+        let mut uri = http.uri(&path).map_err(HttpError::InvalidRequest)?;
+        let mut attempt = 0u32;
+        let mut redirects = 0u32;
+        loop {
+            let mut lease: Lease<Http> = pool.acquire().await?;
+            inc(&counters.requests);
+            if attempt > 0 {
+                inc(&counters.retries);
+            }
+            let may_retry = retry_allowed && attempt < config.retries;
+            let start = Instant::now();
+            let request = http.request(method.clone(), uri.clone(), &headers, body.clone());
+            let outcome = tokio::time::timeout(config.request_timeout, lease.send(request)).await;
+            let failure = match outcome {
+                Ok(Ok(response)) => {
+                    counters.latency.0.record(start.elapsed());
+                    let status = response.status();
+                    let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+                    inc(&counters.status_classes[class]);
+                    let retry_status = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                    if retry_status && may_retry {
+                        tracing::debug!(pool = name, %status, attempt, "upstream answered a retryable status");
+                        lease.poisoned = true; // the unread body makes it unusable
+                        drop((response, lease));
+                        backoff(config.retry_backoff, attempt).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    if status.is_redirection()
+                        && redirects < config.max_redirects
+                        && let Some(next) = same_upstream_location(&response, http)
+                    {
+                        redirects += 1;
+                        if status == StatusCode::SEE_OTHER {
+                            method = Method::GET;
+                            body = Bytes::new();
+                        }
+                        let _ = response.into_body().collect().await;
+                        drop(lease);
+                        uri = next;
+                        continue;
+                    }
+                    return Ok(HttpResponse {
+                        response,
+                        lease,
+                        read_timeout: config.request_timeout,
+                    });
+                }
+                Ok(Err(e)) => HttpError::Upstream {
+                    pool: name.to_owned(),
+                    message: e.to_string(),
+                },
+                Err(_) => {
+                    inc(&counters.timeouts);
+                    HttpError::Timeout {
+                        pool: name.to_owned(),
+                        after: config.request_timeout,
+                    }
+                }
+            };
+            inc(&counters.errors);
+            // Whatever state the connection is in, nobody gets it again.
+            lease.poisoned = true;
+            drop(lease);
+            if !may_retry {
+                return Err(failure);
+            }
+            tracing::debug!(pool = name, error = %failure, attempt, "retrying");
+            backoff(config.retry_backoff, attempt).await;
+            attempt += 1;
+        }
+    }
+}
+
+async fn backoff(base: Duration, attempt: u32) {
+    tokio::time::sleep(base.saturating_mul(1 << attempt.min(10))).await;
+}
+
+/// The `Location` of a redirect, if it stays on this pool's upstream.
+fn same_upstream_location(response: &http::Response<Incoming>, http: &Http) -> Option<http::Uri> {
+    let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
+    let target: http::Uri = location.parse().ok()?;
+    if let Some(authority) = target.authority()
+        && authority.as_str() != http.authority.to_str().ok()?
+    {
+        return None;
+    }
+    let path = target.path_and_query()?.as_str();
+    // A Location is relative to the upstream's root, not to the base path.
+    let uri = if http.config.http2 {
+        format!("http://{}{path}", http.authority.to_str().ok()?)
+    } else {
+        path.to_owned()
+    };
+    uri.parse().ok()
+}
+
+/// A response from the upstream. Holds its pooled connection until the body
+/// is read ([`bytes`](Self::bytes), [`json`](Self::json), [`text`](Self::text))
+/// or the response is dropped.
+pub struct HttpResponse {
+    response: http::Response<Incoming>,
+    lease: Lease<Http>,
+    read_timeout: Duration,
+}
+
+impl fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.response.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpResponse {
+    /// The status.
+    ///
+    /// ```no_run
+    /// # fn demo(r: axum_pools::HttpResponse) { let ok = r.status().is_success(); }
+    /// ```
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    /// The headers.
+    ///
+    /// ```no_run
+    /// # fn demo(r: axum_pools::HttpResponse) { let etag = r.headers().get("etag"); }
+    /// ```
+    #[must_use]
+    pub fn headers(&self) -> &HeaderMap {
+        self.response.headers()
+    }
+
+    /// Reads the whole body (bounded by the pool's `request_timeout`), then
+    /// returns the connection to the pool.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: axum_pools::HttpResponse) -> Result<(), axum_pools::HttpError> {
+    /// let bytes = r.bytes().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`HttpError::Timeout`] or [`HttpError::Upstream`] when the body does
+    /// not arrive.
+    pub async fn bytes(self) -> Result<Bytes, HttpError> {
+        let Self {
+            response,
+            mut lease,
+            read_timeout,
+        } = self;
+        let pool = lease.pool_name().to_owned();
+        match tokio::time::timeout(read_timeout, response.into_body().collect()).await {
+            Ok(Ok(body)) => Ok(body.to_bytes()),
+            Ok(Err(e)) => {
+                lease.poisoned = true;
+                Err(HttpError::Upstream {
+                    pool,
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                lease.poisoned = true;
+                Err(HttpError::Timeout {
+                    pool,
+                    after: read_timeout,
+                })
+            }
+        }
+    }
+
+    /// Reads the body as UTF-8 text.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: axum_pools::HttpResponse) -> Result<(), axum_pools::HttpError> {
+    /// let text = r.text().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`bytes`](Self::bytes), or [`HttpError::Decode`] for invalid UTF-8.
+    pub async fn text(self) -> Result<String, HttpError> {
+        let bytes = self.bytes().await?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| HttpError::Decode(e.to_string()))
+    }
+
+    /// Reads the body as JSON.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: axum_pools::HttpResponse) -> Result<(), axum_pools::HttpError> {
+    /// let v: serde_json::Value = r.json().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`bytes`](Self::bytes), or [`HttpError::Decode`] when it is not
+    /// the expected JSON.
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, HttpError> {
+        let bytes = self.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode(e.to_string()))
+    }
+
+    /// The response with its body stream; the connection returns to the
+    /// pool when `guard` is dropped (after the body is read).
+    ///
+    /// ```no_run
+    /// # fn demo(r: axum_pools::HttpResponse) { let (response, guard) = r.into_parts(); }
+    /// ```
+    pub fn into_parts(self) -> (http::Response<Incoming>, ConnectionGuard) {
+        (self.response, ConnectionGuard(self.lease))
+    }
+}
+
+/// Keeps an [`HttpResponse`]'s connection leased while its body is streamed.
+pub struct ConnectionGuard(Lease<Http>);
+
+impl fmt::Debug for ConnectionGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ConnectionGuard")
+            .field(&self.0.pool_name())
+            .finish()
+    }
+}
+
+/// What a request through an [`HttpClient`] can fail with.
+///
+/// | error | status |
+/// |---|---|
+/// | [`HttpError::Pool`] | as [`PoolError`] (503 with `Retry-After` when the pool is exhausted) |
+/// | [`HttpError::Timeout`] | 504 |
+/// | [`HttpError::Upstream`], [`HttpError::Decode`] | 502 |
+/// | [`HttpError::InvalidRequest`] | 500 |
+///
+/// ```
+/// use axum::{http::StatusCode, response::IntoResponse};
+/// let e = axum_pools::HttpError::Timeout { pool: "billing".into(), after: std::time::Duration::from_secs(3) };
+/// assert_eq!(e.into_response().status(), StatusCode::GATEWAY_TIMEOUT);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// No connection could be leased.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// No response within `request_timeout` (after the allowed attempts).
+    #[error("upstream '{pool}' did not answer within {}", humantime::format_duration(*after))]
+    Timeout {
+        /// The pool.
+        pool: String,
+        /// The bound that passed.
+        after: Duration,
+    },
+    /// The upstream refused, reset or closed the connection.
+    #[error("upstream '{pool}' failed: {message}")]
+    Upstream {
+        /// The pool.
+        pool: String,
+        /// What failed.
+        message: String,
+    },
+    /// The response body was not what the caller asked for.
+    #[error("the upstream's response could not be decoded: {0}")]
+    Decode(String),
+    /// The request could not be built.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = match &self {
+            Self::Pool(_) => {
+                let Self::Pool(e) = self else { unreachable!() };
+                return e.into_response();
+            }
+            Self::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Upstream timed out",
+            ),
+            Self::Upstream { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-failed",
+                "Upstream failed",
+            ),
+            Self::Decode(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-response",
+                "Bad upstream response",
+            ),
+            Self::InvalidRequest(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid-upstream-request",
+                "Invalid upstream request",
+            ),
+        };
+        tracing::warn!(error = %self, "upstream request failed");
+        let pool = match &self {
+            Self::Timeout { pool, .. } | Self::Upstream { pool, .. } => Some(pool.as_str()),
+            _ => None,
+        };
+        Problem {
+            kind: problem_type(slug),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            pool,
+        }
+        .into_response_with(status)
+    }
+}

@@ -1,0 +1,449 @@
+//! Outbound HTTP pools against real upstreams started here on free ports:
+//! a small axum app, a server that accepts and never answers, and one that
+//! resets every connection. Timeouts are short real ones: the upstream is
+//! real I/O, which a paused clock would skip past.
+#![cfg(all(feature = "http", feature = "sqlite"))]
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{Method, StatusCode, header},
+    response::{IntoResponse, Redirect},
+    routing::{any, get, post},
+};
+use axum_pools::{
+    DbConfig, HealthStatus, HttpClient, HttpConfig, HttpError, PoolError, PoolLayer, PoolManager,
+    SqliteConnection, pool_name,
+};
+use common::{body_json, eventually, get as req};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::ServiceExt;
+
+/// Calls seen by the upstream, per route.
+#[derive(Clone)]
+struct Seen {
+    flaky: Arc<AtomicUsize>,
+    flaky_post: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+}
+
+struct Upstream {
+    addr: SocketAddr,
+    seen: Seen,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting and closes every connection.
+    async fn kill(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+async fn upstream() -> Upstream {
+    let seen = Seen {
+        flaky: Arc::default(),
+        flaky_post: Arc::default(),
+        total: Arc::default(),
+        gate: Arc::new(Semaphore::new(0)),
+    };
+    let app =
+        Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route(
+                "/json",
+                get(|| async { Json(serde_json::json!({"quote": 42})) }),
+            )
+            .route(
+                "/status/{code}",
+                any(|Path(code): Path<u16>| async move { StatusCode::from_u16(code).unwrap() }),
+            )
+            .route(
+                "/get-only",
+                any(|method: Method| async move {
+                    if method == Method::GET {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::METHOD_NOT_ALLOWED
+                    }
+                }),
+            )
+            .route(
+                "/flaky",
+                get(|State(s): State<Seen>| async move {
+                    if s.flaky.fetch_add(1, Ordering::SeqCst) < 2 {
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    } else {
+                        "recovered".into_response()
+                    }
+                }),
+            )
+            .route(
+                "/flaky-post",
+                post(|State(s): State<Seen>| async move {
+                    s.flaky_post.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::SERVICE_UNAVAILABLE
+                }),
+            )
+            .route(
+                "/held",
+                get(|State(s): State<Seen>| async move {
+                    let _permit = s.gate.acquire().await.unwrap();
+                    "released"
+                }),
+            )
+            .route("/redirect", get(|| async { Redirect::to("/json") }))
+            .route("/echo", post(|body: String| async move { body }))
+            .layer(axum::middleware::from_fn_with_state(
+                seen.clone(),
+                |State(s): State<Seen>,
+                 req: axum::extract::Request,
+                 next: axum::middleware::Next| async move {
+                    s.total.fetch_add(1, Ordering::SeqCst);
+                    next.run(req).await
+                },
+            ))
+            .with_state(seen.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Upstream {
+        addr,
+        seen,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Accepts connections and never answers; counts them.
+async fn silent() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (addr, accepted)
+}
+
+/// Accepts connections and resets each at once; counts them.
+async fn resetting() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = socket.set_zero_linger();
+            drop(socket);
+        }
+    });
+    (addr, accepted)
+}
+
+pool_name!(Quotes = "quotes");
+
+fn config(url: &str) -> HttpConfig {
+    HttpConfig::new(url)
+        .health_check_interval(None)
+        .retry_backoff(Duration::from_millis(5))
+}
+
+async fn manager(config: HttpConfig) -> PoolManager {
+    PoolManager::builder()
+        .http("quotes", config)
+        .build()
+        .await
+        .expect("build")
+}
+
+fn client(m: &PoolManager) -> HttpClient<Quotes> {
+    HttpClient::from_manager(m).unwrap()
+}
+
+#[tokio::test]
+async fn a_handler_proxies_json_through_the_pool() {
+    let up = upstream().await;
+    let m = manager(config(&up.url())).await;
+    let app = Router::new()
+        .route(
+            "/quote",
+            get(|quotes: HttpClient<Quotes>| async move {
+                let v: serde_json::Value = quotes.get("/json").send().await?.json().await?;
+                Ok::<_, HttpError>(Json(v))
+            }),
+        )
+        .layer(PoolLayer::new(m.clone()));
+    for _ in 0..20 {
+        let r = app.clone().oneshot(req("/quote")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body_json(r).await["quote"], 42);
+    }
+    let s = m.stats_of("quotes").unwrap();
+    let http = s.http.clone().expect("http stats");
+    assert_eq!(http.requests, 20);
+    assert_eq!(http.status_classes, [0, 20, 0, 0, 0]);
+    assert_eq!(http.latency.count, 20);
+    assert_eq!(
+        s.active, 0,
+        "every connection came back after its body was read"
+    );
+    assert_eq!(s.created, 1, "one keep-alive connection served all: {s:?}");
+    assert_eq!(s.backend, "http");
+
+    // A POST body and the echo.
+    let text = client(&m)
+        .post("/echo")
+        .body("hello")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "hello");
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_on_503_and_posts_are_not() {
+    let up = upstream().await;
+    let m = manager(config(&up.url()).retries(2)).await;
+    let r = client(&m).get("/flaky").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "recovered");
+    assert_eq!(up.seen.flaky.load(Ordering::SeqCst), 3);
+    let http = m.stats_of("quotes").unwrap().http.unwrap();
+    assert_eq!((http.requests, http.retries), (3, 2));
+
+    let r = client(&m).post("/flaky-post").send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the 503 is the caller's to see"
+    );
+    assert_eq!(
+        up.seen.flaky_post.load(Ordering::SeqCst),
+        1,
+        "a POST is sent once"
+    );
+
+    // Opted in, a POST is retried too.
+    let m = manager(config(&up.url()).retries(2).retry_non_idempotent(true)).await;
+    let _ = client(&m).post("/flaky-post").send().await.unwrap();
+    assert_eq!(up.seen.flaky_post.load(Ordering::SeqCst), 1 + 3);
+}
+
+#[tokio::test]
+async fn resets_are_retried_for_idempotent_methods_only() {
+    let (addr, accepted) = resetting().await;
+    let m = manager(config(&format!("http://{addr}")).retries(2)).await;
+    let before = accepted.load(Ordering::SeqCst);
+    let err = client(&m).get("/").send().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HttpError::Upstream { .. } | HttpError::Pool(PoolError::Backend { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst) - before,
+        3,
+        "1 try + 2 retries"
+    );
+
+    let before = accepted.load(Ordering::SeqCst);
+    let err = client(&m).post("/").send().await.unwrap_err();
+    assert_eq!(err.into_response().status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst) - before,
+        1,
+        "a POST is tried once"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out_with_504() {
+    let (addr, accepted) = silent().await;
+    let m = manager(
+        config(&format!("http://{addr}"))
+            .request_timeout(Duration::from_millis(150))
+            .retries(1),
+    )
+    .await;
+    let err = client(&m).get("/").send().await.unwrap_err();
+    assert!(matches!(err, HttpError::Timeout { .. }), "{err}");
+    let http = m.stats_of("quotes").unwrap().http.unwrap();
+    assert_eq!((http.requests, http.timeouts, http.retries), (2, 2, 1));
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 2,
+        "a timed-out connection is not reused"
+    );
+    let response = err.into_response();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
+async fn max_size_caps_the_connections_and_a_full_pool_answers_503() {
+    let up = upstream().await;
+    let m = manager(
+        config(&up.url())
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let held = tokio::spawn({
+        let c = client(&m);
+        async move { c.get("/held").send().await.unwrap().text().await.unwrap() }
+    });
+    eventually("the first request holds the only connection", || {
+        m.stats_of("quotes").unwrap().active == 1
+    })
+    .await;
+    let err = client(&m).get("/json").send().await.unwrap_err();
+    assert!(
+        matches!(err, HttpError::Pool(PoolError::Timeout { .. })),
+        "{err}"
+    );
+    let response = err.into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    up.seen.gate.add_permits(1);
+    assert_eq!(held.await.unwrap(), "released");
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!((s.size, s.timeouts), (1, 1));
+}
+
+#[tokio::test]
+async fn redirects_are_returned_unless_following_is_enabled() {
+    let up = upstream().await;
+    let m = manager(config(&up.url())).await;
+    let r = client(&m).get("/redirect").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    let m = manager(config(&up.url()).max_redirects(2)).await;
+    let r = client(&m).get("/redirect").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["quote"], 42);
+}
+
+#[tokio::test]
+async fn health_sends_head_then_get_on_405_fails_on_5xx_and_notes_4xx() {
+    let up = upstream().await;
+    for (path, status, note) in [
+        ("/", HealthStatus::Pass, None),
+        ("/get-only", HealthStatus::Pass, None),
+        (
+            "/status/404",
+            HealthStatus::Pass,
+            Some("HEAD /status/404 answered 404 Not Found"),
+        ),
+        ("/status/503", HealthStatus::Fail, None),
+    ] {
+        let m = manager(config(&up.url()).health_path(path)).await;
+        let health = m.check_health().await.pools.remove(0);
+        assert_eq!(health.status, status, "{path}: {health:?}");
+        if status == HealthStatus::Fail {
+            assert!(health.error.unwrap().contains("answered 503"), "{path}");
+        }
+        let server = m.stats_of("quotes").unwrap().server.unwrap_or_default();
+        assert_eq!(
+            server.get("health_status").map(String::as_str),
+            note,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_upstream_turns_only_its_pool_unhealthy_within_a_health_interval() {
+    let up = upstream().await;
+    let (_dir, path) = common::sqlite_file();
+    let every = Some(Duration::from_millis(100));
+    let m = PoolManager::builder()
+        .http(
+            "quotes",
+            HttpConfig::new(up.url()).health_check_interval(every),
+        )
+        .database::<SqliteConnection>("db", DbConfig::from_url(&path).health_check_interval(every))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(m.health().await.status, HealthStatus::Pass);
+
+    up.kill().await;
+    let checks = m.stats_of("quotes").unwrap().health_checks;
+    // The second check from now started after the kill.
+    eventually("two more health checks ran", || {
+        m.stats_of("quotes").unwrap().health_checks >= checks + 2
+    })
+    .await;
+    let report = m.health().await;
+    assert_eq!(report.status, HealthStatus::Fail);
+    assert_eq!(report.pools[0].status, HealthStatus::Fail, "{report:?}");
+    assert_eq!(report.pools[1].status, HealthStatus::Pass, "{report:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_does_not_fail_the_build_but_bad_urls_do() {
+    let m = manager(config("http://127.0.0.1:1")).await;
+    assert_eq!(m.check_health().await.status, HealthStatus::Fail);
+
+    for (url, why) in [
+        (
+            "https://billing.internal",
+            "https upstreams are not supported",
+        ),
+        ("ftp://x", "must start with http://"),
+        (
+            "http://user:hunter2@billing.internal",
+            "must not carry credentials",
+        ),
+    ] {
+        let err = PoolManager::builder()
+            .http("quotes", config(url))
+            .build()
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("failed to set up pool 'quotes'"), "{msg}");
+        assert!(msg.contains(why), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}
