@@ -45,6 +45,47 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Several pools of one kind
+//!
+//! `DbConn<C>` leases from the only pool of connection type `C`. With several
+//! (a primary and a replica, two Redis databases), a marker type names the
+//! pool, and [`PoolManagerBuilder::require`] checks at build time that every
+//! pool a handler names exists:
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use axum_pools::{DbConfig, DbConn, PoolLayer, PoolManager, SqliteConnection, pool_name};
+//!
+//! pool_name!(Primary = "primary");
+//! pool_name!(Replica = "replica");
+//!
+//! async fn write(db: DbConn<SqliteConnection, Primary>) -> String { db.pool_name().to_owned() }
+//! async fn read(db: DbConn<SqliteConnection, Replica>) -> String { db.pool_name().to_owned() }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), axum_pools::PoolError> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+//! # let (primary_url, replica_url) = (a.display().to_string(), b.display().to_string());
+//! let manager = PoolManager::builder()
+//!     .database::<SqliteConnection>("primary", DbConfig::from_url(primary_url))
+//!     .database::<SqliteConnection>("replica", DbConfig::from_url(replica_url))
+//!     .require::<DbConn<SqliteConnection, Primary>>()
+//!     .require::<DbConn<SqliteConnection, Replica>>()
+//!     .build()
+//!     .await?;
+//! let app: Router = Router::new()
+//!     .route("/write", get(write))
+//!     .route("/read", get(read))
+//!     .layer(PoolLayer::new(manager.clone()));
+//!
+//! // `DbConn<SqliteConnection>` without a marker would be ambiguous here: a
+//! // 500 naming both pools (and an error at build, were it `require`d).
+//! let err = axum_pools::DbConn::<SqliteConnection>::acquire(&manager).await.unwrap_err();
+//! assert!(err.to_string().contains("(primary, replica)"));
+//! # Ok(()) }
+//! ```
+//!
 //! ## Features
 //!
 //! | feature | default | gives |
@@ -95,7 +136,7 @@ pub use crate::{
     backend::diesel::DbConnection,
     config::{ConfigError, DbConfig, PoolConfig},
     error::{BackendError, DbError, PoolError},
-    extract::{ByType, DbConn, DbTx, IsolationLevel, PoolSelector, TxOptions},
+    extract::{ByType, DbConn, DbTx, IsolationLevel, PoolSelector, RequiresPool, TxOptions},
     health::{HealthReport, HealthStatus, PoolHealth},
     layer::{PoolLayer, PoolService, ResponseFuture},
     manager::{DrainReport, PoolManager, PoolManagerBuilder},

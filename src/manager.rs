@@ -110,6 +110,7 @@ impl PoolManager {
     pub fn builder() -> PoolManagerBuilder {
         PoolManagerBuilder {
             entries: Vec::new(),
+            requirements: Vec::new(),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -376,6 +377,9 @@ struct Entry {
     init: Init,
 }
 
+/// A check that a pool an extractor names exists ([`PoolManagerBuilder::require`]).
+type Requirement = fn(&PoolManager) -> Result<(), PoolError>;
+
 /// Registers named pools, then [`build`](Self::build)s the manager.
 ///
 /// ```no_run
@@ -392,6 +396,7 @@ struct Entry {
 #[must_use]
 pub struct PoolManagerBuilder {
     entries: Vec<Entry>,
+    requirements: Vec<Requirement>,
     drain_timeout: Duration,
 }
 
@@ -514,6 +519,27 @@ impl PoolManagerBuilder {
         self
     }
 
+    /// Checks at [`build`](Self::build) that the pool extractor `E` would
+    /// lease from exists and is unambiguous (e.g.
+    /// `require::<DbConn<AsyncPgConnection, Replica>>()`), so a missing pool
+    /// fails the build instead of the first request. See
+    /// [`RequiresPool`](crate::extract::RequiresPool).
+    ///
+    /// ```no_run
+    /// use axum_pools::{DbConfig, DbConn, PoolManager, SqliteConnection};
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let manager = PoolManager::builder()
+    ///     .database::<SqliteConnection>("main", DbConfig::from_url("app.db"))
+    ///     .require::<DbConn<SqliteConnection>>()
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn require<E: crate::extract::RequiresPool>(mut self) -> Self {
+        self.requirements.push(E::check);
+        self
+    }
+
     /// How long [`PoolManager::drain_on`] lets leases in use finish.
     ///
     /// Default: `30s`.
@@ -587,7 +613,7 @@ impl PoolManagerBuilder {
             let s = p.shared();
             tracing::info!(pool = %s.name, backend = s.kind, url = %s.redactor.url(), max_size = s.config.max_size, "pool ready");
         }
-        Ok(PoolManager {
+        let manager = PoolManager {
             inner: Arc::new(Inner {
                 pools,
                 types,
@@ -595,7 +621,17 @@ impl PoolManagerBuilder {
                 drained: tokio::sync::OnceCell::new(),
                 drain_timeout: self.drain_timeout,
             }),
-        })
+        };
+        for check in &self.requirements {
+            if let Err(e) = check(&manager) {
+                for p in &manager.inner.pools {
+                    p.close();
+                }
+                tracing::error!(error = %e, "a required pool is missing");
+                return Err(e);
+            }
+        }
+        Ok(manager)
     }
 }
 

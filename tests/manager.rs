@@ -115,6 +115,38 @@ async fn missing(_db: DbConn<SqliteConnection, Missing>) -> &'static str {
 }
 
 #[tokio::test]
+async fn required_pools_are_checked_at_build() {
+    let (_dir, path) = common::sqlite_file();
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&path))
+        .require::<DbConn<SqliteConnection>>()
+        .require::<DbConn<SqliteConnection, Missing>>()
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no pool named 'missing' is registered (registered: main); register it with `PoolManager::builder()`"
+    );
+    let (_d2, other) = common::sqlite_file();
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&path))
+        .database::<SqliteConnection>("reports", config(&other))
+        .require::<axum_pools::DbTx<SqliteConnection>>()
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PoolError::AmbiguousPool { .. }), "{err}");
+    PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&path))
+        .database::<SqliteConnection>("reports", config(&other))
+        .require::<DbConn<SqliteConnection, Reports>>()
+        .build()
+        .await
+        .expect("a named pool that exists passes");
+}
+
+#[tokio::test]
 async fn an_extractor_without_pool_layer_answers_500_naming_the_fix() {
     let app: Router = Router::new().route("/", get(plain));
     let response = app.oneshot(req("/")).await.unwrap();

@@ -119,3 +119,11 @@ where
         Self::acquire(manager(parts)?).await
     }
 }
+
+impl<C: DbConnection, N: PoolSelector> super::RequiresPool for DbConn<C, N> {
+    fn check(manager: &PoolManager) -> Result<(), PoolError> {
+        manager
+            .erased_for::<Diesel<C>>(N::NAME, std::any::type_name::<C>())
+            .map(|_| ())
+    }
+}

@@ -181,6 +181,12 @@ impl<N: PoolSelector> HttpClient<N> {
     }
 }
 
+impl<N: PoolSelector> super::RequiresPool for HttpClient<N> {
+    fn check(manager: &PoolManager) -> Result<(), PoolError> {
+        Self::from_manager(manager).map(|_| ())
+    }
+}
+
 impl<S, N> FromRequestParts<S> for HttpClient<N>
 where
     S: Send + Sync,

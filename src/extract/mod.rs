@@ -75,6 +75,33 @@ impl PoolSelector for ByType {
     const NAME: Option<&'static str> = None;
 }
 
+/// An extractor that leases from a pool, so
+/// [`PoolManagerBuilder::require`](crate::PoolManagerBuilder::require) can
+/// check at build time that its pool exists (and is unambiguous) instead of
+/// the first request finding out.
+///
+/// ```
+/// use axum_pools::{DbConfig, DbConn, PoolManager, SqliteConnection, pool_name};
+/// pool_name!(Reports = "reports");
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("app.db").display().to_string();
+/// let err = PoolManager::builder()
+///     .database::<SqliteConnection>("main", DbConfig::from_url(&path))
+///     .require::<DbConn<SqliteConnection, Reports>>() // a handler takes this
+///     .build()
+///     .await
+///     .unwrap_err();
+/// assert!(err.to_string().contains("no pool named 'reports'"));
+/// # }
+/// ```
+pub trait RequiresPool {
+    /// Whether `manager` has the pool this extractor would lease from.
+    #[doc(hidden)]
+    fn check(manager: &crate::PoolManager) -> Result<(), crate::PoolError>;
+}
+
 /// Declares a marker type selecting the pool of a given name, for
 /// `DbConn<C, Marker>` when several pools share a connection type.
 ///

@@ -132,3 +132,11 @@ where
         Self::acquire(conn::manager(parts)?).await
     }
 }
+
+impl<N: PoolSelector> super::RequiresPool for RedisConn<N> {
+    fn check(manager: &PoolManager) -> Result<(), PoolError> {
+        manager
+            .erased_for::<Redis>(N::NAME, "redis::aio::MultiplexedConnection")
+            .map(|_| ())
+    }
+}

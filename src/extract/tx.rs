@@ -318,6 +318,12 @@ where
     }
 }
 
+impl<C: DbConnection, N: PoolSelector> super::RequiresPool for DbTx<C, N> {
+    fn check(manager: &PoolManager) -> Result<(), crate::PoolError> {
+        <super::DbConn<C, N> as super::RequiresPool>::check(manager)
+    }
+}
+
 /// Ends the transaction on `lease`, then returns the connection.
 async fn finish<C: DbConnection>(
     mut lease: Lease<Diesel<C>>,
