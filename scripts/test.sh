@@ -19,7 +19,8 @@ for features in "" "--no-default-features" \
   "--no-default-features --features postgres" \
   "--no-default-features --features mysql" \
   "--no-default-features --features sqlite" \
-  "--no-default-features --features redis"; do
+  "--no-default-features --features redis" \
+  "--no-default-features --features http"; do
   echo "cargo clippy $features"
   # shellcheck disable=SC2086
   cargo clippy --quiet $features -- -D warnings

@@ -1,0 +1,77 @@
+//! The load-benchmark app: the peers' three routes served through
+//! axum-pools (see `scripts/bench-http.sh`).
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /db` | `DbConn<AsyncPgConnection>`, `SELECT 1` through diesel, returns `1` |
+//! | `GET /redis` | `RedisConn`, `PING`, returns `PONG` |
+//! | `GET /plain` | returns `ok` |
+//!
+//! Env: `DATABASE_URL`, `REDIS_URL` (required), `BIND` (`127.0.0.1:3003`),
+//! `POOL_MAX` (16, both pools).
+
+#![allow(missing_docs)]
+
+use axum::{Router, routing::get};
+use axum_pools::{
+    DbConfig, DbConn, DbError, PoolError, PoolLayer, PoolManager, RedisConfig, RedisConn,
+};
+use diesel::{IntoSql, sql_types::Integer};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+async fn db(mut db: DbConn<AsyncPgConnection>) -> Result<String, DbError> {
+    let one: i32 = diesel::select(1.into_sql::<Integer>())
+        .get_result(&mut db)
+        .await?;
+    Ok(one.to_string())
+}
+
+async fn redis_ping(mut redis: RedisConn) -> Result<String, PoolError> {
+    Ok(redis::cmd("PING")
+        .query_async::<String>(&mut redis)
+        .await
+        .unwrap_or_else(|e| e.to_string()))
+}
+
+async fn plain() -> &'static str {
+    "ok"
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+    let pool_max: usize = std::env::var("POOL_MAX")
+        .unwrap_or_else(|_| "16".into())
+        .parse()?;
+    let manager = PoolManager::builder()
+        .database::<AsyncPgConnection>(
+            "db",
+            DbConfig::from_url(env("DATABASE_URL")?).max_size(pool_max),
+        )
+        .redis(
+            "redis",
+            RedisConfig::from_url(env("REDIS_URL")?).max_size(pool_max),
+        )
+        .build()
+        .await?;
+    let app = Router::new()
+        .route("/db", get(db))
+        .route("/redis", get(redis_ping))
+        .route("/plain", get(plain))
+        .layer(PoolLayer::new(manager.clone()));
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3003".into());
+    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    eprintln!("bench_server listening on {bind} (POOL_MAX={pool_max})");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(manager.drain_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Load benchmark, loopback only, bounded: axum-pools' bench_server against the
+# peer app raw-deadpool (axum + deadpool + deadpool-redis, shared/peers) on
+# /plain, /db and /redis, the apps run alternately in one run, each freshly
+# started. Prints a table with req/s, p50/p99 and our throughput as a ratio of
+# raw-deadpool's in the same round.
+#
+#   scripts/bench-http.sh                   # 2 rounds, wrk -t2 -c64 -d10s, 2 s warm-up
+#   ROUNDS=1 DURATION=5s scripts/bench-http.sh
+#
+# Needs root once on a fresh machine (services, wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PEERS=${PEERS:-../shared/peers}
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+export DATABASE_URL=${DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/}
+export POOL_MAX=${POOL_MAX:-16}
+
+bash scripts/services-up.sh >/dev/null
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
+
+cargo build --quiet --release --features postgres,redis --example bench_server
+OURS=$(pwd)/target/release/examples/bench_server
+(cd "$PEERS" && cargo build --quiet --release -p raw-deadpool)
+PEER=/tmp/peers-target/release/raw-deadpool
+
+RESULTS=$(mktemp)
+APP_PID=
+stop_app() {
+  if [ -n "$APP_PID" ]; then kill "$APP_PID" 2>/dev/null || true; wait "$APP_PID" 2>/dev/null || true; APP_PID=; fi
+}
+trap 'stop_app; rm -f "$RESULTS"' EXIT
+
+start_app() { # binary port recycle
+  BIND=127.0.0.1:$2 RECYCLE=$3 "$1" 2>/dev/null &
+  APP_PID=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/plain" >/dev/null && return; sleep 0.1; done
+  echo "$1 did not start" >&2; exit 1
+}
+
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.2f", v}'; }
+
+measure() { # label port route round
+  local url="http://127.0.0.1:$2/$3" out rps p50 p99 bad
+  wrk -t"$THREADS" -c"$CONNS" -d2s "$url" >/dev/null
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
+  rps=$(awk '/^Requests\/sec/{printf "%.0f", $2}' <<<"$out")
+  p50=$(awk '$1=="50%"{print $2}' <<<"$out" | to_ms)
+  p99=$(awk '$1=="99%"{print $2}' <<<"$out" | to_ms)
+  bad=$(awk '/Non-2xx/{print $5} /Socket errors/{print "sock"}' <<<"$out" | tr '\n' ' ')
+  printf '%s %s %s %s %s %s %s\n' "$4" "$3" "$1" "$rps" "$p50" "$p99" "${bad:-0}" | tee -a "$RESULTS"
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION; POOL_MAX=$POOL_MAX"
+for round in $(seq 1 "$ROUNDS"); do
+  start_app "$OURS" 3003 -
+  for route in plain db redis; do measure axum-pools 3003 "$route" "$round"; done
+  stop_app
+  start_app "$PEER" 3001 verified
+  for route in plain db redis; do measure raw-deadpool-verified 3001 "$route" "$round"; done
+  stop_app
+  start_app "$PEER" 3001 fast
+  for route in db; do measure raw-deadpool-fast 3001 "$route" "$round"; done
+  stop_app
+done
+
+echo
+echo "| round | route | app | req/s | p50 ms | p99 ms | errors | vs raw-deadpool (verified) | vs raw-deadpool (fast) |"
+echo "|---|---|---|---|---|---|---|---|---|"
+awk '
+  { key=$1" "$2; rps[key" "$3]=$4; line[NR]=$0 }
+  END {
+    for (i=1; i<=NR; i++) {
+      split(line[i], f, " ");
+      key=f[1]" "f[2];
+      v=rps[key" raw-deadpool-verified"]; fa=rps[key" raw-deadpool-fast"];
+      r1 = (f[3]=="axum-pools" && v>0) ? sprintf("%.2fx", f[4]/v) : "";
+      r2 = (f[3]=="axum-pools" && fa>0) ? sprintf("%.2fx", f[4]/fa) : "";
+      printf "| %s | /%s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], r1, r2;
+    }
+  }' "$RESULTS"
