@@ -237,6 +237,36 @@ async fn a_handler_proxies_json_through_the_pool() {
 }
 
 #[tokio::test]
+async fn http2_prior_knowledge_works_the_same() {
+    let up = upstream().await;
+    let m = manager(config(&up.url()).http2(true)).await;
+    for _ in 0..5 {
+        let v: serde_json::Value = client(&m)
+            .get("/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["quote"], 42);
+    }
+    let text = client(&m)
+        .post("/echo")
+        .body("h2")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "h2");
+    assert_eq!(m.check_health().await.status, HealthStatus::Pass);
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!((s.created, s.active), (1, 0), "{s:?}");
+}
+
+#[tokio::test]
 async fn idempotent_requests_are_retried_on_503_and_posts_are_not() {
     let up = upstream().await;
     let m = manager(config(&up.url()).retries(2)).await;
