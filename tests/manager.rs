@@ -183,11 +183,22 @@ async fn pools_are_picked_by_type_or_by_marker_and_mistakes_name_the_registered_
             .route("/reports", get(reports))
             .route("/missing", get(missing))
     };
-    let single = routes().layer(PoolLayer::new(one));
+    let single = routes()
+        .route(
+            "/manager",
+            get(|m: PoolManager| async move { m.pool_names().join(",") }),
+        )
+        .layer(PoolLayer::new(one));
     let double = routes().layer(PoolLayer::new(two));
 
     let r = single.clone().oneshot(req("/plain")).await.unwrap();
     assert_eq!(common::body_text(r).await, "main");
+    let r = single.clone().oneshot(req("/manager")).await.unwrap();
+    assert_eq!(
+        common::body_text(r).await,
+        "main",
+        "the manager is an extractor too"
+    );
     let r = double.clone().oneshot(req("/reports")).await.unwrap();
     assert_eq!(common::body_text(r).await, "reports");
 

@@ -4,6 +4,7 @@ use std::{
     fmt,
     marker::PhantomData,
     ops::{Deref, DerefMut},
+    sync::Arc,
 };
 
 use axum::{extract::FromRequestParts, http::request::Parts};
@@ -12,6 +13,7 @@ use super::{ByType, PoolSelector};
 use crate::{
     backend::diesel::{DbConnection, Diesel},
     error::PoolError,
+    layer::{RequestScope, Scope},
     manager::PoolManager,
     pool::Lease,
 };
@@ -99,12 +101,34 @@ pub(crate) async fn lease<C: DbConnection, N: PoolSelector>(
         .await
 }
 
-/// The manager [`PoolLayer`](crate::PoolLayer) put into the request.
-pub(crate) fn manager(parts: &Parts) -> Result<&PoolManager, PoolError> {
+/// The scope [`PoolLayer`](crate::PoolLayer) put into the request.
+pub(crate) fn scope(parts: &Parts) -> Result<&Arc<Scope>, PoolError> {
     parts
         .extensions
-        .get::<PoolManager>()
+        .get::<RequestScope>()
+        .map(|s| &s.0)
         .ok_or(PoolError::MissingLayer)
+}
+
+/// The manager [`PoolLayer`](crate::PoolLayer) put into the request.
+pub(crate) fn manager(parts: &Parts) -> Result<&PoolManager, PoolError> {
+    scope(parts).map(|s| &s.manager)
+}
+
+/// The manager itself is an extractor on routes under [`PoolLayer`](crate::PoolLayer)
+/// (500 naming the fix without it).
+///
+/// ```no_run
+/// async fn pools(manager: axum_pools::PoolManager) -> String {
+///     manager.pool_names().join(", ")
+/// }
+/// ```
+impl<S: Send + Sync> FromRequestParts<S> for PoolManager {
+    type Rejection = PoolError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        manager(parts).cloned()
+    }
 }
 
 impl<S, C, N> FromRequestParts<S> for DbConn<C, N>

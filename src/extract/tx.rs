@@ -60,6 +60,7 @@ use super::{ByType, PoolSelector, conn};
 use crate::{
     backend::diesel::{DbConnection, Diesel},
     error::DbError,
+    layer::Scope,
     manager::PoolManager,
     pool::Lease,
     stats::inc,
@@ -149,7 +150,8 @@ impl TxOptions {
 /// every case. The rejection is a [`DbError`].
 pub struct DbTx<C: DbConnection, N: PoolSelector = ByType> {
     lease: Option<Lease<Diesel<C>>>,
-    slot: Option<Arc<TxSlot>>,
+    /// The request's scope, whose slot the layer finishes from.
+    scope: Option<Arc<Scope>>,
     _selector: PhantomData<fn() -> N>,
 }
 
@@ -198,7 +200,7 @@ impl<C: DbConnection, N: PoolSelector> DbTx<C, N> {
         C::begin(&mut lease, options).await?;
         Ok(Self {
             lease: Some(lease),
-            slot: None,
+            scope: None,
             _selector: PhantomData,
         })
     }
@@ -280,8 +282,8 @@ impl<C: DbConnection, N: PoolSelector> Drop for DbTx<C, N> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             let open: Box<dyn OpenTx> = Box::new(Open::<C> { lease });
-            match &self.slot {
-                Some(slot) => slot.hand_back(open),
+            match &self.scope {
+                Some(scope) => scope.tx.hand_back(open),
                 None => open.abandon(),
             }
         }
@@ -306,14 +308,14 @@ where
     type Rejection = DbError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let manager = conn::manager(parts)?;
+        let scope = conn::scope(parts)?.clone();
         let options = parts
             .extensions
             .get::<TxOptions>()
             .copied()
             .unwrap_or_default();
-        let mut tx = Self::begin_with(manager, options).await?;
-        tx.slot = parts.extensions.get::<TxSlotHandle>().map(|h| h.0.clone());
+        let mut tx = Self::begin_with(&scope.manager, options).await?;
+        tx.scope = Some(scope);
         Ok(tx)
     }
 }
@@ -442,10 +444,6 @@ impl Drop for TxSlot {
         }
     }
 }
-
-/// The request extension holding the slot.
-#[derive(Clone)]
-pub(crate) struct TxSlotHandle(pub(crate) Arc<TxSlot>);
 
 /// Finishes the request's transactions by the response's status: commit on
 /// 2xx/3xx (stopping at the first failed commit, whose error becomes the

@@ -19,3 +19,4 @@
 mod pool;
 
 pub use self::pool::{PoolLayer, PoolService, ResponseFuture};
+pub(crate) use self::pool::{RequestScope, Scope};

@@ -16,9 +16,20 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    extract::tx::{TxSlot, TxSlotHandle, finish_all},
+    extract::tx::{TxSlot, finish_all},
     manager::PoolManager,
 };
+
+/// What [`PoolLayer`] puts into each request: the manager and the slot where
+/// the request's `DbTx`s leave their transactions. One extension, one
+/// allocation per request.
+#[derive(Clone)]
+pub(crate) struct RequestScope(pub(crate) Arc<Scope>);
+
+pub(crate) struct Scope {
+    pub(crate) manager: PoolManager,
+    pub(crate) tx: TxSlot,
+}
 
 /// Layer that makes a [`PoolManager`] reachable from every request, so
 /// [`DbConn`](crate::DbConn) and [`DbTx`](crate::DbTx) can lease from it,
@@ -97,15 +108,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let slot = Arc::new(TxSlot::default());
-        let extensions = req.extensions_mut();
-        extensions.insert(self.manager.clone());
-        extensions.insert(TxSlotHandle(slot.clone()));
+        let scope = Arc::new(Scope {
+            manager: self.manager.clone(),
+            tx: TxSlot::default(),
+        });
+        req.extensions_mut().insert(RequestScope(scope.clone()));
         ResponseFuture {
             state: State::Inner {
                 future: self.inner.call(req),
             },
-            slot: Some(slot),
+            scope: Some(scope),
         }
     }
 }
@@ -117,7 +129,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
-        slot: Option<Arc<TxSlot>>,
+        scope: Option<Arc<Scope>>,
     }
 }
 
@@ -147,8 +159,8 @@ where
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
                     let response = ready!(future.poll(cx))?;
-                    let open = match this.slot.take() {
-                        Some(slot) => slot.close(),
+                    let open = match this.scope.take() {
+                        Some(scope) => scope.tx.close(),
                         None => Vec::new(),
                     };
                     if open.is_empty() {
