@@ -111,6 +111,105 @@ pub struct PoolConfig {
     /// Default: `None`.
     #[serde(with = "opt_duration")]
     pub leak_threshold: Option<Duration>,
+    /// The pool's circuit breaker.
+    pub breaker: BreakerConfig,
+}
+
+/// The circuit breaker of one pool: when acquisitions keep failing (connect
+/// refused, validation failed, no connection within `acquire_timeout`), it
+/// opens and the pool refuses at once with 503 and `Retry-After` instead of
+/// letting every request wait; after `open_duration` a few probe leases
+/// decide whether it closes again.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum_pools::{BreakerConfig, PoolConfig};
+///
+/// let config = PoolConfig::default().breaker(BreakerConfig {
+///     open_duration: Duration::from_secs(2),
+///     ..BreakerConfig::default()
+/// });
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Whether the breaker runs at all.
+    ///
+    /// Default: `true`.
+    pub enabled: bool,
+    /// Opens when at least this percentage of the calls in the window failed
+    /// (and there were at least `min_calls`).
+    ///
+    /// Default: `50`.
+    pub failure_rate_percent: u8,
+    /// Calls the window needs before the failure rate counts.
+    ///
+    /// Default: `10`.
+    pub min_calls: u32,
+    /// The sliding window the failure rate is taken over (two halves, the
+    /// older dropped every `window / 2`).
+    ///
+    /// Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Also opens after this many failures in a row, whatever the rate; `0`
+    /// turns this trigger off.
+    ///
+    /// Default: `5`.
+    pub consecutive_failures: u32,
+    /// How long it stays open before probing.
+    ///
+    /// Default: `5s`.
+    #[serde(with = "humantime_serde")]
+    pub open_duration: Duration,
+    /// Probe acquisitions let through when half-open; all must succeed to
+    /// close, one failure opens again.
+    ///
+    /// Default: `2`.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_rate_percent: 50,
+            min_calls: 10,
+            window: Duration::from_secs(10),
+            consecutive_failures: 5,
+            open_duration: Duration::from_secs(5),
+            half_open_probes: 2,
+        }
+    }
+}
+
+impl BreakerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=100).contains(&self.failure_rate_percent) {
+            return Err(ConfigError::new(
+                "breaker.failure_rate_percent",
+                self.failure_rate_percent.to_string(),
+                "must be between 1 and 100",
+            ));
+        }
+        for (field, value) in [
+            ("breaker.window", self.window),
+            ("breaker.open_duration", self.open_duration),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(field, "0s", "must be greater than zero"));
+            }
+        }
+        if self.half_open_probes == 0 {
+            return Err(ConfigError::new(
+                "breaker.half_open_probes",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for PoolConfig {
@@ -126,6 +225,7 @@ impl Default for PoolConfig {
             alive_bypass_window: Duration::from_millis(500),
             max_waiting: None,
             leak_threshold: None,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -169,6 +269,8 @@ macro_rules! pool_setters {
             max_waiting: Option<usize>,
             /// Sets [`PoolConfig::leak_threshold`].
             leak_threshold: Option<Duration>,
+            /// Sets [`PoolConfig::breaker`].
+            breaker: $crate::config::BreakerConfig,
         }
     };
 }
@@ -298,7 +400,7 @@ impl PoolConfig {
                 ));
             }
         }
-        Ok(())
+        self.breaker.validate()
     }
 
     fn knobs(&mut self) -> &mut PoolConfig {
@@ -879,6 +981,7 @@ mod tests {
                 alive_bypass_window: Duration::from_millis(100),
                 max_waiting: Some(32),
                 leak_threshold: Some(Duration::from_secs(30)),
+                breaker: BreakerConfig::default(),
             }
         );
     }

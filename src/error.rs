@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`PoolError::Timeout`] (no connection within `acquire_timeout`) | 503 | `Retry-After` |
 //! | [`PoolError::Overloaded`] (`max_waiting` reached: load shed) | 503 | `Retry-After` |
+//! | [`PoolError::CircuitOpen`] (the pool's breaker is open) | 503 | `Retry-After`: seconds to half-open |
 //! | [`PoolError::ShuttingDown`] (draining or closed) | 503 | `Retry-After` |
 //! | [`PoolError::Backend`] (connect refused, failed validation) | 503 | `Retry-After` |
 //! | [`PoolError::MissingLayer`], [`PoolError::UnknownPool`], [`PoolError::NoPoolForType`], [`PoolError::AmbiguousPool`], [`PoolError::WrongPoolType`] (setup mistakes) | 500 | |
@@ -99,6 +100,14 @@ pub enum PoolError {
         /// The configured cap.
         max_waiting: usize,
     },
+    /// The pool's circuit breaker is open: refused at once.
+    #[error("pool '{pool}' is failing and its circuit breaker is open; retry in {}s", retry_after.as_secs().max(1))]
+    CircuitOpen {
+        /// The pool.
+        pool: String,
+        /// Until the breaker lets probes through.
+        retry_after: Duration,
+    },
     /// The manager is draining or shut down: no new leases.
     #[error("pool '{pool}' is shutting down; no new connections are handed out")]
     ShuttingDown {
@@ -177,6 +186,7 @@ impl PoolError {
         match self {
             Self::Timeout { .. }
             | Self::Overloaded { .. }
+            | Self::CircuitOpen { .. }
             | Self::ShuttingDown { .. }
             | Self::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,6 +208,11 @@ impl PoolError {
                 Some(Duration::from_secs(1))
             }
             Self::ShuttingDown { .. } => Some(Duration::from_secs(5)),
+            // Rounded up: a client retrying at the header's second finds the
+            // breaker half-open.
+            Self::CircuitOpen { retry_after, .. } => Some(Duration::from_secs(
+                retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+            )),
             _ => None,
         }
     }
@@ -213,6 +228,7 @@ impl PoolError {
         match self {
             Self::Timeout { pool, .. }
             | Self::Overloaded { pool, .. }
+            | Self::CircuitOpen { pool, .. }
             | Self::ShuttingDown { pool }
             | Self::Backend { pool, .. }
             | Self::WrongPoolType { pool, .. }
@@ -227,6 +243,7 @@ impl PoolError {
         match self {
             Self::Timeout { .. } => "acquire-timeout",
             Self::Overloaded { .. } => "overloaded",
+            Self::CircuitOpen { .. } => "circuit-open",
             Self::ShuttingDown { .. } => "shutting-down",
             Self::Backend { .. } => "backend-unavailable",
             Self::MissingLayer => "missing-layer",
@@ -243,6 +260,7 @@ impl PoolError {
         match self {
             Self::Timeout { .. } => "Connection pool exhausted",
             Self::Overloaded { .. } => "Connection pool overloaded",
+            Self::CircuitOpen { .. } => "Circuit open",
             Self::ShuttingDown { .. } => "Shutting down",
             Self::Backend { .. } => "Backend unavailable",
             Self::Config(_) | Self::Setup { .. } => "Pool setup failed",

@@ -102,6 +102,7 @@
 //! |---|---|
 //! | no connection free within `acquire_timeout` | 503, `Retry-After: 1`, counted in `timeouts` |
 //! | `max_waiting` requests already waiting | 503 at once, `Retry-After: 1`, counted in `shed` |
+//! | the pool's circuit breaker is open | 503 at once, `Retry-After` = seconds to half-open |
 //! | backend unreachable / connection fails | 503, `Retry-After: 1`, counted in `backend_errors` |
 //! | manager draining or closed | 503 "shutting down", `Retry-After: 5` |
 //! | extractor without `PoolLayer`, unknown or ambiguous pool | 500 naming the fix |
@@ -132,9 +133,10 @@ pub mod stats;
 
 #[cfg(feature = "sqlite")]
 pub use crate::backend::diesel::SqliteConnection;
+pub use crate::pool::breaker::{BreakerState, BreakerStats};
 pub use crate::{
     backend::diesel::DbConnection,
-    config::{ConfigError, DbConfig, PoolConfig},
+    config::{BreakerConfig, ConfigError, DbConfig, PoolConfig},
     error::{BackendError, DbError, PoolError},
     extract::{ByType, DbConn, DbTx, IsolationLevel, PoolSelector, RequiresPool, TxOptions},
     health::{HealthReport, HealthStatus, PoolHealth},

@@ -285,6 +285,64 @@ impl PoolManager {
         }
     }
 
+    fn breaker(&self, pool: &str) -> Result<&crate::pool::breaker::Breaker, PoolError> {
+        self.erased(pool)
+            .map(|p| &p.shared().breaker)
+            .ok_or_else(|| PoolError::UnknownPool {
+                requested: pool.to_owned(),
+                registered: self.names(),
+            })
+    }
+
+    /// Operator control: opens `pool`'s circuit breaker until
+    /// [`reset_breaker`](Self::reset_breaker); every acquisition is refused
+    /// with 503 meanwhile.
+    ///
+    /// ```no_run
+    /// # fn demo(manager: axum_pools::PoolManager) -> Result<(), axum_pools::PoolError> {
+    /// manager.force_open("primary")?; // maintenance window
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::UnknownPool`].
+    pub fn force_open(&self, pool: &str) -> Result<(), PoolError> {
+        self.breaker(pool).map(|b| b.force_open())
+    }
+
+    /// Operator control: keeps `pool`'s breaker closed, whatever fails,
+    /// until [`reset_breaker`](Self::reset_breaker).
+    ///
+    /// ```no_run
+    /// # fn demo(manager: axum_pools::PoolManager) -> Result<(), axum_pools::PoolError> {
+    /// manager.force_closed("primary")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::UnknownPool`].
+    pub fn force_closed(&self, pool: &str) -> Result<(), PoolError> {
+        self.breaker(pool).map(|b| b.force_closed())
+    }
+
+    /// Operator control: closes `pool`'s breaker, clears its counts, and
+    /// lets it open and close on its own again.
+    ///
+    /// ```no_run
+    /// # fn demo(manager: axum_pools::PoolManager) -> Result<(), axum_pools::PoolError> {
+    /// manager.reset_breaker("primary")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::UnknownPool`].
+    pub fn reset_breaker(&self, pool: &str) -> Result<(), PoolError> {
+        self.breaker(pool).map(|b| b.reset())
+    }
+
     fn erased(&self, name: &str) -> Option<&Arc<dyn ErasedPool>> {
         self.inner.pools.iter().find(|p| p.shared().name == name)
     }
@@ -635,6 +693,16 @@ impl PoolManagerBuilder {
     }
 }
 
+/// Waits for `interval`'s next tick, or forever when there is none.
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// How often the reaper looks: a quarter of the shortest of `idle_timeout`
 /// and `max_lifetime`, between 250 ms and 30 s.
 fn maintenance_interval(config: &PoolConfig) -> Duration {
@@ -653,6 +721,7 @@ fn spawn_maintenance(pool: &Arc<dyn ErasedPool>) -> AbortHandle {
     let config = &pool.shared().config;
     let health_every = config.health_check_interval;
     let maintain_every = maintenance_interval(config);
+    let rotate_every = pool.shared().breaker.rotation_interval();
     // The schedule starts now, not when the task is first polled.
     let start = Instant::now();
     tokio::spawn(async move {
@@ -663,24 +732,28 @@ fn spawn_maintenance(pool: &Arc<dyn ErasedPool>) -> AbortHandle {
         });
         let mut maintain = tokio::time::interval_at(start + maintain_every, maintain_every);
         maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rotate = rotate_every.map(|p| tokio::time::interval_at(start + p, p));
         loop {
-            let check = tokio::select! {
-                _ = async {
-                    match health.as_mut() {
-                        Some(i) => i.tick().await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
-                _ = maintain.tick() => false,
+            enum Job {
+                Check,
+                Maintain,
+                Rotate,
+            }
+            let job = tokio::select! {
+                () = tick(health.as_mut()) => Job::Check,
+                _ = maintain.tick() => Job::Maintain,
+                () = tick(rotate.as_mut()) => Job::Rotate,
             };
             let Some(pool) = weak.upgrade() else { break };
             if pool.shared().is_draining() {
                 break;
             }
-            if check {
-                pool.check_health().await;
-            } else {
-                pool.maintain().await;
+            match job {
+                Job::Check => {
+                    pool.check_health().await;
+                }
+                Job::Maintain => pool.maintain().await,
+                Job::Rotate => pool.shared().breaker.rotate(),
             }
         }
     })

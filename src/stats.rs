@@ -281,6 +281,8 @@ pub struct StatsSnapshot {
     /// nothing. Never contains credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<std::collections::BTreeMap<String, String>>,
+    /// The pool's circuit breaker.
+    pub breaker: crate::pool::breaker::BreakerStats,
     /// Requests through an HTTP pool (feature `http`); absent for other pools.
     #[cfg(feature = "http")]
     #[serde(default, skip_serializing_if = "Option::is_none")]

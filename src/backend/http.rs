@@ -169,6 +169,10 @@ impl Http {
 impl Backend for Http {
     type Connection = HttpConnection;
 
+    /// An attempt's result is the call: 5xx and no response count as
+    /// failures, anything else as success.
+    const RECORDS_OUTCOMES: bool = true;
+
     fn kind(&self) -> &'static str {
         "http"
     }

@@ -326,10 +326,17 @@ impl<N: PoolSelector> RequestBuilder<N> {
             let start = Instant::now();
             let request = http.request(method.clone(), uri.clone(), &headers, body.clone());
             let outcome = tokio::time::timeout(config.request_timeout, lease.send(request)).await;
+            let breaker = &lease.shared().breaker;
+            let admission = lease.admission();
             let failure = match outcome {
                 Ok(Ok(response)) => {
                     counters.latency.0.record(start.elapsed());
                     let status = response.status();
+                    if status.is_server_error() {
+                        breaker.failure(&admission);
+                    } else {
+                        breaker.success(&admission);
+                    }
                     let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
                     inc(&counters.status_classes[class]);
                     let retry_status = matches!(
@@ -379,6 +386,7 @@ impl<N: PoolSelector> RequestBuilder<N> {
                 }
             };
             inc(&counters.errors);
+            lease.shared().breaker.failure(&lease.admission());
             // Whatever state the connection is in, nobody gets it again.
             lease.poisoned = true;
             drop(lease);

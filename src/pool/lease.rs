@@ -16,11 +16,24 @@ use super::{Backend, Shared, managed::Managed};
 /// records the return.
 pub(crate) struct Lease<B: Backend> {
     obj: Object<Managed<B>>,
+    /// Granted as a half-open breaker probe.
+    probe: bool,
 }
 
 impl<B: Backend> Lease<B> {
-    pub(super) fn new(obj: Object<Managed<B>>) -> Self {
-        Self { obj }
+    pub(super) fn new(obj: Object<Managed<B>>, probe: bool) -> Self {
+        Self { obj, probe }
+    }
+
+    /// How the breaker admitted this lease, for backends that report
+    /// outcomes themselves.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn admission(&self) -> super::breaker::Admission {
+        if self.probe {
+            super::breaker::Admission::Probe
+        } else {
+            super::breaker::Admission::Allowed
+        }
     }
 
     pub(crate) fn pool_name(&self) -> &str {

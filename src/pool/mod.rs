@@ -7,6 +7,7 @@
 //! connection ([`Backend`]); everything a pool promises lives here, so it
 //! holds for every extractor.
 
+pub(crate) mod breaker;
 mod lease;
 mod managed;
 
@@ -26,7 +27,10 @@ use futures_util::future::{BoxFuture, join_all};
 use tokio::{sync::Notify, time::Instant};
 
 pub(crate) use self::lease::Lease;
-use self::managed::Managed;
+use self::{
+    breaker::{Admission, Breaker, BreakerState},
+    managed::Managed,
+};
 use crate::{
     config::PoolConfig,
     error::{BackendError, PoolError},
@@ -39,6 +43,10 @@ use crate::{
 pub(crate) trait Backend: Send + Sync + 'static {
     /// The connection a lease derefs to.
     type Connection: Send + 'static;
+
+    /// Whether the backend reports each call's outcome to the breaker itself
+    /// (the HTTP pool: an attempt's result, not the lease, is the call).
+    const RECORDS_OUTCOMES: bool = false;
 
     /// Short name of the backend (`postgres`, `mysql`, `sqlite`, ...).
     fn kind(&self) -> &'static str;
@@ -105,6 +113,7 @@ pub(crate) struct Shared {
     pub(crate) config: PoolConfig,
     pub(crate) stats: PoolStats,
     pub(crate) redactor: Redactor,
+    pub(crate) breaker: Breaker,
     draining: AtomicBool,
     /// Woken when draining starts (waiters give up).
     drain_started: Notify,
@@ -175,6 +184,7 @@ impl<B: Backend> Pool<B> {
             kind,
             stats: PoolStats::new(),
             redactor,
+            breaker: Breaker::new(config.breaker.clone()),
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),
             lease_returned: Notify::new(),
@@ -211,6 +221,13 @@ impl<B: Backend> Pool<B> {
         if shared.is_draining() {
             return Err(shared.refuse_draining());
         }
+        let admission = shared.breaker.admit();
+        if let Admission::Rejected(retry_after) = admission {
+            return Err(PoolError::CircuitOpen {
+                pool: shared.name.clone(),
+                retry_after,
+            });
+        }
         let start = Instant::now();
         let deadline = start + shared.config.acquire_timeout;
         loop {
@@ -221,9 +238,12 @@ impl<B: Backend> Pool<B> {
                 // Boxed: the slow path's future is large, and keeping it out
                 // of line keeps the fast path's future small to move.
                 Err(DpError::Timeout(TimeoutType::Wait)) => {
-                    (Box::pin(self.wait(start, deadline)).await?, true)
+                    match Box::pin(self.wait(start, deadline)).await {
+                        Ok(obj) => (obj, true),
+                        Err(e) => return Err(self.refused(e, &admission)),
+                    }
                 }
-                Err(e) => return Err(self.map_error(e)),
+                Err(e) => return Err(self.refused(self.map_error(e), &admission)),
             };
             // `start` is at most the lease path's own overhead old, far below
             // the bypass window's and lifetimes' resolution.
@@ -251,8 +271,23 @@ impl<B: Backend> Pool<B> {
                 Duration::ZERO
             };
             shared.stats.acquire_wait.record(wait);
-            return Ok(Lease::new(obj));
+            if !B::RECORDS_OUTCOMES {
+                shared.breaker.success(&admission);
+            }
+            return Ok(Lease::new(obj, admission == Admission::Probe));
         }
+    }
+
+    /// Tells the breaker how a refused acquisition counts: a backend that
+    /// failed or gave no connection in time is a failure; load shedding and
+    /// draining are our own refusals.
+    fn refused(&self, e: PoolError, admission: &Admission) -> PoolError {
+        let breaker = &self.shared.breaker;
+        match e {
+            PoolError::Timeout { .. } | PoolError::Backend { .. } => breaker.failure(admission),
+            _ => breaker.neutral(admission),
+        }
+        e
     }
 
     /// The slow path: no slot was free at once.
@@ -388,10 +423,21 @@ impl<B: Backend> Pool<B> {
             }
         };
         let latency = Instant::now() - start;
-        let (status, error) = match outcome {
+        let (mut status, mut error) = match outcome {
             Ok(()) => (HealthStatus::Pass, None),
             Err((status, error)) => (status, Some(error)),
         };
+        match shared.breaker.state() {
+            BreakerState::Open | BreakerState::ForcedOpen => {
+                status = HealthStatus::Fail;
+                error.get_or_insert_with(|| "circuit breaker open".to_owned());
+            }
+            BreakerState::HalfOpen if status == HealthStatus::Pass => {
+                status = HealthStatus::Warn;
+                error = Some("circuit breaker half-open: probing".to_owned());
+            }
+            _ => {}
+        }
         let health = PoolHealth {
             pool: shared.name.clone(),
             backend: shared.kind.to_owned(),
@@ -470,6 +516,7 @@ impl<B: Backend> Pool<B> {
             tx_rolled_back: s.tx_rolled_back.load(Ordering::Relaxed),
             tx_abandoned: s.tx_abandoned.load(Ordering::Relaxed),
             resets: s.resets.load(Ordering::Relaxed),
+            breaker: shared.breaker.stats(),
             #[cfg(feature = "http")]
             http: self.backend().http_stats(),
             server: shared

@@ -1,0 +1,518 @@
+//! The per-pool circuit breaker.
+//!
+//! closed → open when, over the sliding window, at least `min_calls` calls
+//! were made and `failure_rate_percent` of them failed, or after
+//! `consecutive_failures` failures in a row; open → half-open after
+//! `open_duration`; half-open lets `half_open_probes` acquisitions through:
+//! all succeed → closed, one fails → open again.
+//!
+//! The closed state costs the lease path one atomic load to admit and one
+//! counter increment per outcome; the window's two halves are rotated by the
+//! pool's background task, so the hot path never reads the clock.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::config::BreakerConfig;
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+const FORCED_OPEN: u8 = 3;
+const FORCED_CLOSED: u8 = 4;
+
+/// The state of a pool's circuit breaker.
+///
+/// ```
+/// use axum_pools::BreakerState;
+/// assert_eq!(serde_json::to_string(&BreakerState::HalfOpen).unwrap(), "\"half_open\"");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls go through; failures are counted.
+    Closed,
+    /// Calls are refused at once until `open_duration` has passed.
+    Open,
+    /// A few probe calls go through; the rest are refused.
+    HalfOpen,
+    /// Opened by an operator; stays open until reset.
+    ForcedOpen,
+    /// Closed by an operator; failures do not open it until reset.
+    ForcedClosed,
+    /// The breaker is turned off in the config.
+    Disabled,
+}
+
+/// What the breaker says to one acquisition.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Go ahead.
+    Allowed,
+    /// Go ahead as one of the half-open probes; report the outcome.
+    Probe,
+    /// Refused; retry after this long.
+    Rejected(Duration),
+}
+
+pub(crate) struct Breaker {
+    config: BreakerConfig,
+    state: AtomicU8,
+    /// Time base of `open_until_ns`.
+    epoch: Instant,
+    open_until_ns: AtomicU64,
+    /// `[calls, failures]` of the window's two halves.
+    halves: [[AtomicU64; 2]; 2],
+    current: AtomicUsize,
+    consecutive: AtomicU32,
+    probes_left: AtomicU32,
+    probe_successes: AtomicU32,
+    pub(crate) opened: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    /// Serialises state transitions (rare); admission never takes it.
+    transition: Mutex<()>,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            state: AtomicU8::new(CLOSED),
+            epoch: Instant::now(),
+            open_until_ns: AtomicU64::new(0),
+            halves: Default::default(),
+            current: AtomicUsize::new(0),
+            consecutive: AtomicU32::new(0),
+            probes_left: AtomicU32::new(0),
+            probe_successes: AtomicU32::new(0),
+            opened: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            transition: Mutex::new(()),
+        }
+    }
+
+    /// How often the window's older half is dropped.
+    pub(crate) fn rotation_interval(&self) -> Option<Duration> {
+        self.config.enabled.then(|| self.config.window / 2)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.transition.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        if !self.config.enabled {
+            return BreakerState::Disabled;
+        }
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            HALF_OPEN => BreakerState::HalfOpen,
+            FORCED_OPEN => BreakerState::ForcedOpen,
+            _ => BreakerState::ForcedClosed,
+        }
+    }
+
+    /// Time left until an open breaker turns half-open.
+    pub(crate) fn retry_after(&self) -> Duration {
+        let until = self.epoch + Duration::from_nanos(self.open_until_ns.load(Ordering::Acquire));
+        until.saturating_duration_since(Instant::now())
+    }
+
+    pub(crate) fn admit(&self) -> Admission {
+        if !self.config.enabled {
+            return Admission::Allowed;
+        }
+        match self.state.load(Ordering::Acquire) {
+            CLOSED | FORCED_CLOSED => Admission::Allowed,
+            FORCED_OPEN => self.reject(self.config.open_duration),
+            OPEN => {
+                let left = self.retry_after();
+                if !left.is_zero() {
+                    return self.reject(left);
+                }
+                self.half_open();
+                self.admit()
+            }
+            _ => match self
+                .probes_left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            {
+                Ok(_) => Admission::Probe,
+                // All probes are out: come back when they have decided.
+                Err(_) => self.reject(Duration::from_secs(1)),
+            },
+        }
+    }
+
+    fn reject(&self, retry_after: Duration) -> Admission {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Admission::Rejected(retry_after)
+    }
+
+    /// A call admitted as `admission` succeeded.
+    pub(crate) fn success(&self, admission: &Admission) {
+        if !self.config.enabled {
+            return;
+        }
+        if *admission == Admission::Probe {
+            let done = self.probe_successes.fetch_add(1, Ordering::AcqRel) + 1;
+            if done >= self.config.half_open_probes {
+                self.close_from_half_open();
+            }
+            return;
+        }
+        let half = &self.halves[self.current.load(Ordering::Relaxed)];
+        half[0].fetch_add(1, Ordering::Relaxed);
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A call admitted as `admission` failed.
+    pub(crate) fn failure(&self, admission: &Admission) {
+        if !self.config.enabled {
+            return;
+        }
+        if *admission == Admission::Probe {
+            let _guard = self.lock();
+            if self.state.load(Ordering::Acquire) == HALF_OPEN {
+                self.open_locked("a half-open probe failed");
+            }
+            return;
+        }
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            return; // admitted before it opened, or forced closed
+        }
+        let half = &self.halves[self.current.load(Ordering::Relaxed)];
+        half[0].fetch_add(1, Ordering::Relaxed);
+        half[1].fetch_add(1, Ordering::Relaxed);
+        let consecutive = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        let (calls, failures) = self.window_counts();
+        let by_run =
+            self.config.consecutive_failures > 0 && consecutive >= self.config.consecutive_failures;
+        let by_rate = calls >= u64::from(self.config.min_calls)
+            && failures * 100 >= u64::from(self.config.failure_rate_percent) * calls;
+        if by_run || by_rate {
+            let _guard = self.lock();
+            if self.state.load(Ordering::Acquire) == CLOSED {
+                self.open_locked(if by_run {
+                    "consecutive failures"
+                } else {
+                    "failure rate over the window"
+                });
+            }
+        }
+    }
+
+    /// An admitted call that neither succeeded nor failed (shed, draining):
+    /// a probe permit goes back.
+    pub(crate) fn neutral(&self, admission: &Admission) {
+        if *admission == Admission::Probe {
+            self.probes_left.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn window_counts(&self) -> (u64, u64) {
+        let sum = |i: usize| {
+            self.halves[0][i].load(Ordering::Relaxed) + self.halves[1][i].load(Ordering::Relaxed)
+        };
+        (sum(0), sum(1))
+    }
+
+    /// Drops the window's older half (called every `window / 2`).
+    pub(crate) fn rotate(&self) {
+        let next = 1 - self.current.load(Ordering::Relaxed);
+        for counter in &self.halves[next] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.current.store(next, Ordering::Relaxed);
+    }
+
+    fn reset_counts(&self) {
+        for half in &self.halves {
+            for counter in half {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    fn open_locked(&self, why: &str) {
+        let until = Instant::now() + self.config.open_duration;
+        self.open_until_ns.store(
+            u64::try_from((until - self.epoch).as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
+        self.state.store(OPEN, Ordering::Release);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.reset_counts();
+        tracing::warn!(reason = why, open_for = ?self.config.open_duration, "circuit breaker opened");
+    }
+
+    fn half_open(&self) {
+        let _guard = self.lock();
+        if self.state.load(Ordering::Acquire) == OPEN && self.retry_after().is_zero() {
+            self.probe_successes.store(0, Ordering::Release);
+            self.probes_left
+                .store(self.config.half_open_probes, Ordering::Release);
+            self.state.store(HALF_OPEN, Ordering::Release);
+            tracing::info!("circuit breaker half-open: probing");
+        }
+    }
+
+    fn close_from_half_open(&self) {
+        let _guard = self.lock();
+        if self.state.load(Ordering::Acquire) == HALF_OPEN {
+            self.reset_counts();
+            self.state.store(CLOSED, Ordering::Release);
+            tracing::info!("circuit breaker closed: probes succeeded");
+        }
+    }
+
+    /// Operator control: open until [`reset`](Self::reset).
+    pub(crate) fn force_open(&self) {
+        let _guard = self.lock();
+        self.state.store(FORCED_OPEN, Ordering::Release);
+        tracing::warn!("circuit breaker forced open");
+    }
+
+    /// Operator control: closed, whatever fails, until [`reset`](Self::reset).
+    pub(crate) fn force_closed(&self) {
+        let _guard = self.lock();
+        self.reset_counts();
+        self.state.store(FORCED_CLOSED, Ordering::Release);
+        tracing::warn!("circuit breaker forced closed");
+    }
+
+    /// Operator control: closed, counts cleared, automatic again.
+    pub(crate) fn reset(&self) {
+        let _guard = self.lock();
+        self.reset_counts();
+        self.state.store(CLOSED, Ordering::Release);
+        tracing::info!("circuit breaker reset");
+    }
+}
+
+/// The breaker part of a pool's stats.
+///
+/// ```
+/// let b: axum_pools::BreakerStats = serde_json::from_str(
+///     r#"{"state":"closed","opened":0,"rejected":0,"retry_after_ms":0}"#,
+/// ).unwrap();
+/// assert_eq!(b.state, axum_pools::BreakerState::Closed);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerStats {
+    /// The state now.
+    pub state: BreakerState,
+    /// Times it opened.
+    pub opened: u64,
+    /// Acquisitions refused because it was open (or half-open with every
+    /// probe out).
+    pub rejected: u64,
+    /// While open: milliseconds until half-open.
+    pub retry_after_ms: u64,
+}
+
+impl Breaker {
+    pub(crate) fn stats(&self) -> BreakerStats {
+        let state = self.state();
+        BreakerStats {
+            state,
+            opened: self.opened.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            retry_after_ms: if state == BreakerState::Open {
+                u64::try_from(self.retry_after().as_millis()).unwrap_or(u64::MAX)
+            } else {
+                0
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(config: BreakerConfig) -> Breaker {
+        Breaker::new(config)
+    }
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            failure_rate_percent: 50,
+            min_calls: 10,
+            window: Duration::from_secs(10),
+            consecutive_failures: 5,
+            open_duration: Duration::from_secs(5),
+            half_open_probes: 2,
+            ..BreakerConfig::default()
+        }
+    }
+
+    fn call(b: &Breaker, ok: bool) -> Admission {
+        let a = b.admit();
+        if matches!(a, Admission::Rejected(_)) {
+            return a;
+        }
+        if ok {
+            b.success(&a);
+        } else {
+            b.failure(&a);
+        }
+        a
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_failures_and_refuses_until_open_duration() {
+        let b = breaker(config());
+        for _ in 0..4 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        call(&b, false);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.admit(), Admission::Rejected(Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.admit(), Admission::Rejected(Duration::from_secs(3)));
+        assert_eq!(b.stats().opened, 1);
+        assert_eq!(b.stats().rejected, 2);
+        assert_eq!(b.stats().retry_after_ms, 3000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_breaks_the_run_but_the_failure_rate_still_opens() {
+        let b = breaker(config());
+        // 4 failures, 1 success, repeated: never 5 in a row; 80 % failures.
+        for i in 0..9 {
+            call(&b, i % 5 == 4);
+            assert_eq!(b.state(), BreakerState::Closed, "call {i}");
+        }
+        call(&b, false); // 10th call: 8 of 10 failed
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_min_calls_the_rate_does_not_count() {
+        let b = breaker(BreakerConfig {
+            consecutive_failures: 0,
+            ..config()
+        });
+        for _ in 0..9 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::Closed, "9 calls < min_calls");
+        call(&b, false);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_leave_the_window() {
+        let b = breaker(BreakerConfig {
+            consecutive_failures: 0,
+            ..config()
+        });
+        for _ in 0..9 {
+            call(&b, false);
+        }
+        b.rotate();
+        b.rotate(); // a whole window later: both halves dropped
+        for _ in 0..9 {
+            call(&b, true);
+        }
+        call(&b, false);
+        assert_eq!(b.state(), BreakerState::Closed, "1 failure in 10 calls");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_admits_limited_probes_and_closes_when_they_succeed() {
+        let b = breaker(config());
+        for _ in 0..5 {
+            call(&b, false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let p1 = b.admit();
+        assert_eq!(p1, Admission::Probe);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let p2 = b.admit();
+        assert_eq!(p2, Admission::Probe);
+        assert!(matches!(b.admit(), Admission::Rejected(_)), "only 2 probes");
+        b.success(&p1);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.success(&p2);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.admit(), Admission::Allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_again_for_a_full_open_duration() {
+        let b = breaker(config());
+        for _ in 0..5 {
+            call(&b, false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.admit();
+        assert_eq!(probe, Admission::Probe);
+        b.failure(&probe);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.admit(), Admission::Rejected(Duration::from_secs(5)));
+        assert_eq!(b.stats().opened, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_neither_succeeds_nor_fails_gives_its_permit_back() {
+        let b = breaker(BreakerConfig {
+            half_open_probes: 1,
+            ..config()
+        });
+        for _ in 0..5 {
+            call(&b, false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.admit();
+        assert!(matches!(b.admit(), Admission::Rejected(_)));
+        b.neutral(&probe);
+        assert_eq!(b.admit(), Admission::Probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn operators_can_force_and_reset() {
+        let b = breaker(config());
+        b.force_open();
+        assert!(matches!(b.admit(), Admission::Rejected(_)));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(b.state(), BreakerState::ForcedOpen, "stays open");
+        b.force_closed();
+        for _ in 0..20 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::ForcedClosed);
+        b.reset();
+        assert_eq!(b.state(), BreakerState::Closed);
+        for _ in 0..5 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn disabled_admits_everything() {
+        let b = breaker(BreakerConfig {
+            enabled: false,
+            ..config()
+        });
+        for _ in 0..100 {
+            assert_eq!(call(&b, false), Admission::Allowed);
+        }
+        assert_eq!(b.state(), BreakerState::Disabled);
+    }
+}
