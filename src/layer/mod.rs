@@ -17,6 +17,10 @@
 //! ```
 
 mod pool;
+pub mod rate_limit;
 
-pub use self::pool::{PoolLayer, PoolService, ResponseFuture};
 pub(crate) use self::pool::{RequestScope, Scope};
+pub use self::{
+    pool::{PoolLayer, PoolService, ResponseFuture},
+    rate_limit::{KeyBy, KeyFn, RateLimit, RateLimitFuture, RateLimitLayer, TrustedProxies},
+};

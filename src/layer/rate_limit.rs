@@ -1,0 +1,653 @@
+//! [`RateLimitLayer`]: GCRA rate limiting (governor) with one state shared
+//! by every clone of the service — tower's own `RateLimit` is per clone, and
+//! axum clones services per connection, so it does not limit at all there.
+//!
+//! Over the limit: 429 `application/problem+json` with `Retry-After`. Every
+//! answer carries the IETF draft headers `RateLimit-Policy` (`"default";q=<burst>;w=<window s>`)
+//! and `RateLimit` (`"default";r=<remaining>;t=<s until full>`) unless
+//! turned off.
+//!
+//! | key | what counts as one client |
+//! |---|---|
+//! | [`KeyBy::PeerIp`] | the TCP peer (`ConnectInfo<SocketAddr>`; serve with `into_make_service_with_connect_info`) |
+//! | [`KeyBy::ClientIp`] | the client behind trusted proxies: `X-Forwarded-For` / `Forwarded` are read only when the peer is in a trusted network; from anyone else they are ignored |
+//! | [`KeyBy::Header`] | a header's value (an API key); requests without it share one key |
+//! | [`KeyBy::Global`] | everyone together |
+//! | [`KeyBy::custom`] | what a function of the request returns |
+//!
+//! Memory is bounded: keys whose state is indistinguishable from a fresh one
+//! are dropped once more than `max_keys` (default 100 000) are held.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use axum_pools::layer::{KeyBy, RateLimitLayer};
+//!
+//! let app: Router = Router::new()
+//!     .route("/search", get(|| async { "results" }))
+//!     .layer(
+//!         RateLimitLayer::new(10, Duration::from_secs(1)) // 10 per second…
+//!             .burst(20)                                  // …with bursts of 20
+//!             .key(KeyBy::client_ip(["10.0.0.0/8"]).expect("CIDR")),
+//!     );
+//! ```
+
+use std::{
+    fmt,
+    future::Future,
+    hash::Hash,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use axum::{
+    extract::ConnectInfo,
+    http::{HeaderName, HeaderValue, Request, StatusCode, header, request::Parts},
+    response::Response,
+};
+use governor::{
+    Quota, RateLimiter, clock::Clock, middleware::StateInformationMiddleware,
+    state::keyed::DashMapStateStore,
+};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::{Problem, problem_type};
+
+/// A monotonic clock on tokio's time, so tests can pause it.
+#[derive(Clone, Debug)]
+struct TokioClock {
+    base: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        tokio::time::Instant::now().saturating_duration_since(self.base)
+    }
+}
+
+/// What one client is, for the limiter. See the [module docs](self).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum KeyBy {
+    /// The TCP peer's IP address.
+    PeerIp,
+    /// The client's IP as reported by trusted proxies, else the peer's.
+    ClientIp(TrustedProxies),
+    /// A header's value.
+    Header(HeaderName),
+    /// One limit shared by every request.
+    Global,
+    /// A function of the request; `None` shares one key.
+    Custom(KeyFn),
+}
+
+/// A key function of [`KeyBy::Custom`].
+pub type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+impl KeyBy {
+    /// [`KeyBy::ClientIp`] trusting the proxies in `networks`
+    /// (`"10.0.0.0/8"`, `"::1/128"`, or a single address).
+    ///
+    /// ```
+    /// let key = axum_pools::layer::KeyBy::client_ip(["127.0.0.1", "10.0.0.0/8"]).unwrap();
+    /// assert!(axum_pools::layer::KeyBy::client_ip(["10.0.0.0/33"]).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A network that does not parse, named in the message.
+    pub fn client_ip<I, S>(networks: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nets = networks
+            .into_iter()
+            .map(|n| parse_cidr(n.as_ref()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self::ClientIp(TrustedProxies(nets)))
+    }
+
+    /// [`KeyBy::Custom`] from a closure.
+    ///
+    /// ```
+    /// use axum_pools::layer::KeyBy;
+    /// let by_tenant = KeyBy::custom(|parts| {
+    ///     parts.uri.path().split('/').nth(1).map(str::to_owned)
+    /// });
+    /// ```
+    pub fn custom(f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self::Custom(Arc::new(f))
+    }
+
+    fn key(&self, parts: &Parts) -> Key {
+        let peer = || {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        };
+        match self {
+            Self::PeerIp => peer().map_or(Key::Unknown, Key::Ip),
+            Self::ClientIp(trusted) => {
+                peer().map_or(Key::Unknown, |ip| Key::Ip(trusted.client(ip, parts)))
+            }
+            Self::Header(name) => parts.headers.get(name).map_or(Key::Unknown, |v| {
+                Key::Text(String::from_utf8_lossy(v.as_bytes()).into_owned())
+            }),
+            Self::Global => Key::Unknown,
+            Self::Custom(f) => f(parts).map_or(Key::Unknown, Key::Text),
+        }
+    }
+}
+
+impl fmt::Debug for KeyBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PeerIp => f.write_str("PeerIp"),
+            Self::ClientIp(t) => f.debug_tuple("ClientIp").field(t).finish(),
+            Self::Header(h) => f.debug_tuple("Header").field(h).finish(),
+            Self::Global => f.write_str("Global"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// Networks whose forwarding headers are believed.
+#[derive(Clone, Debug)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0
+            .iter()
+            .any(|&(net, prefix)| in_network(ip, net, prefix))
+    }
+
+    /// The rightmost address in the forwarding chain that is not a trusted
+    /// proxy; the peer itself when it is not trusted (a spoofed header from
+    /// an untrusted peer is ignored).
+    fn client(&self, peer: IpAddr, parts: &Parts) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut chain: Vec<IpAddr> = Vec::new();
+        for value in parts.headers.get_all(header::FORWARDED) {
+            for element in value.to_str().unwrap_or_default().split(',') {
+                for pair in element.split(';') {
+                    if let Some((k, v)) = pair.trim().split_once('=')
+                        && k.eq_ignore_ascii_case("for")
+                        && let Some(ip) = parse_forwarded_for(v)
+                    {
+                        chain.push(ip);
+                    }
+                }
+            }
+        }
+        if chain.is_empty() {
+            for value in parts.headers.get_all("x-forwarded-for") {
+                chain.extend(
+                    value
+                        .to_str()
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|s| s.trim().parse::<IpAddr>().ok()),
+                );
+            }
+        }
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !self.trusts(*ip))
+            .unwrap_or(peer)
+    }
+}
+
+fn parse_forwarded_for(v: &str) -> Option<IpAddr> {
+    let v = v.trim().trim_matches('"');
+    let v = v
+        .strip_prefix('[')
+        .map_or(v, |rest| rest.split(']').next().unwrap_or(rest));
+    v.parse()
+        .ok()
+        .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("trusted proxy network {s:?}: not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("trusted proxy network {s:?}: prefix must be 0..={max}"))?,
+        None => max,
+    };
+    Ok((ip, prefix))
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Ip(IpAddr),
+    Text(String),
+    Unknown,
+}
+
+type Limiter = RateLimiter<Key, DashMapStateStore<Key>, TokioClock, StateInformationMiddleware>;
+
+struct Shared {
+    limiter: Limiter,
+    clock: TokioClock,
+    key: KeyBy,
+    burst: u32,
+    per_cell: Duration,
+    max_keys: usize,
+    headers: bool,
+    calls: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Shared {
+    fn policy(&self) -> HeaderValue {
+        let window = (self.per_cell * self.burst).as_secs().max(1);
+        HeaderValue::from_str(&format!("\"default\";q={};w={window}", self.burst))
+            .expect("digits and ASCII")
+    }
+
+    fn state(&self, remaining: u32) -> HeaderValue {
+        let to_full = (self.per_cell * (self.burst - remaining.min(self.burst))).as_secs_f64();
+        HeaderValue::from_str(&format!(
+            "\"default\";r={remaining};t={}",
+            to_full.ceil() as u64
+        ))
+        .expect("digits and ASCII")
+    }
+
+    /// Drops keys that are back to a fresh state once too many are held.
+    fn bound_memory(&self) {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % 1024 == 1023
+            && self.limiter.len() > self.max_keys
+        {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Layer limiting the request rate per client with GCRA; state shared by
+/// every clone. See the [module docs](self).
+#[derive(Clone)]
+#[must_use]
+pub struct RateLimitLayer {
+    count: u32,
+    per: Duration,
+    burst: Option<u32>,
+    key: KeyBy,
+    max_keys: usize,
+    headers: bool,
+    /// Made on the first `layer` call and shared by every clone of this
+    /// layer: axum applies a router's layers again for each request.
+    shared: Arc<OnceLock<Arc<Shared>>>,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("count", &self.count)
+            .field("per", &self.per)
+            .field("burst", &self.burst)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// `count` requests per `per` for each client (key: the peer IP), with
+    /// bursts of `count`.
+    ///
+    /// # Panics
+    ///
+    /// When `count` is 0 or `per` is zero: a limit that allows nothing is a
+    /// setup mistake.
+    ///
+    /// ```
+    /// let layer = axum_pools::layer::RateLimitLayer::new(100, std::time::Duration::from_secs(60));
+    /// ```
+    pub fn new(count: u32, per: Duration) -> Self {
+        assert!(count > 0, "RateLimitLayer::new: count must be at least 1");
+        assert!(
+            !per.is_zero(),
+            "RateLimitLayer::new: per must be greater than zero"
+        );
+        Self {
+            count,
+            per,
+            burst: None,
+            key: KeyBy::PeerIp,
+            max_keys: 100_000,
+            headers: true,
+            shared: Arc::default(),
+        }
+    }
+
+    /// A builder method changed the config: the limiter is made anew.
+    fn changed(mut self) -> Self {
+        self.shared = Arc::default();
+        self
+    }
+
+    /// Requests a client may make at once before the rate applies.
+    ///
+    /// Default: `count`.
+    ///
+    /// ```
+    /// let layer = axum_pools::layer::RateLimitLayer::new(1, std::time::Duration::from_secs(1)).burst(5);
+    /// ```
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst.max(1));
+        self.changed()
+    }
+
+    /// What one client is.
+    ///
+    /// Default: [`KeyBy::PeerIp`].
+    ///
+    /// ```
+    /// use axum_pools::layer::{KeyBy, RateLimitLayer};
+    /// let layer = RateLimitLayer::new(5, std::time::Duration::from_secs(1))
+    ///     .key(KeyBy::Header(axum::http::HeaderName::from_static("x-api-key")));
+    /// ```
+    pub fn key(mut self, key: KeyBy) -> Self {
+        self.key = key;
+        self.changed()
+    }
+
+    /// Keys held before fresh ones are dropped.
+    ///
+    /// Default: `100_000`.
+    ///
+    /// ```
+    /// let layer = axum_pools::layer::RateLimitLayer::new(5, std::time::Duration::from_secs(1)).max_keys(10_000);
+    /// ```
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self.changed()
+    }
+
+    /// Whether every response carries `RateLimit-Policy` and `RateLimit`
+    /// (429s always carry `Retry-After`).
+    ///
+    /// Default: `true`.
+    ///
+    /// ```
+    /// let layer = axum_pools::layer::RateLimitLayer::new(5, std::time::Duration::from_secs(1)).headers(false);
+    /// ```
+    pub fn headers(mut self, on: bool) -> Self {
+        self.headers = on;
+        self.changed()
+    }
+
+    fn build(&self) -> Arc<Shared> {
+        let burst = self.burst.unwrap_or(self.count);
+        let per_cell = (self.per / self.count).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(per_cell)
+            .expect("a non-zero period")
+            .allow_burst(NonZeroU32::new(burst).expect("burst >= 1"));
+        let clock = TokioClock {
+            base: tokio::time::Instant::now(),
+        };
+        Arc::new(Shared {
+            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone())
+                .with_middleware::<StateInformationMiddleware>(),
+            clock,
+            key: self.key.clone(),
+            burst,
+            per_cell,
+            max_keys: self.max_keys,
+            headers: self.headers,
+            calls: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        })
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    /// Every service this layer makes shares one limiter: layering a router
+    /// once limits it once, however axum clones it.
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            shared: self.shared.get_or_init(|| self.build()).clone(),
+        }
+    }
+}
+
+/// The service of [`RateLimitLayer`]; clones share the limiter. See the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("keys", &self.shared.limiter.len())
+            .field("rejected", &self.shared.rejected.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// Requests refused so far.
+    ///
+    /// ```
+    /// # use axum_pools::layer::RateLimitLayer;
+    /// # use tower_layer::Layer;
+    /// # let svc = RateLimitLayer::new(1, std::time::Duration::from_secs(1)).layer(());
+    /// assert_eq!(svc.rejected(), 0);
+    /// ```
+    #[must_use]
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Clients (keys) whose state is held now.
+    ///
+    /// ```
+    /// # use axum_pools::layer::RateLimitLayer;
+    /// # use tower_layer::Layer;
+    /// # let svc = RateLimitLayer::new(1, std::time::Duration::from_secs(1)).layer(());
+    /// assert_eq!(svc.keys(), 0);
+    /// ```
+    #[must_use]
+    pub fn keys(&self) -> usize {
+        self.shared.limiter.len()
+    }
+}
+
+impl<S, B> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RateLimitFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        let (parts, body) = req.into_parts();
+        let key = shared.key.key(&parts);
+        shared.bound_memory();
+        match shared.limiter.check_key(&key) {
+            Ok(snapshot) => {
+                let headers = shared.headers.then(|| {
+                    (
+                        shared.policy(),
+                        shared.state(snapshot.remaining_burst_capacity()),
+                    )
+                });
+                RateLimitFuture::allowed(self.inner.call(Request::from_parts(parts, body)), headers)
+            }
+            Err(not_until) => {
+                shared.rejected.fetch_add(1, Ordering::Relaxed);
+                let wait = not_until.wait_time_from(shared.clock.now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut response = Problem {
+                    kind: problem_type("rate-limited"),
+                    title: "Too many requests",
+                    status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+                    detail: format!("the rate limit is exhausted; retry in {}s", secs.max(1)),
+                    pool: None,
+                }
+                .into_response_with(StatusCode::TOO_MANY_REQUESTS);
+                let h = response.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                if shared.headers {
+                    h.insert("ratelimit-policy", shared.policy());
+                    h.insert("ratelimit", shared.state(0));
+                }
+                RateLimitFuture::limited(response)
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct RateLimitFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Allowed {
+            #[pin]
+            future: F,
+            headers: Option<(HeaderValue, HeaderValue)>,
+        },
+        Limited { response: Option<Response> },
+    }
+}
+
+impl<F> RateLimitFuture<F> {
+    fn allowed(future: F, headers: Option<(HeaderValue, HeaderValue)>) -> Self {
+        Self {
+            state: State::Allowed { future, headers },
+        }
+    }
+
+    fn limited(response: Response) -> Self {
+        Self {
+            state: State::Limited {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F> fmt::Debug for RateLimitFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, E> Future for RateLimitFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Allowed { future, headers } => {
+                let mut response = ready!(future.poll(cx))?;
+                if let Some((policy, state)) = headers.take() {
+                    let h = response.headers_mut();
+                    h.insert("ratelimit-policy", policy);
+                    h.insert("ratelimit", state);
+                }
+                Poll::Ready(Ok(response))
+            }
+            StateProj::Limited { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("RateLimitFuture polled after completion"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matching() {
+        let (net, p) = parse_cidr("10.0.0.0/8").unwrap();
+        assert!(in_network("10.1.2.3".parse().unwrap(), net, p));
+        assert!(!in_network("11.0.0.1".parse().unwrap(), net, p));
+        let (net, p) = parse_cidr("::1").unwrap();
+        assert!(in_network("::1".parse().unwrap(), net, p));
+        assert!(!in_network("127.0.0.1".parse().unwrap(), net, p));
+        let (net, p) = parse_cidr("0.0.0.0/0").unwrap();
+        assert!(in_network("8.8.8.8".parse().unwrap(), net, p));
+        assert!(parse_cidr("10.0.0.0/33").unwrap_err().contains("0..=32"));
+        assert!(parse_cidr("nope").unwrap_err().contains("not an IP"));
+    }
+
+    #[test]
+    fn forwarded_for_forms() {
+        assert_eq!(
+            parse_forwarded_for("192.0.2.60"),
+            Some("192.0.2.60".parse().unwrap())
+        );
+        assert_eq!(
+            parse_forwarded_for("\"[2001:db8::1]:4711\""),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(parse_forwarded_for("_hidden"), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! RateLimitLayer with the paused clock: burst, 429 + headers, refill,
+//! separate keys, spoofed forwarding headers ignored, state shared by every
+//! clone, bounded keys.
+
+mod common;
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::ConnectInfo,
+    http::{HeaderName, Request, StatusCode, header},
+    response::Response,
+    routing::get,
+};
+use axum_pools::layer::{KeyBy, RateLimitLayer};
+use common::body_json;
+use tower::{Service, ServiceExt};
+use tower_layer::Layer;
+
+fn from(ip: &str) -> Request<Body> {
+    let mut req = Request::get("/").body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 40000)));
+    req
+}
+
+fn forwarded(peer: &str, xff: &str) -> Request<Body> {
+    let mut req = from(peer);
+    req.headers_mut()
+        .insert("x-forwarded-for", xff.parse().unwrap());
+    req
+}
+
+fn app(layer: RateLimitLayer) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer)
+}
+
+async fn status(app: &Router, req: Request<Body>) -> StatusCode {
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_then_429_with_retry_after_and_headers_then_refill() {
+    let app = app(RateLimitLayer::new(2, Duration::from_secs(1)).key(KeyBy::Global));
+
+    let r = app.clone().oneshot(from("192.0.2.1")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"default\";q=2;w=1");
+    assert_eq!(r.headers()["ratelimit"], "\"default\";r=1;t=1");
+    let r = app.clone().oneshot(from("192.0.2.1")).await.unwrap();
+    assert_eq!(r.headers()["ratelimit"], "\"default\";r=0;t=1");
+
+    let r: Response = app.clone().oneshot(from("192.0.2.1")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    assert_eq!(r.headers()["ratelimit"], "\"default\";r=0;t=1");
+    assert_eq!(
+        body_json(r).await["type"],
+        "urn:axum-pools:problem:rate-limited"
+    );
+
+    // One request's worth refills every 500 ms.
+    tokio::time::advance(Duration::from_millis(499)).await;
+    assert_eq!(
+        status(&app, from("192.0.2.1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
+    assert_eq!(
+        status(&app, from("192.0.2.1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
+    assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_peer_has_its_own_limit() {
+    let app = app(RateLimitLayer::new(1, Duration::from_secs(60)));
+    assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
+    assert_eq!(
+        status(&app, from("192.0.2.1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(status(&app, from("192.0.2.2")).await, StatusCode::OK);
+    assert_eq!(status(&app, from("2001:db8::1")).await, StatusCode::OK);
+    assert_eq!(
+        status(&app, from("2001:db8::1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forwarding_headers_count_only_from_trusted_proxies() {
+    let key = KeyBy::client_ip(["10.0.0.0/8"]).unwrap();
+    let app = app(RateLimitLayer::new(1, Duration::from_secs(60)).key(key));
+
+    // An untrusted peer cannot escape its limit by spoofing the header.
+    assert_eq!(
+        status(&app, forwarded("203.0.113.5", "198.51.100.1")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, forwarded("203.0.113.5", "198.51.100.2")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Behind a trusted proxy, each real client has its own limit.
+    assert_eq!(
+        status(&app, forwarded("10.0.0.7", "198.51.100.7")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, forwarded("10.0.0.7", "198.51.100.8")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, forwarded("10.0.0.9", "198.51.100.7")).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same client through another proxy"
+    );
+    // A client-supplied entry left of the proxy chain is not believed: the
+    // rightmost untrusted address is the client.
+    assert_eq!(
+        status(
+            &app,
+            forwarded("10.0.0.7", "1.2.3.4, 198.51.100.7, 10.0.0.3")
+        )
+        .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Forwarded (RFC 7239) works too.
+    let mut req = from("10.0.0.7");
+    req.headers_mut().insert(
+        header::FORWARDED,
+        "for=\"[2001:db8::7]:1234\";proto=http".parse().unwrap(),
+    );
+    assert_eq!(status(&app, req).await, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_key_and_every_clone_sharing_one_state() {
+    let layer = RateLimitLayer::new(1, Duration::from_secs(60))
+        .key(KeyBy::Header(HeaderName::from_static("x-api-key")));
+    let mut svc = layer.layer(tower::service_fn(|_req: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    let call = |svc: &mut _, key: &str| {
+        let req = Request::get("/")
+            .header("x-api-key", key)
+            .body(Body::empty())
+            .unwrap();
+        Service::call(svc, req)
+    };
+    let mut clone = svc.clone();
+    assert_eq!(call(&mut svc, "a").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        call(&mut clone, "a").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        call(&mut clone, "b").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(svc.rejected(), 1);
+    assert_eq!(clone.keys(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_keys_stay_bounded() {
+    let layer = RateLimitLayer::new(1, Duration::from_millis(10))
+        .key(KeyBy::Header(HeaderName::from_static("x-api-key")))
+        .max_keys(100);
+    let mut svc = layer.layer(tower::service_fn(|_req: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    let mut most = 0;
+    for batch in 0..10 {
+        for i in 0..1000 {
+            let req = Request::get("/")
+                .header("x-api-key", format!("{batch}-{i}"))
+                .body(Body::empty())
+                .unwrap();
+            svc.call(req).await.unwrap();
+            most = most.max(svc.keys());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert!(most <= 100 + 1024 + 1000, "keys grew to {most}");
+    assert!(svc.keys() < 2000, "{}", svc.keys());
+}
