@@ -351,7 +351,7 @@ impl PoolManager {
     /// only one of that backend.
     pub(crate) fn pool<B: Backend>(
         &self,
-        name: Option<&'static str>,
+        name: Option<&str>,
         type_name: &'static str,
     ) -> Result<&Pool<B>, PoolError> {
         let pool = self.erased_for::<B>(name, type_name)?;
@@ -365,7 +365,7 @@ impl PoolManager {
     /// the pool beyond one lease).
     pub(crate) fn erased_for<B: Backend>(
         &self,
-        name: Option<&'static str>,
+        name: Option<&str>,
         type_name: &'static str,
     ) -> Result<&Arc<dyn ErasedPool>, PoolError> {
         let pools = &self.inner.pools;

@@ -199,3 +199,97 @@ async fn held_keys_stay_bounded() {
     assert!(most <= 100 + 1024 + 1000, "keys grew to {most}");
     assert!(svc.keys() < 2000, "{}", svc.keys());
 }
+
+/// The Redis-backed limiter against the real Redis: two independent
+/// "replicas" share one limit; a Redis that cannot answer is handled by the
+/// configured policy.
+#[cfg(feature = "redis")]
+mod distributed {
+    use axum_pools::{PoolManager, RedisConfig, layer::FailPolicy};
+
+    use super::*;
+
+    async fn manager(url: &str) -> PoolManager {
+        PoolManager::builder()
+            .redis(
+                "limits",
+                RedisConfig::from_url(url).health_check_interval(None),
+            )
+            .build()
+            .await
+            .unwrap()
+    }
+
+    fn keyed(key: &str) -> Request<Body> {
+        Request::get("/")
+            .header("x-api-key", key)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_replicas_together_allow_no_more_than_the_limit() {
+        let url = require!(common::redis_url());
+        let replica = |m: PoolManager| {
+            app(RateLimitLayer::new(5, Duration::from_secs(60))
+                .key(KeyBy::Header(HeaderName::from_static("x-api-key")))
+                .distributed(m, "limits", FailPolicy::Closed))
+        };
+        let a = replica(manager(&url).await);
+        let b = replica(manager(&url).await);
+        let key = common::unique("client");
+        let mut allowed = 0;
+        let mut limited = 0;
+        for i in 0..20 {
+            let app = if i % 2 == 0 { &a } else { &b };
+            let r = app.clone().oneshot(keyed(&key)).await.unwrap();
+            match r.status() {
+                StatusCode::OK => {
+                    allowed += 1;
+                    assert_eq!(r.headers()["ratelimit-policy"], "\"default\";q=5;w=60");
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    limited += 1;
+                    let after: u64 = r.headers()[header::RETRY_AFTER]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    assert!(
+                        (1..=12).contains(&after),
+                        "one request refills in 12 s: {after}"
+                    );
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!((allowed, limited), (5, 15));
+        // Another client is not affected.
+        let other = common::unique("client");
+        assert_eq!(
+            a.clone().oneshot(keyed(&other)).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn when_redis_cannot_answer_the_policy_decides() {
+        let url = require!(common::redis_url());
+        for (policy, expected) in [
+            (FailPolicy::Open, StatusCode::OK),
+            (FailPolicy::Closed, StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let m = manager(&url).await;
+            m.force_open("limits").unwrap(); // every lease of the Redis pool is refused
+            let mut svc = RateLimitLayer::new(5, Duration::from_secs(60))
+                .key(KeyBy::Global)
+                .distributed(m, "limits", policy)
+                .layer(tower::service_fn(|_req: Request<Body>| async {
+                    Ok::<_, Infallible>(Response::new(Body::empty()))
+                }));
+            let r = svc.call(keyed("x")).await.unwrap();
+            assert_eq!(r.status(), expected, "{policy:?}");
+            assert_eq!(svc.backend_errors(), 1, "{policy:?}");
+        }
+    }
+}

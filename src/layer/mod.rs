@@ -22,5 +22,7 @@ pub mod rate_limit;
 pub(crate) use self::pool::{RequestScope, Scope};
 pub use self::{
     pool::{PoolLayer, PoolService, ResponseFuture},
-    rate_limit::{KeyBy, KeyFn, RateLimit, RateLimitFuture, RateLimitLayer, TrustedProxies},
+    rate_limit::{
+        FailPolicy, KeyBy, KeyFn, RateLimit, RateLimitFuture, RateLimitLayer, TrustedProxies,
+    },
 };

@@ -278,6 +278,8 @@ struct Shared {
     headers: bool,
     calls: AtomicU64,
     rejected: AtomicU64,
+    #[cfg(feature = "redis")]
+    distributed: Option<distributed::Distributed>,
 }
 
 impl Shared {
@@ -321,6 +323,21 @@ pub struct RateLimitLayer {
     /// Made on the first `layer` call and shared by every clone of this
     /// layer: axum applies a router's layers again for each request.
     shared: Arc<OnceLock<Arc<Shared>>>,
+    #[cfg(feature = "redis")]
+    distributed: Option<(crate::PoolManager, String, FailPolicy)>,
+}
+
+/// What a Redis-backed limiter does when Redis cannot answer.
+///
+/// ```
+/// let policy = axum_pools::layer::FailPolicy::Open;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailPolicy {
+    /// Let the request through (logged and counted).
+    Open,
+    /// Refuse it with 503 (logged and counted).
+    Closed,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -360,7 +377,34 @@ impl RateLimitLayer {
             max_keys: 100_000,
             headers: true,
             shared: Arc::default(),
+            #[cfg(feature = "redis")]
+            distributed: None,
         }
+    }
+
+    /// Keeps the limiter's state in Redis, through `manager`'s Redis pool
+    /// called `pool` (feature `redis`), so every replica sharing that Redis
+    /// shares one limit: one round trip per request, an atomic GCRA in a Lua
+    /// script loaded once (`EVALSHA`), on Redis' clock. When Redis does not
+    /// answer, `on_error` decides.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use axum_pools::layer::{FailPolicy, RateLimitLayer};
+    /// # fn demo(manager: axum_pools::PoolManager) {
+    /// let layer = RateLimitLayer::new(100, Duration::from_secs(60))
+    ///     .distributed(manager, "cache", FailPolicy::Open);
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn distributed(
+        mut self,
+        manager: crate::PoolManager,
+        pool: impl Into<String>,
+        on_error: FailPolicy,
+    ) -> Self {
+        self.distributed = Some((manager, pool.into(), on_error));
+        self.changed()
     }
 
     /// A builder method changed the config: the limiter is made anew.
@@ -440,6 +484,8 @@ impl RateLimitLayer {
             headers: self.headers,
             calls: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            distributed: self.distributed.clone().map(distributed::Distributed::new),
         })
     }
 }
@@ -488,6 +534,23 @@ impl<S> RateLimit<S> {
         self.shared.rejected.load(Ordering::Relaxed)
     }
 
+    /// Times the Redis-backed limiter could not decide (feature `redis`).
+    ///
+    /// ```
+    /// # use axum_pools::layer::RateLimitLayer;
+    /// # use tower_layer::Layer;
+    /// # let svc = RateLimitLayer::new(1, std::time::Duration::from_secs(1)).layer(());
+    /// assert_eq!(svc.backend_errors(), 0);
+    /// ```
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn backend_errors(&self) -> u64 {
+        self.shared
+            .distributed
+            .as_ref()
+            .map_or(0, |d| d.errors.load(Ordering::Relaxed))
+    }
+
     /// Clients (keys) whose state is held now.
     ///
     /// ```
@@ -504,11 +567,14 @@ impl<S> RateLimit<S> {
 
 impl<S, B> Service<Request<B>> for RateLimit<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = RateLimitFuture<S::Future>;
+    type Future = RateLimitFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -518,6 +584,15 @@ where
         let shared = &self.shared;
         let (parts, body) = req.into_parts();
         let key = shared.key.key(&parts);
+        #[cfg(feature = "redis")]
+        if shared.distributed.is_some() {
+            // The ready service goes into the future; a clone stays here.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let shared = self.shared.clone();
+            let req = Request::from_parts(parts, body);
+            return RateLimitFuture::boxed(Box::pin(distributed::call(shared, key, inner, req)));
+        }
         shared.bound_memory();
         match shared.limiter.check_key(&key) {
             Ok(snapshot) => {
@@ -530,24 +605,173 @@ where
                 RateLimitFuture::allowed(self.inner.call(Request::from_parts(parts, body)), headers)
             }
             Err(not_until) => {
-                shared.rejected.fetch_add(1, Ordering::Relaxed);
                 let wait = not_until.wait_time_from(shared.clock.now());
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut response = Problem {
-                    kind: problem_type("rate-limited"),
-                    title: "Too many requests",
-                    status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
-                    detail: format!("the rate limit is exhausted; retry in {}s", secs.max(1)),
-                    pool: None,
-                }
-                .into_response_with(StatusCode::TOO_MANY_REQUESTS);
-                let h = response.headers_mut();
-                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                RateLimitFuture::limited(shared.limited(wait))
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The 429 answer, counted.
+    fn limited(&self, wait: Duration) -> Response {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let mut response = Problem {
+            kind: problem_type("rate-limited"),
+            title: "Too many requests",
+            status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+            detail: format!("the rate limit is exhausted; retry in {secs}s"),
+            pool: None,
+        }
+        .into_response_with(StatusCode::TOO_MANY_REQUESTS);
+        let h = response.headers_mut();
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        if self.headers {
+            h.insert("ratelimit-policy", self.policy());
+            h.insert("ratelimit", self.state(0));
+        }
+        response
+    }
+}
+
+#[cfg(feature = "redis")]
+mod distributed {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    use axum::{
+        http::{HeaderValue, Request, StatusCode, header},
+        response::Response,
+    };
+    use tower_service::Service;
+
+    use super::{FailPolicy, Key, Shared};
+    use crate::{
+        PoolManager,
+        backend::redis::Redis,
+        error::{Problem, problem_type},
+    };
+
+    /// GCRA on Redis' clock, atomically: returns {allowed, retry_after_us,
+    /// remaining}. KEYS[1]: the client's key; ARGV: emission interval (µs),
+    /// burst.
+    const GCRA: &str = r"
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tolerance = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, allow_at - now, 0}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(tolerance / 1000) + 1000)
+return {1, 0, math.floor((now + tolerance - new_tat) / interval)}
+";
+
+    pub(super) struct Distributed {
+        manager: PoolManager,
+        pool: String,
+        on_error: FailPolicy,
+        script: redis::Script,
+        pub(super) errors: AtomicU64,
+    }
+
+    impl Distributed {
+        pub(super) fn new((manager, pool, on_error): (PoolManager, String, FailPolicy)) -> Self {
+            Self {
+                manager,
+                pool,
+                on_error,
+                script: redis::Script::new(GCRA),
+                errors: AtomicU64::new(0),
+            }
+        }
+
+        /// `Ok(Ok(remaining))` allowed, `Ok(Err(retry_after))` limited.
+        async fn check(
+            &self,
+            shared: &Shared,
+            key: &Key,
+        ) -> Result<Result<u32, std::time::Duration>, String> {
+            let pool = self
+                .manager
+                .pool::<Redis>(Some(&self.pool), "redis::aio::MultiplexedConnection")
+                .map_err(|e| e.to_string())?;
+            let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+            let redis_key = match key {
+                Key::Ip(ip) => format!("axum-pools:rl:ip:{ip}"),
+                Key::Text(t) => format!("axum-pools:rl:k:{t}"),
+                Key::Unknown => "axum-pools:rl:-".to_owned(),
+            };
+            let interval_us = u64::try_from(shared.per_cell.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let (allowed, retry_us, remaining): (i64, i64, i64) = self
+                .script
+                .key(redis_key)
+                .arg(interval_us)
+                .arg(shared.burst)
+                .invoke_async(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(if allowed == 1 {
+                Ok(u32::try_from(remaining).unwrap_or(0))
+            } else {
+                Err(std::time::Duration::from_micros(
+                    u64::try_from(retry_us).unwrap_or(0),
+                ))
+            })
+        }
+    }
+
+    pub(super) async fn call<S, B>(
+        shared: Arc<Shared>,
+        key: Key,
+        mut inner: S,
+        req: Request<B>,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<B>, Response = Response>,
+    {
+        let d = shared.distributed.as_ref().expect("distributed limiter");
+        match d.check(&shared, &key).await {
+            Ok(Ok(remaining)) => {
+                let mut response = inner.call(req).await?;
                 if shared.headers {
+                    let h = response.headers_mut();
                     h.insert("ratelimit-policy", shared.policy());
-                    h.insert("ratelimit", shared.state(0));
+                    h.insert("ratelimit", shared.state(remaining));
                 }
-                RateLimitFuture::limited(response)
+                Ok(response)
+            }
+            Ok(Err(wait)) => Ok(shared.limited(wait)),
+            Err(error) => {
+                d.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, policy = ?d.on_error, "the Redis rate limiter did not answer");
+                match d.on_error {
+                    FailPolicy::Open => inner.call(req).await,
+                    FailPolicy::Closed => {
+                        let mut response = Problem {
+                            kind: problem_type("rate-limiter-unavailable"),
+                            title: "Rate limiter unavailable",
+                            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+                            detail: "the rate limiter cannot decide; retry later".to_owned(),
+                            pool: None,
+                        }
+                        .into_response_with(StatusCode::SERVICE_UNAVAILABLE);
+                        response
+                            .headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+                        Ok(response)
+                    }
+                }
             }
         }
     }
@@ -556,25 +780,33 @@ where
 pin_project! {
     /// The response future of [`RateLimit`].
     #[must_use = "futures do nothing unless polled"]
-    pub struct RateLimitFuture<F> {
+    pub struct RateLimitFuture<F, E> {
         #[pin]
-        state: State<F>,
+        state: State<F, E>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, E> {
         Allowed {
             #[pin]
             future: F,
             headers: Option<(HeaderValue, HeaderValue)>,
         },
         Limited { response: Option<Response> },
+        Boxed { future: futures_util::future::BoxFuture<'static, Result<Response, E>> },
     }
 }
 
-impl<F> RateLimitFuture<F> {
+impl<F, E> RateLimitFuture<F, E> {
+    #[cfg(feature = "redis")]
+    fn boxed(future: futures_util::future::BoxFuture<'static, Result<Response, E>>) -> Self {
+        Self {
+            state: State::Boxed { future },
+        }
+    }
+
     fn allowed(future: F, headers: Option<(HeaderValue, HeaderValue)>) -> Self {
         Self {
             state: State::Allowed { future, headers },
@@ -590,13 +822,13 @@ impl<F> RateLimitFuture<F> {
     }
 }
 
-impl<F> fmt::Debug for RateLimitFuture<F> {
+impl<F, E> fmt::Debug for RateLimitFuture<F, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, E> Future for RateLimitFuture<F>
+impl<F, E> Future for RateLimitFuture<F, E>
 where
     F: Future<Output = Result<Response, E>>,
 {
@@ -616,6 +848,7 @@ where
             StateProj::Limited { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("RateLimitFuture polled after completion"))),
+            StateProj::Boxed { future } => future.as_mut().poll(cx),
         }
     }
 }
