@@ -234,6 +234,33 @@ async fn waiters_beyond_max_waiting_are_shed_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn waiters_are_served_first_come_first_served() {
+    let (_dir, path) = common::sqlite_file();
+    let m = manager(quiet(&path).max_size(1).max_waiting(Some(10))).await;
+    let held = Db::acquire(&m).await.unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for id in 0..5 {
+        let (m2, order) = (m.clone(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            let db = Db::acquire(&m2).await.unwrap();
+            order.lock().unwrap().push(id);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            drop(db);
+        }));
+        eventually("the waiter queues", || {
+            m.stats_of("main").unwrap().waiting == id + 1
+        })
+        .await;
+    }
+    drop(held);
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn only_connections_idle_past_the_bypass_window_are_pinged() {
     let (_dir, path) = common::sqlite_file();
     let m = manager(

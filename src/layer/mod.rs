@@ -16,11 +16,16 @@
 //! # }
 //! ```
 
+pub mod circuit_breaker;
 mod pool;
 pub mod rate_limit;
 
 pub(crate) use self::pool::{RequestScope, Scope};
 pub use self::{
+    circuit_breaker::{
+        CircuitBreaker, CircuitBreakerError, CircuitBreakerFuture, CircuitBreakerLayer, Classify,
+        ServerErrors,
+    },
     pool::{PoolLayer, PoolService, ResponseFuture},
     rate_limit::{
         FailPolicy, KeyBy, KeyFn, RateLimit, RateLimitFuture, RateLimitLayer, TrustedProxies,

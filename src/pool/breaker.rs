@@ -77,6 +77,10 @@ pub(crate) struct Breaker {
     probe_successes: AtomicU32,
     pub(crate) opened: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// For breakers without a background task: when the window last
+    /// rotated (nanoseconds since `epoch`), and calls since it was checked.
+    last_rotation_ns: AtomicU64,
+    calls_since_check: AtomicU32,
     /// Serialises state transitions (rare); admission never takes it.
     transition: Mutex<()>,
 }
@@ -95,6 +99,8 @@ impl Breaker {
             probe_successes: AtomicU32::new(0),
             opened: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            last_rotation_ns: AtomicU64::new(0),
+            calls_since_check: AtomicU32::new(0),
             transition: Mutex::new(()),
         }
     }
@@ -235,6 +241,31 @@ impl Breaker {
             counter.store(0, Ordering::Relaxed);
         }
         self.current.store(next, Ordering::Relaxed);
+    }
+
+    /// Rotation for a breaker with no task to drive it: on every failure
+    /// and every 64th call, rotate once per half-window that has passed.
+    pub(crate) fn maybe_rotate(&self, failed: bool) {
+        if !failed && self.calls_since_check.fetch_add(1, Ordering::Relaxed) % 64 != 63 {
+            return;
+        }
+        let Some(half) = self.rotation_interval() else {
+            return;
+        };
+        let now = u64::try_from((Instant::now() - self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let last = self.last_rotation_ns.load(Ordering::Relaxed);
+        let half_ns = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let passed = now.saturating_sub(last) / half_ns;
+        if passed > 0
+            && self
+                .last_rotation_ns
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            for _ in 0..passed.min(2) {
+                self.rotate();
+            }
+        }
     }
 
     fn reset_counts(&self) {
