@@ -58,6 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/db", get(db))
         .route("/redis", get(redis_ping))
         .route("/plain", get(plain))
+        .merge(manager.router())
         .layer(PoolLayer::new(manager.clone()));
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3003".into());
     let listener = tokio::net::TcpListener::bind(&bind).await?;
