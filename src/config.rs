@@ -153,6 +153,12 @@ pub struct BreakerConfig {
     /// Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// Also bound the window by calls: only about the last `window_calls`
+    /// count (the older half dropped every `window_calls / 2` calls); `0`
+    /// keeps the window time-based only.
+    ///
+    /// Default: `0`.
+    pub window_calls: u32,
     /// Also opens after this many failures in a row, whatever the rate; `0`
     /// turns this trigger off.
     ///
@@ -177,6 +183,7 @@ impl Default for BreakerConfig {
             failure_rate_percent: 50,
             min_calls: 10,
             window: Duration::from_secs(10),
+            window_calls: 0,
             consecutive_failures: 5,
             open_duration: Duration::from_secs(5),
             half_open_probes: 2,

@@ -81,6 +81,8 @@ pub(crate) struct Breaker {
     /// rotated (nanoseconds since `epoch`), and calls since it was checked.
     last_rotation_ns: AtomicU64,
     calls_since_check: AtomicU32,
+    /// Calls recorded in the current half, for the count-bounded window.
+    calls_in_half: AtomicU32,
     /// Serialises state transitions (rare); admission never takes it.
     transition: Mutex<()>,
 }
@@ -101,6 +103,7 @@ impl Breaker {
             rejected: AtomicU64::new(0),
             last_rotation_ns: AtomicU64::new(0),
             calls_since_check: AtomicU32::new(0),
+            calls_in_half: AtomicU32::new(0),
             transition: Mutex::new(()),
         }
     }
@@ -181,6 +184,17 @@ impl Breaker {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
+        self.count_call();
+    }
+
+    /// The count-bounded window: rotate once a half holds
+    /// `window_calls / 2` calls.
+    fn count_call(&self) {
+        let per_half = self.config.window_calls / 2;
+        if per_half > 0 && self.calls_in_half.fetch_add(1, Ordering::Relaxed) + 1 >= per_half {
+            self.calls_in_half.store(0, Ordering::Relaxed);
+            self.rotate();
+        }
     }
 
     /// A call admitted as `admission` failed.
@@ -216,6 +230,8 @@ impl Breaker {
                     "failure rate over the window"
                 });
             }
+        } else {
+            self.count_call();
         }
     }
 
@@ -533,6 +549,32 @@ mod tests {
             call(&b, false);
         }
         assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_count_bounded_window_forgets_old_successes() {
+        let base = BreakerConfig {
+            consecutive_failures: 0,
+            min_calls: 4,
+            ..config()
+        };
+        for (window_calls, opens) in [(0, false), (4, true)] {
+            let b = breaker(BreakerConfig {
+                window_calls,
+                ..base.clone()
+            });
+            for _ in 0..8 {
+                call(&b, true);
+            }
+            call(&b, false);
+            call(&b, false);
+            // Time-only window: 2 failures in 10 calls. Last ~4 calls: 2 of 4.
+            assert_eq!(
+                b.state() == BreakerState::Open,
+                opens,
+                "window_calls {window_calls}"
+            );
+        }
     }
 
     #[test]
