@@ -343,6 +343,10 @@ impl PoolManager {
         self.breaker(pool).map(|b| b.reset())
     }
 
+    pub(crate) fn erased_pools(&self) -> &[Arc<dyn ErasedPool>] {
+        &self.inner.pools
+    }
+
     fn erased(&self, name: &str) -> Option<&Arc<dyn ErasedPool>> {
         self.inner.pools.iter().find(|p| p.shared().name == name)
     }
@@ -627,6 +631,14 @@ impl PoolManagerBuilder {
                 return Err(
                     ConfigError::new("name", "\"\"", "a pool needs a non-empty name").into(),
                 );
+            }
+            if ["live", "ready"].contains(&entry.name.as_str()) {
+                return Err(ConfigError::new(
+                    "name",
+                    format!("{:?}", entry.name),
+                    "is reserved (/pools/health/live and /ready); choose another name",
+                )
+                .into());
             }
             if !names.insert(entry.name.as_str()) {
                 return Err(ConfigError::new(

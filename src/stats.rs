@@ -123,6 +123,29 @@ impl Histogram {
         }
     }
 
+    /// Per-bucket counts (not cumulative) for the upper bounds `le`
+    /// (seconds, ascending), the sum in seconds and the count: a
+    /// Prometheus histogram. A value lands in the first bound at or above
+    /// its bucket's upper edge (≤ 12.5 % above the value); those above the
+    /// last bound only in the count (`+Inf`).
+    pub(crate) fn prometheus(&self, le: &[f64]) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut out: Vec<(f64, u64)> = le.iter().map(|&b| (b, 0)).collect();
+        let mut count = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let n = bucket.load(Ordering::Acquire);
+            if n == 0 {
+                continue;
+            }
+            count += n;
+            let upper = Self::upper_bound(i) as f64 / 1e9;
+            if let Some(slot) = out.iter_mut().find(|(b, _)| upper <= *b) {
+                slot.1 += n;
+            }
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, out)
+    }
+
     /// Bytes this histogram occupies; constant by construction.
     #[cfg(test)]
     pub(crate) fn memory_bytes(&self) -> usize {
@@ -158,6 +181,10 @@ pub struct WaitStats {
 /// The live counters of one pool. Written with atomics on the lease path.
 pub(crate) struct PoolStats {
     pub(crate) acquire_wait: Histogram,
+    /// How long leases were held.
+    pub(crate) use_time: Histogram,
+    /// How long opening a connection took.
+    pub(crate) create_time: Histogram,
     pub(crate) returned: AtomicU64,
     pub(crate) waiting: AtomicUsize,
     pub(crate) timeouts: AtomicU64,
@@ -179,6 +206,8 @@ impl PoolStats {
     pub(crate) fn new() -> Self {
         Self {
             acquire_wait: Histogram::new(),
+            use_time: Histogram::new(),
+            create_time: Histogram::new(),
             returned: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             timeouts: AtomicU64::new(0),

@@ -16,13 +16,19 @@ use super::{Backend, Shared, managed::Managed};
 /// records the return.
 pub(crate) struct Lease<B: Backend> {
     obj: Object<Managed<B>>,
+    /// When the acquisition started (for the use-time histogram).
+    acquired_at: Instant,
     /// Granted as a half-open breaker probe.
     probe: bool,
 }
 
 impl<B: Backend> Lease<B> {
-    pub(super) fn new(obj: Object<Managed<B>>, probe: bool) -> Self {
-        Self { obj, probe }
+    pub(super) fn new(obj: Object<Managed<B>>, acquired_at: Instant, probe: bool) -> Self {
+        Self {
+            obj,
+            acquired_at,
+            probe,
+        }
     }
 
     /// How the breaker admitted this lease, for backends that report
@@ -60,8 +66,13 @@ impl<B: Backend> DerefMut for Lease<B> {
 
 impl<B: Backend> Drop for Lease<B> {
     fn drop(&mut self) {
-        self.obj.returned_at = Instant::now();
+        let now = Instant::now();
+        self.obj.returned_at = now;
         let shared = &self.obj.shared;
+        shared
+            .stats
+            .use_time
+            .record(now.saturating_duration_since(self.acquired_at));
         shared.stats.returned.fetch_add(1, Ordering::Release);
         if shared.is_draining() {
             shared.lease_returned.notify_waiters();

@@ -93,6 +93,7 @@ impl<B: Backend> Managed<B> {
     async fn open(&self) -> Result<Conn<B::Connection>, BackendError> {
         let shared = &self.shared;
         let timeout = shared.config.acquire_timeout;
+        let started = Instant::now();
         let conn = match tokio::time::timeout(timeout, self.backend.connect()).await {
             Ok(Ok(conn)) => conn,
             failed => {
@@ -109,8 +110,9 @@ impl<B: Backend> Managed<B> {
             }
         };
         inc(&shared.stats.created);
-        tracing::debug!(pool = %shared.name, "connection opened");
         let now = Instant::now();
+        shared.stats.create_time.record(now - started);
+        tracing::debug!(pool = %shared.name, took = ?(now - started), "connection opened");
         Ok(Conn {
             conn,
             returned_at: now,

@@ -274,7 +274,7 @@ impl<B: Backend> Pool<B> {
             if !B::RECORDS_OUTCOMES {
                 shared.breaker.success(&admission);
             }
-            return Ok(Lease::new(obj, admission == Admission::Probe));
+            return Ok(Lease::new(obj, start, admission == Admission::Probe));
         }
     }
 

@@ -27,3 +27,19 @@ pub(super) async fn one(State(manager): State<PoolManager>, Path(name): Path<Str
         None => unknown_pool(&manager, name),
     }
 }
+
+pub(super) async fn live() -> Response {
+    json(StatusCode::OK, serde_json::json!({ "status": "pass" }))
+}
+
+pub(super) async fn ready(State(manager): State<PoolManager>) -> Response {
+    if manager.is_draining() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "fail", "output": "draining" }),
+        );
+    }
+    let report = manager.health().await;
+    let status = status_of(report.status);
+    json(status, report)
+}

@@ -6,6 +6,9 @@
 //! | `GET /pools/health/{name}` | [`PoolHealth`](crate::PoolHealth) JSON (200/503), 404 problem+json for an unknown name |
 //! | `GET /pools/stats` | `{"pools": [StatsSnapshot, ..]}` |
 //! | `GET /pools/stats/{name}` | [`StatsSnapshot`](crate::StatsSnapshot), 404 problem+json for an unknown name |
+//! | `GET /pools/health/live` | 200 `{"status":"pass"}` while the process and manager run; checks no dependency |
+//! | `GET /pools/health/ready` | 200 when every pool passes or warns and the manager is not draining; 503 otherwise |
+//! | `GET /pools/metrics` | Prometheus text format; see [`metrics`] |
 //!
 //! Health answers come from the cache the periodic checks fill, so polling
 //! them costs the database nothing. Every answer has `Cache-Control: no-store`.
@@ -17,6 +20,7 @@
 //! ```
 
 mod health;
+pub mod metrics;
 mod stats;
 
 use axum::{
@@ -49,6 +53,9 @@ impl PoolManager {
             .route("/pools/health/{name}", get(health::one))
             .route("/pools/stats", get(stats::all))
             .route("/pools/stats/{name}", get(stats::one))
+            .route("/pools/metrics", get(metrics::metrics))
+            .route("/pools/health/live", get(health::live))
+            .route("/pools/health/ready", get(health::ready))
             .with_state(self.clone())
     }
 }

@@ -1,0 +1,190 @@
+//! `/pools/metrics` parsed by a Prometheus text parser, and the live/ready
+//! probes (SQLite, always available).
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+use std::time::Duration;
+
+use axum::{Router, http::StatusCode};
+use axum_pools::{DbConfig, DbConn, PoolManager, SqliteConnection, pool_name};
+use common::{body_json, body_text, get};
+use prometheus_parse::{Scrape, Value};
+use tower::ServiceExt;
+
+pool_name!(Main = "main");
+
+async fn two_pools() -> (tempfile::TempDir, tempfile::TempDir, PoolManager) {
+    let (d1, p1) = common::sqlite_file();
+    let (d2, p2) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>("main", DbConfig::from_url(&p1).max_size(7).min_size(2))
+        .database::<SqliteConnection>("reports", DbConfig::from_url(&p2).max_size(3))
+        .build()
+        .await
+        .unwrap();
+    (d1, d2, m)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_carry_every_series_for_every_pool() {
+    let (_d1, _d2, m) = two_pools().await;
+    for _ in 0..12 {
+        drop(DbConn::<SqliteConnection, Main>::acquire(&m).await.unwrap());
+    }
+    let app: Router = m.router();
+    let r = app.oneshot(get("/pools/metrics")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = body_text(r).await;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition");
+
+    let find = |metric: &str, pool: &str, extra: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == metric
+                    && s.labels.get("pool_name") == Some(pool)
+                    && extra.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
+            })
+            .unwrap_or_else(|| panic!("no {metric} for {pool} {extra:?} in:\n{text}"))
+            .value
+            .clone()
+    };
+    let number = |v: Value| match v {
+        Value::Counter(n) | Value::Gauge(n) | Value::Untyped(n) => n,
+        other => panic!("not a number: {other:?}"),
+    };
+    for pool in ["main", "reports"] {
+        for state in ["idle", "used"] {
+            find("db_client_connection_count", pool, Some(("state", state)));
+        }
+        for metric in [
+            "db_client_connection_max",
+            "db_client_connection_idle_min",
+            "db_client_connection_pending_requests",
+            "db_client_connection_timeouts_total",
+            "axum_pools_leases_total",
+            "axum_pools_shed_total",
+            "axum_pools_backend_errors_total",
+            "axum_pools_breaker_rejections_total",
+            "axum_pools_health_status",
+        ] {
+            find(metric, pool, None);
+        }
+        for histogram in [
+            "db_client_connection_wait_time_seconds",
+            "db_client_connection_use_time_seconds",
+            "db_client_connection_create_time_seconds",
+        ] {
+            assert!(
+                matches!(find(histogram, pool, None), Value::Histogram(_)),
+                "{histogram} for {pool} is a histogram"
+            );
+        }
+        assert_eq!(
+            number(find(
+                "axum_pools_breaker_state",
+                pool,
+                Some(("state", "closed"))
+            )),
+            1.0
+        );
+        assert_eq!(
+            number(find(
+                "axum_pools_breaker_state",
+                pool,
+                Some(("state", "open"))
+            )),
+            0.0
+        );
+    }
+    assert_eq!(number(find("db_client_connection_max", "main", None)), 7.0);
+    assert_eq!(
+        number(find("db_client_connection_idle_min", "main", None)),
+        2.0
+    );
+    assert_eq!(number(find("axum_pools_leases_total", "main", None)), 12.0);
+    assert_eq!(
+        number(find("axum_pools_leases_total", "reports", None)),
+        0.0
+    );
+    assert_eq!(number(find("axum_pools_health_status", "main", None)), 0.0);
+    let Value::Histogram(buckets) = find("db_client_connection_use_time_seconds", "main", None)
+    else {
+        unreachable!()
+    };
+    let inf = buckets
+        .iter()
+        .find(|b| b.less_than.is_infinite())
+        .expect("+Inf bucket");
+    assert_eq!(
+        inf.count, 12.0,
+        "every returned lease is in the use-time histogram"
+    );
+    let Value::Histogram(created) = find("db_client_connection_create_time_seconds", "main", None)
+    else {
+        unreachable!()
+    };
+    assert!(
+        created
+            .iter()
+            .any(|b| b.less_than.is_infinite() && b.count >= 2.0),
+        "min_size 2 opened"
+    );
+}
+
+#[tokio::test]
+async fn live_always_passes_and_ready_turns_503_while_draining() {
+    let (_d1, _d2, m) = two_pools().await;
+    let app: Router = m.router();
+    let r = app
+        .clone()
+        .oneshot(get("/pools/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body_json(r).await["status"], "pass");
+
+    let held = DbConn::<SqliteConnection, Main>::acquire(&m).await.unwrap();
+    let drain = tokio::spawn({
+        let m = m.clone();
+        async move { m.drain(Duration::from_secs(30)).await }
+    });
+    common::eventually("draining", || m.is_draining()).await;
+    let r = app
+        .clone()
+        .oneshot(get("/pools/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_json(r).await["output"], "draining");
+    let r = app
+        .clone()
+        .oneshot(get("/pools/health/live"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "liveness checks no dependency");
+    drop(held);
+    drain.await.unwrap();
+    let r = app.oneshot(get("/pools/health/ready")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn the_probe_names_are_reserved() {
+    let (_d, path) = common::sqlite_file();
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>("ready", DbConfig::from_url(&path))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("name = \"ready\": is reserved"),
+        "{err}"
+    );
+}
