@@ -269,6 +269,25 @@ impl PoolError {
     }
 }
 
+/// The RFC 9457 problem document every error answers with, as the OpenAPI
+/// document describes it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code)] // a schema only
+pub(crate) struct ProblemDoc {
+    /// A URI naming the kind of problem, `urn:axum-pools:problem:<slug>`.
+    #[schema(rename = "type")]
+    kind: String,
+    /// A short summary of the kind.
+    title: String,
+    /// The HTTP status.
+    status: u16,
+    /// What happened and what to do; never a secret.
+    detail: String,
+    /// The pool concerned, when there is one.
+    pool: Option<String>,
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize)]
 pub(crate) struct Problem<'a> {

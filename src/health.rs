@@ -25,7 +25,19 @@ use serde::{Deserialize, Serialize};
 /// assert!(HealthStatus::Pass < HealthStatus::Fail);
 /// assert_eq!(serde_json::to_string(&HealthStatus::Warn).unwrap(), "\"warn\"");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// The check passed.
@@ -44,7 +56,7 @@ pub enum HealthStatus {
 /// ).unwrap();
 /// assert_eq!(h.status, axum_pools::HealthStatus::Pass);
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolHealth {
     /// Pool name.
     pub pool: String,
@@ -81,7 +93,7 @@ impl PoolHealth {
 /// let report = HealthReport::from_pools(vec![]);
 /// assert_eq!(report.status, HealthStatus::Pass);
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthReport {
     /// Worst status of all pools.
     pub status: HealthStatus,

@@ -162,7 +162,7 @@ impl Histogram {
 /// let w = axum_pools::WaitStats::default();
 /// assert_eq!(w.count, 0);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WaitStats {
     /// Successful acquisitions recorded.
     pub count: u64,
@@ -251,7 +251,7 @@ pub(crate) fn inc(counter: &AtomicU64) {
 /// println!("{}", serde_json::to_string_pretty(&s).unwrap());
 /// # }
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     /// Pool name.
     pub pool: String,
@@ -328,7 +328,7 @@ pub struct StatsSnapshot {
 /// assert_eq!(s.requests, 0);
 /// ```
 #[cfg(feature = "http")]
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HttpStats {
     /// Attempts sent.
     pub requests: u64,

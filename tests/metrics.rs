@@ -162,7 +162,9 @@ async fn live_always_passes_and_ready_turns_503_while_draining() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body_json(r).await["output"], "draining");
+    let body = body_json(r).await;
+    assert_eq!(body["status"], "fail");
+    assert_eq!(body["pools"][0]["error"], "pool is draining");
     let r = app
         .clone()
         .oneshot(get("/pools/health/live"))

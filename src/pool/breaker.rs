@@ -35,7 +35,7 @@ const FORCED_CLOSED: u8 = 4;
 /// use axum_pools::BreakerState;
 /// assert_eq!(serde_json::to_string(&BreakerState::HalfOpen).unwrap(), "\"half_open\"");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls go through; failures are counted.
@@ -357,7 +357,7 @@ impl Breaker {
 /// ).unwrap();
 /// assert_eq!(b.state, axum_pools::BreakerState::Closed);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BreakerStats {
     /// The state now.
     pub state: BreakerState,

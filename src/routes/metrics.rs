@@ -220,6 +220,13 @@ impl Collector for PoolsCollector {
     }
 }
 
+/// Prometheus text exposition of every pool (see the module docs for the series).
+#[utoipa::path(
+    get,
+    path = "/pools/metrics",
+    tag = "pools",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"))
+)]
 pub(super) async fn metrics(State(manager): State<PoolManager>) -> Response {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(PoolsCollector(manager)));

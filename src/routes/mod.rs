@@ -9,6 +9,8 @@
 //! | `GET /pools/health/live` | 200 `{"status":"pass"}` while the process and manager run; checks no dependency |
 //! | `GET /pools/health/ready` | 200 when every pool passes or warns and the manager is not draining; 503 otherwise |
 //! | `GET /pools/metrics` | Prometheus text format; see [`metrics`] |
+//! | `GET /pools/openapi.json` | the OpenAPI 3.1 document of these routes ([`openapi::PoolsApi`]) |
+//! | `GET /pools/docs` | Swagger UI for it, served from compiled-in assets (works offline) |
 //!
 //! Health answers come from the cache the periodic checks fill, so polling
 //! them costs the database nothing. Every answer has `Cache-Control: no-store`.
@@ -21,6 +23,7 @@
 
 mod health;
 pub mod metrics;
+pub mod openapi;
 mod stats;
 
 use axum::{
@@ -29,6 +32,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+
+use utoipa::OpenApi as _;
 
 use crate::{
     error::{PoolError, Problem, problem_type},
@@ -57,6 +62,10 @@ impl PoolManager {
             .route("/pools/health/live", get(health::live))
             .route("/pools/health/ready", get(health::ready))
             .with_state(self.clone())
+            .merge(
+                utoipa_swagger_ui::SwaggerUi::new("/pools/docs")
+                    .url("/pools/openapi.json", openapi::PoolsApi::openapi()),
+            )
     }
 }
 

@@ -8,13 +8,23 @@ use axum::{
 use serde::Serialize;
 
 use super::{json, unknown_pool};
-use crate::{manager::PoolManager, stats::StatsSnapshot};
+#[allow(unused_imports)] // named by the OpenAPI attributes
+use crate::{error::ProblemDoc as Problem, manager::PoolManager, stats::StatsSnapshot};
 
-#[derive(Serialize)]
-struct AllStats {
+/// The body of `GET /pools/stats`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AllStats {
+    /// Every pool, in registration order.
     pools: Vec<StatsSnapshot>,
 }
 
+/// Statistics of every pool.
+#[utoipa::path(
+    get,
+    path = "/pools/stats",
+    tag = "pools",
+    responses((status = 200, description = "Every pool's statistics.", body = AllStats, content_type = "application/json"))
+)]
 pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
     json(
         StatusCode::OK,
@@ -24,6 +34,17 @@ pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
     )
 }
 
+/// Statistics of one pool.
+#[utoipa::path(
+    get,
+    path = "/pools/stats/{name}",
+    tag = "pools",
+    params(("name" = String, Path, description = "The pool's name.")),
+    responses(
+        (status = 200, description = "The pool's statistics.", body = StatsSnapshot, content_type = "application/json"),
+        (status = 404, description = "No pool of that name.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn one(State(manager): State<PoolManager>, Path(name): Path<String>) -> Response {
     match manager.stats_of(&name) {
         Some(stats) => json(StatusCode::OK, stats),

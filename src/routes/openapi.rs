@@ -1,0 +1,68 @@
+//! The OpenAPI 3.1 document of the pools router ([`PoolsApi`]), served at
+//! `GET /pools/openapi.json` with a Swagger UI at `GET /pools/docs` that
+//! works offline (its assets are compiled in). The same document is
+//! committed as `openapi/pools.json`; a test fails when they differ
+//! (`UPDATE_OPENAPI=1 cargo test --test openapi` rewrites it).
+//!
+//! Merge the pools' paths into an application's own document:
+//!
+//! ```
+//! use axum_pools::routes::openapi::PoolsApi;
+//! use utoipa::OpenApi;
+//!
+//! #[derive(OpenApi)]
+//! #[openapi(info(title = "notes"))]
+//! struct NotesApi;
+//!
+//! let mut doc = NotesApi::openapi();
+//! doc.merge(PoolsApi::openapi());
+//! assert!(doc.paths.paths.contains_key("/pools/health"));
+//! ```
+
+use utoipa::OpenApi;
+
+use super::{health, metrics, stats};
+use crate::{
+    error::ProblemDoc,
+    health::{HealthReport, HealthStatus, PoolHealth},
+    pool::breaker::{BreakerState, BreakerStats},
+    stats::{StatsSnapshot, WaitStats},
+};
+
+/// The pools router's OpenAPI document.
+///
+/// ```
+/// use utoipa::OpenApi;
+/// let json = axum_pools::routes::openapi::PoolsApi::openapi().to_pretty_json().unwrap();
+/// assert!(json.contains("\"/pools/stats/{name}\""));
+/// ```
+#[derive(OpenApi, Debug)]
+#[openapi(
+    info(
+        title = "axum-pools",
+        description = "Health, statistics and metrics of the service's connection pools.",
+    ),
+    paths(
+        health::all,
+        health::one,
+        health::live,
+        health::ready,
+        stats::all,
+        stats::one,
+        metrics::metrics,
+    ),
+    components(schemas(
+        HealthReport,
+        PoolHealth,
+        HealthStatus,
+        health::Liveness,
+        stats::AllStats,
+        StatsSnapshot,
+        WaitStats,
+        BreakerStats,
+        BreakerState,
+        ProblemDoc,
+    )),
+    tags((name = "pools", description = "The connection pools of this service."))
+)]
+pub struct PoolsApi;
