@@ -113,6 +113,12 @@ pub struct PoolConfig {
     pub leak_threshold: Option<Duration>,
     /// The pool's circuit breaker.
     pub breaker: BreakerConfig,
+    /// Whether the service needs this pool: a required pool that fails makes
+    /// `/pools/health` and `/pools/health/ready` fail; an optional one only
+    /// warns.
+    ///
+    /// Default: `true`.
+    pub required: bool,
 }
 
 /// The circuit breaker of one pool: when acquisitions keep failing (connect
@@ -233,6 +239,7 @@ impl Default for PoolConfig {
             max_waiting: None,
             leak_threshold: None,
             breaker: BreakerConfig::default(),
+            required: true,
         }
     }
 }
@@ -278,6 +285,8 @@ macro_rules! pool_setters {
             leak_threshold: Option<Duration>,
             /// Sets [`PoolConfig::breaker`].
             breaker: $crate::config::BreakerConfig,
+            /// Sets [`PoolConfig::required`].
+            required: bool,
         }
     };
 }
@@ -287,8 +296,9 @@ impl PoolConfig {
     /// `{PREFIX}_MAX_SIZE`, `{PREFIX}_ACQUIRE_TIMEOUT`,
     /// `{PREFIX}_IDLE_TIMEOUT`, `{PREFIX}_MAX_LIFETIME`,
     /// `{PREFIX}_HEALTH_CHECK_INTERVAL`, `{PREFIX}_VALIDATION_TIMEOUT`,
-    /// `{PREFIX}_ALIVE_BYPASS_WINDOW`, `{PREFIX}_MAX_WAITING` and
-    /// `{PREFIX}_LEAK_THRESHOLD`; an unset variable keeps the default.
+    /// `{PREFIX}_ALIVE_BYPASS_WINDOW`, `{PREFIX}_MAX_WAITING`,
+    /// `{PREFIX}_LEAK_THRESHOLD` and `{PREFIX}_REQUIRED`; an unset variable
+    /// keeps the default.
     /// Durations are written like `5s`, `250ms`, `1m 30s`; `off` turns an
     /// optional knob off.
     ///
@@ -357,6 +367,13 @@ impl PoolConfig {
             }
         })?;
         env.read("LEAK_THRESHOLD", &mut c.leak_threshold, parse_opt_duration)?;
+        env.read("REQUIRED", &mut c.required, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "on" => Ok(true),
+                "false" | "no" | "0" | "off" => Ok(false),
+                _ => Err("must be true or false".to_owned()),
+            }
+        })?;
         Ok(c)
     }
 
@@ -973,6 +990,7 @@ mod tests {
             ("P_ALIVE_BYPASS_WINDOW", "100ms"),
             ("P_MAX_WAITING", "32"),
             ("P_LEAK_THRESHOLD", "30s"),
+            ("P_REQUIRED", "no"),
         ]);
         let c = PoolConfig::from_lookup("P", |k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
         assert_eq!(
@@ -989,6 +1007,7 @@ mod tests {
                 max_waiting: Some(32),
                 leak_threshold: Some(Duration::from_secs(30)),
                 breaker: BreakerConfig::default(),
+                required: false,
             }
         );
     }

@@ -55,6 +55,7 @@ pub enum HealthStatus {
 ///     r#"{"pool":"db","backend":"sqlite","status":"pass","latency_ms":0.2,"checked_at":null,"error":null}"#,
 /// ).unwrap();
 /// assert_eq!(h.status, axum_pools::HealthStatus::Pass);
+/// assert!(h.required);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolHealth {
@@ -62,7 +63,8 @@ pub struct PoolHealth {
     pub pool: String,
     /// Backend kind.
     pub backend: String,
-    /// Outcome.
+    /// Outcome. A passing pool whose every connection is busy, or with
+    /// requests waiting, is reported `warn` (saturated).
     pub status: HealthStatus,
     /// How long the check took, in milliseconds.
     pub latency_ms: Option<f64>,
@@ -70,6 +72,17 @@ pub struct PoolHealth {
     pub checked_at: Option<String>,
     /// Why it did not pass; never contains a secret.
     pub error: Option<String>,
+    /// Connections in use, as a percentage of `max_size`, when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<f64>,
+    /// Whether the pool's failure fails the service (`PoolConfig::required`);
+    /// an optional pool that fails makes the overall status `warn`.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl PoolHealth {
@@ -81,8 +94,48 @@ impl PoolHealth {
             latency_ms: None,
             checked_at: None,
             error: Some("not checked yet".to_owned()),
+            utilization_percent: None,
+            required: true,
         }
     }
+}
+
+/// One entry of the IETF health-check draft's `checks` object.
+///
+/// ```
+/// let c = axum_pools::HealthCheck {
+///     component_id: "primary".into(),
+///     component_type: "datastore".into(),
+///     observed_value: Some(0.4),
+///     observed_unit: Some("ms".into()),
+///     status: axum_pools::HealthStatus::Pass,
+///     time: None,
+///     output: None,
+/// };
+/// assert!(serde_json::to_string(&c).unwrap().contains("\"observedUnit\":\"ms\""));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// The pool's name.
+    pub component_id: String,
+    /// `datastore` (SQL, Redis) or `component` (an upstream HTTP service).
+    pub component_type: String,
+    /// The observed value: milliseconds of the last check, or percent of
+    /// connections in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_value: Option<f64>,
+    /// `ms` or `percent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_unit: Option<String>,
+    /// This check's status.
+    pub status: HealthStatus,
+    /// When it was observed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Why it did not pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// The health of every pool (`GET /pools/health`): `status` is the worst of
@@ -93,23 +146,149 @@ impl PoolHealth {
 /// let report = HealthReport::from_pools(vec![]);
 /// assert_eq!(report.status, HealthStatus::Pass);
 /// ```
+/// Served as `application/health+json` (the IETF health-check draft):
+/// `status`, and `checks` keyed `"<pool>:responseTime"` and
+/// `"<pool>:connections"`; `pools` carries the same per pool in this crate's
+/// own shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthReport {
-    /// Worst status of all pools.
+    /// Worst status of the required pools (an optional pool that fails
+    /// counts as `warn`).
     pub status: HealthStatus,
-    /// Each pool, in registration order.
+    /// The draft's checks (absent when details are hidden).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, Vec<HealthCheck>>,
+    /// Each pool, in registration order (absent when details are hidden).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<PoolHealth>,
 }
 
+/// How much `GET /pools/health` tells (Spring's `show-details`): the status
+/// code and `status` always; the checks, the pools and their errors only when
+/// this allows. Errors never carry secrets either way.
+///
+/// ```
+/// use axum_pools::HealthDetails;
+/// let details = HealthDetails::when(|parts| {
+///     parts.headers.get("x-health-token").is_some_and(|t| t == "s3cret")
+/// });
+/// ```
+#[derive(Clone, Default)]
+pub enum HealthDetails {
+    /// Always show details.
+    #[default]
+    Always,
+    /// Never: `{"status": ...}` only.
+    Never,
+    /// When the predicate holds for the request.
+    When(std::sync::Arc<dyn Fn(&axum::http::request::Parts) -> bool + Send + Sync>),
+}
+
+impl HealthDetails {
+    /// [`HealthDetails::When`] from a closure.
+    ///
+    /// ```
+    /// let internal_only = axum_pools::HealthDetails::when(|p| p.headers.contains_key("x-internal"));
+    /// ```
+    pub fn when(f: impl Fn(&axum::http::request::Parts) -> bool + Send + Sync + 'static) -> Self {
+        Self::When(std::sync::Arc::new(f))
+    }
+
+    pub(crate) fn show(&self, parts: &axum::http::request::Parts) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::When(f) => f(parts),
+        }
+    }
+}
+
+impl std::fmt::Debug for HealthDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Always => f.write_str("Always"),
+            Self::Never => f.write_str("Never"),
+            Self::When(_) => f.write_str("When(..)"),
+        }
+    }
+}
+
 impl HealthReport {
-    /// A report over `pools`, its status the worst of theirs.
+    /// The report without its details.
+    pub(crate) fn status_only(self) -> Self {
+        Self {
+            status: self.status,
+            checks: Default::default(),
+            pools: Vec::new(),
+        }
+    }
+
+    /// A report over `pools`: its status the worst of theirs (optional pools
+    /// at most `warn`), and the draft's checks.
     #[must_use]
     pub fn from_pools(pools: Vec<PoolHealth>) -> Self {
         let status = pools
             .iter()
-            .map(|p| p.status)
+            .map(|p| {
+                if p.required {
+                    p.status
+                } else {
+                    p.status.min(HealthStatus::Warn)
+                }
+            })
             .max()
             .unwrap_or(HealthStatus::Pass);
-        Self { status, pools }
+        let mut checks = std::collections::BTreeMap::new();
+        for p in &pools {
+            let component_type = if p.backend == "http" {
+                "component"
+            } else {
+                "datastore"
+            };
+            let check =
+                |value: Option<f64>, unit: &str, status, output: Option<String>| HealthCheck {
+                    component_id: p.pool.clone(),
+                    component_type: component_type.to_owned(),
+                    observed_value: value,
+                    observed_unit: value.map(|_| unit.to_owned()),
+                    status,
+                    time: p.checked_at.clone(),
+                    output,
+                };
+            let saturated = p.status == HealthStatus::Warn
+                && p.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("saturated"));
+            let (response, connections) = if saturated {
+                (HealthStatus::Pass, HealthStatus::Warn)
+            } else if p.status == HealthStatus::Fail {
+                (HealthStatus::Fail, HealthStatus::Fail)
+            } else {
+                (p.status, HealthStatus::Pass)
+            };
+            let (response_output, connections_output) = if saturated {
+                (None, p.error.clone())
+            } else {
+                (p.error.clone(), None)
+            };
+            checks.insert(
+                format!("{}:responseTime", p.pool),
+                vec![check(p.latency_ms, "ms", response, response_output)],
+            );
+            checks.insert(
+                format!("{}:connections", p.pool),
+                vec![check(
+                    p.utilization_percent,
+                    "percent",
+                    connections,
+                    connections_output,
+                )],
+            );
+        }
+        Self {
+            status,
+            checks,
+            pools,
+        }
     }
 }

@@ -139,7 +139,7 @@ pub use crate::{
     config::{BreakerConfig, ConfigError, DbConfig, PoolConfig},
     error::{BackendError, DbError, PoolError},
     extract::{ByType, DbConn, DbTx, IsolationLevel, PoolSelector, RequiresPool, TxOptions},
-    health::{HealthReport, HealthStatus, PoolHealth},
+    health::{HealthCheck, HealthDetails, HealthReport, HealthStatus, PoolHealth},
     layer::{PoolLayer, PoolService, ResponseFuture},
     manager::{DrainReport, PoolManager, PoolManagerBuilder},
     redact::{Redactor, redact_url},

@@ -169,7 +169,10 @@ impl PoolManager {
     /// # }
     /// ```
     pub async fn health(&self) -> HealthReport {
-        HealthReport::from_pools(join_all(self.inner.pools.iter().map(|p| p.health())).await)
+        let pools = self.inner.pools.iter();
+        HealthReport::from_pools(
+            join_all(pools.map(|p| async move { annotate(p, p.health().await) })).await,
+        )
     }
 
     /// The latest health of the pool called `name`.
@@ -181,7 +184,7 @@ impl PoolManager {
     /// ```
     pub async fn health_of(&self, name: &str) -> Option<PoolHealth> {
         match self.erased(name) {
-            Some(p) => Some(p.health().await),
+            Some(p) => Some(annotate(p, p.health().await)),
             None => None,
         }
     }
@@ -195,7 +198,10 @@ impl PoolManager {
     /// # }
     /// ```
     pub async fn check_health(&self) -> HealthReport {
-        HealthReport::from_pools(join_all(self.inner.pools.iter().map(|p| p.check_health())).await)
+        let pools = self.inner.pools.iter();
+        HealthReport::from_pools(
+            join_all(pools.map(|p| async move { annotate(p, p.check_health().await) })).await,
+        )
     }
 
     /// Whether [`drain`](Self::drain) has started.
@@ -703,6 +709,24 @@ impl PoolManagerBuilder {
         }
         Ok(manager)
     }
+}
+
+/// Adds what the stats tell to a pool's health: utilization, whether it is
+/// required, and `warn` when a passing pool is saturated (every connection
+/// busy, or requests waiting).
+fn annotate(pool: &Arc<dyn ErasedPool>, mut health: PoolHealth) -> PoolHealth {
+    let s = pool.snapshot();
+    let used = s.size.saturating_sub(s.idle);
+    health.utilization_percent = Some((used as f64 * 1000.0 / s.max_size as f64).round() / 10.0);
+    health.required = pool.shared().config.required;
+    if health.status == crate::health::HealthStatus::Pass && (s.waiting > 0 || used >= s.max_size) {
+        health.status = crate::health::HealthStatus::Warn;
+        health.error = Some(format!(
+            "saturated: {used} of {} connections in use, {} waiting",
+            s.max_size, s.waiting
+        ));
+    }
+    health
 }
 
 /// Waits for `interval`'s next tick, or forever when there is none.

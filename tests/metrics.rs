@@ -190,3 +190,97 @@ async fn the_probe_names_are_reserved() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn health_is_ietf_health_json_with_saturation_and_optional_pools() {
+    let (_d1, p1) = common::sqlite_file();
+    let (_d2, p2) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>(
+            "main",
+            DbConfig::from_url(&p1)
+                .max_size(1)
+                .health_check_interval(None),
+        )
+        .database::<SqliteConnection>(
+            "extra",
+            DbConfig::from_url(&p2)
+                .required(false)
+                .health_check_interval(None),
+        )
+        .build()
+        .await
+        .unwrap();
+    let app: Router = m.router();
+    let r = app.clone().oneshot(get("/pools/health")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/health+json");
+    let body = body_json(r).await;
+    assert_eq!(body["status"], "pass");
+    let rt = &body["checks"]["main:responseTime"][0];
+    assert_eq!(
+        (rt["componentId"].as_str(), rt["observedUnit"].as_str()),
+        (Some("main"), Some("ms"))
+    );
+    assert_eq!(rt["componentType"], "datastore");
+    assert!(rt["observedValue"].as_f64().is_some() && rt["time"].is_string());
+    assert_eq!(
+        body["checks"]["main:connections"][0]["observedUnit"],
+        "percent"
+    );
+
+    // Every connection busy: saturated, so warn (still 200).
+    let held = DbConn::<SqliteConnection, Main>::acquire(&m).await.unwrap();
+    let r = app.clone().oneshot(get("/pools/health")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = body_json(r).await;
+    assert_eq!(body["status"], "warn");
+    let conns = &body["checks"]["main:connections"][0];
+    assert_eq!(
+        (conns["status"].as_str(), conns["observedValue"].as_f64()),
+        (Some("warn"), Some(100.0))
+    );
+    assert!(
+        conns["output"].as_str().unwrap().starts_with("saturated"),
+        "{conns}"
+    );
+    drop(held);
+
+    // An optional pool failing is a warning, not a failure.
+    m.force_open("extra").unwrap();
+    let report = m.check_health().await;
+    assert_eq!(report.pools[1].status, axum_pools::HealthStatus::Fail);
+    assert_eq!(report.status, axum_pools::HealthStatus::Warn);
+    let r = app.oneshot(get("/pools/health/ready")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "ready: the required pools pass");
+}
+
+#[tokio::test]
+async fn health_details_follow_the_policy() {
+    let (_d1, _d2, m) = two_pools().await;
+    let never: Router = m.router_with(axum_pools::HealthDetails::Never);
+    let r = never.clone().oneshot(get("/pools/health")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body_json(r).await, serde_json::json!({"status": "pass"}));
+    let r = never
+        .oneshot(get("/pools/health/no-such-pool"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "names are not revealed");
+    assert_eq!(body_json(r).await, serde_json::json!({"status": "pass"}));
+
+    let token: Router = m.router_with(axum_pools::HealthDetails::when(|p| {
+        p.headers
+            .get("x-health-token")
+            .is_some_and(|t| t == "let-me-see")
+    }));
+    let r = token.clone().oneshot(get("/pools/health")).await.unwrap();
+    assert_eq!(body_json(r).await, serde_json::json!({"status": "pass"}));
+    let req = axum::http::Request::get("/pools/health")
+        .header("x-health-token", "let-me-see")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let body = body_json(token.oneshot(req).await.unwrap()).await;
+    assert_eq!(body["pools"].as_array().unwrap().len(), 2);
+    assert!(body["checks"]["main:responseTime"].is_array());
+}

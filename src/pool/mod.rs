@@ -445,6 +445,8 @@ impl<B: Backend> Pool<B> {
             latency_ms: Some((latency.as_secs_f64() * 1e6).round() / 1e3),
             checked_at: Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
             error,
+            utilization_percent: None,
+            required: shared.config.required,
         };
         shared.store_health(health.clone());
         health

@@ -2,15 +2,15 @@
 
 use axum::{
     extract::{Path, State},
-    http::StatusCode,
+    http::{StatusCode, request::Parts},
     response::Response,
 };
 
-use super::{json, unknown_pool};
+use super::{health_json, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{
     error::ProblemDoc as Problem,
-    health::{HealthReport, HealthStatus, PoolHealth},
+    health::{HealthDetails, HealthReport, HealthStatus, PoolHealth},
     manager::PoolManager,
 };
 
@@ -27,13 +27,26 @@ fn status_of(health: HealthStatus) -> StatusCode {
     path = "/pools/health",
     tag = "pools",
     responses(
-        (status = 200, description = "Every pool passes (or warns).", body = HealthReport, content_type = "application/json"),
-        (status = 503, description = "A pool fails.", body = HealthReport, content_type = "application/json"),
+        (status = 200, description = "Every pool passes (or warns).", body = HealthReport, content_type = "application/health+json"),
+        (status = 503, description = "A pool fails.", body = HealthReport, content_type = "application/health+json"),
     )
 )]
-pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
+pub(super) async fn all(
+    State(manager): State<PoolManager>,
+    State(details): State<HealthDetails>,
+    parts: Parts,
+) -> Response {
     let report = manager.health().await;
-    json(status_of(report.status), report)
+    let status = status_of(report.status);
+    health_json(status, shown(report, &details, &parts))
+}
+
+fn shown(report: HealthReport, details: &HealthDetails, parts: &Parts) -> HealthReport {
+    if details.show(parts) {
+        report
+    } else {
+        report.status_only()
+    }
 }
 
 /// Health of one pool.
@@ -43,12 +56,30 @@ pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
     tag = "pools",
     params(("name" = String, Path, description = "The pool's name.")),
     responses(
-        (status = 200, description = "The pool passes (or warns).", body = PoolHealth, content_type = "application/json"),
-        (status = 503, description = "The pool fails.", body = PoolHealth, content_type = "application/json"),
+        (status = 200, description = "The pool passes (or warns); with details hidden, the overall status only.", content(
+            (PoolHealth = "application/json"),
+            (HealthReport = "application/health+json"),
+        )),
+        (status = 503, description = "The pool fails; with details hidden, the overall status only.", content(
+            (PoolHealth = "application/json"),
+            (HealthReport = "application/health+json"),
+        )),
         (status = 404, description = "No pool of that name.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn one(State(manager): State<PoolManager>, Path(name): Path<String>) -> Response {
+pub(super) async fn one(
+    State(manager): State<PoolManager>,
+    State(details): State<HealthDetails>,
+    Path(name): Path<String>,
+    parts: Parts,
+) -> Response {
+    if !details.show(&parts) {
+        // Without details a pool's own route tells nothing more than the
+        // overall one; unknown names are not revealed either.
+        let report = manager.health().await;
+        let status = status_of(report.status);
+        return health_json(status, report.status_only());
+    }
     match manager.health_of(&name).await {
         Some(health) => json(status_of(health.status), health),
         None => unknown_pool(&manager, name),
@@ -67,10 +98,10 @@ pub(crate) struct Liveness {
     get,
     path = "/pools/health/live",
     tag = "pools",
-    responses((status = 200, description = "Alive.", body = Liveness, content_type = "application/json"))
+    responses((status = 200, description = "Alive.", body = Liveness, content_type = "application/health+json"))
 )]
 pub(super) async fn live() -> Response {
-    json(
+    health_json(
         StatusCode::OK,
         Liveness {
             status: HealthStatus::Pass,
@@ -84,16 +115,20 @@ pub(super) async fn live() -> Response {
     path = "/pools/health/ready",
     tag = "pools",
     responses(
-        (status = 200, description = "Ready for traffic.", body = HealthReport, content_type = "application/json"),
-        (status = 503, description = "A pool fails, or the manager is draining (every pool then reports `pool is draining`).", body = HealthReport, content_type = "application/json"),
+        (status = 200, description = "Ready for traffic.", body = HealthReport, content_type = "application/health+json"),
+        (status = 503, description = "A pool fails, or the manager is draining (every pool then reports `pool is draining`).", body = HealthReport, content_type = "application/health+json"),
     )
 )]
-pub(super) async fn ready(State(manager): State<PoolManager>) -> Response {
+pub(super) async fn ready(
+    State(manager): State<PoolManager>,
+    State(details): State<HealthDetails>,
+    parts: Parts,
+) -> Response {
     let report = manager.health().await;
     let status = if manager.is_draining() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         status_of(report.status)
     };
-    json(status, report)
+    health_json(status, shown(report, &details, &parts))
 }

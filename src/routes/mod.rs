@@ -2,7 +2,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `GET /pools/health` | [`HealthReport`](crate::HealthReport) JSON; 200 unless a pool fails, then 503 |
+//! | `GET /pools/health` | [`HealthReport`](crate::HealthReport) as `application/health+json` (IETF draft: `status`, `checks`); 200 for pass or warn, 503 when a required pool fails |
 //! | `GET /pools/health/{name}` | [`PoolHealth`](crate::PoolHealth) JSON (200/503), 404 problem+json for an unknown name |
 //! | `GET /pools/stats` | `{"pools": [StatsSnapshot, ..]}` |
 //! | `GET /pools/stats/{name}` | [`StatsSnapshot`](crate::StatsSnapshot), 404 problem+json for an unknown name |
@@ -33,12 +33,33 @@ use axum::{
     routing::get,
 };
 
+use axum::extract::FromRef;
 use utoipa::OpenApi as _;
 
 use crate::{
     error::{PoolError, Problem, problem_type},
+    health::HealthDetails,
     manager::PoolManager,
 };
+
+/// The pools router's state.
+#[derive(Clone)]
+struct RouterState {
+    manager: PoolManager,
+    details: HealthDetails,
+}
+
+impl FromRef<RouterState> for PoolManager {
+    fn from_ref(state: &RouterState) -> Self {
+        state.manager.clone()
+    }
+}
+
+impl FromRef<RouterState> for HealthDetails {
+    fn from_ref(state: &RouterState) -> Self {
+        state.details.clone()
+    }
+}
 
 impl PoolManager {
     /// The pools router (see the [`routes` module docs](crate::routes)):
@@ -53,6 +74,22 @@ impl PoolManager {
     where
         S: Clone + Send + Sync + 'static,
     {
+        self.router_with(HealthDetails::Always)
+    }
+
+    /// [`router`](Self::router) with a policy for how much the health
+    /// routes tell.
+    ///
+    /// ```no_run
+    /// use axum_pools::HealthDetails;
+    /// # fn demo(manager: axum_pools::PoolManager) {
+    /// let app: axum::Router = axum::Router::new().merge(manager.router_with(HealthDetails::Never));
+    /// # }
+    /// ```
+    pub fn router_with<S>(&self, details: HealthDetails) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
         Router::new()
             .route("/pools/health", get(health::all))
             .route("/pools/health/{name}", get(health::one))
@@ -61,7 +98,10 @@ impl PoolManager {
             .route("/pools/metrics", get(metrics::metrics))
             .route("/pools/health/live", get(health::live))
             .route("/pools/health/ready", get(health::ready))
-            .with_state(self.clone())
+            .with_state(RouterState {
+                manager: self.clone(),
+                details,
+            })
             .merge(
                 utoipa_swagger_ui::SwaggerUi::new("/pools/docs")
                     .url("/pools/openapi.json", openapi::PoolsApi::openapi()),
@@ -100,4 +140,15 @@ fn unknown_pool(manager: &PoolManager, name: String) -> Response {
 
 fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
     no_store((status, axum::Json(body)).into_response())
+}
+
+/// The IETF health-check draft's media type.
+const HEALTH_JSON: &str = "application/health+json";
+
+fn health_json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    let mut response = json(status, body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(HEALTH_JSON));
+    response
 }

@@ -24,7 +24,7 @@ use utoipa::OpenApi;
 use super::{health, metrics, stats};
 use crate::{
     error::ProblemDoc,
-    health::{HealthReport, HealthStatus, PoolHealth},
+    health::{HealthCheck, HealthReport, HealthStatus, PoolHealth},
     pool::breaker::{BreakerState, BreakerStats},
     stats::{StatsSnapshot, WaitStats},
 };
@@ -53,6 +53,7 @@ use crate::{
     ),
     components(schemas(
         HealthReport,
+        HealthCheck,
         PoolHealth,
         HealthStatus,
         health::Liveness,
