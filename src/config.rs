@@ -105,12 +105,20 @@ pub struct PoolConfig {
     ///
     /// Default: `None`.
     pub max_waiting: Option<usize>,
-    /// A lease held longer than this is reported as a possible leak.
-    /// Validated and kept, but not yet acted on in this release.
+    /// A lease held longer than this is logged as a possible leak (pool,
+    /// route, how long; `warn`), once, and again (`info`) when it is
+    /// returned; counted in the stats as `leaks`. `None`: not watched, and
+    /// the lease path notes nothing.
     ///
     /// Default: `None`.
     #[serde(with = "opt_duration")]
     pub leak_threshold: Option<Duration>,
+    /// An acquisition that waited at least this long is logged (`warn`),
+    /// like sqlx's `acquire_slow_threshold`. `None`: never.
+    ///
+    /// Default: `1s`.
+    #[serde(with = "opt_duration")]
+    pub slow_acquire_threshold: Option<Duration>,
     /// The pool's circuit breaker.
     pub breaker: BreakerConfig,
     /// Whether the service needs this pool: a required pool that fails makes
@@ -238,6 +246,7 @@ impl Default for PoolConfig {
             alive_bypass_window: Duration::from_millis(500),
             max_waiting: None,
             leak_threshold: None,
+            slow_acquire_threshold: Some(Duration::from_secs(1)),
             breaker: BreakerConfig::default(),
             required: true,
         }
@@ -283,6 +292,8 @@ macro_rules! pool_setters {
             max_waiting: Option<usize>,
             /// Sets [`PoolConfig::leak_threshold`].
             leak_threshold: Option<Duration>,
+            /// Sets [`PoolConfig::slow_acquire_threshold`].
+            slow_acquire_threshold: Option<Duration>,
             /// Sets [`PoolConfig::breaker`].
             breaker: $crate::config::BreakerConfig,
             /// Sets [`PoolConfig::required`].
@@ -1006,6 +1017,7 @@ mod tests {
                 alive_bypass_window: Duration::from_millis(100),
                 max_waiting: Some(32),
                 leak_threshold: Some(Duration::from_secs(30)),
+                slow_acquire_threshold: Some(Duration::from_secs(1)),
                 breaker: BreakerConfig::default(),
                 required: false,
             }

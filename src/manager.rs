@@ -758,6 +758,9 @@ fn spawn_maintenance(pool: &Arc<dyn ErasedPool>) -> AbortHandle {
     let health_every = config.health_check_interval;
     let maintain_every = maintenance_interval(config);
     let rotate_every = pool.shared().breaker.rotation_interval();
+    let leak_threshold = config.leak_threshold;
+    // Leaks are looked for four times per threshold (at least every 10 ms).
+    let leak_every = leak_threshold.map(|t| (t / 4).max(Duration::from_millis(10)));
     // The schedule starts now, not when the task is first polled.
     let start = Instant::now();
     tokio::spawn(async move {
@@ -769,16 +772,19 @@ fn spawn_maintenance(pool: &Arc<dyn ErasedPool>) -> AbortHandle {
         let mut maintain = tokio::time::interval_at(start + maintain_every, maintain_every);
         maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rotate = rotate_every.map(|p| tokio::time::interval_at(start + p, p));
+        let mut leaks = leak_every.map(|p| tokio::time::interval_at(start + p, p));
         loop {
             enum Job {
                 Check,
                 Maintain,
                 Rotate,
+                Leaks,
             }
             let job = tokio::select! {
                 () = tick(health.as_mut()) => Job::Check,
                 _ = maintain.tick() => Job::Maintain,
                 () = tick(rotate.as_mut()) => Job::Rotate,
+                () = tick(leaks.as_mut()) => Job::Leaks,
             };
             let Some(pool) = weak.upgrade() else { break };
             if pool.shared().is_draining() {
@@ -790,6 +796,12 @@ fn spawn_maintenance(pool: &Arc<dyn ErasedPool>) -> AbortHandle {
                 }
                 Job::Maintain => pool.maintain().await,
                 Job::Rotate => pool.shared().breaker.rotate(),
+                Job::Leaks => {
+                    let shared = pool.shared();
+                    if let Some(threshold) = leak_threshold {
+                        shared.leaks.scan(&shared.name, threshold);
+                    }
+                }
             }
         }
     })

@@ -305,6 +305,8 @@ pub struct StatsSnapshot {
     /// last user left state behind (Redis: an open `MULTI`, a `WATCH`,
     /// another database `SELECT`ed).
     pub resets: u64,
+    /// Leases reported as possible leaks (held longer than `leak_threshold`).
+    pub leaks: u64,
     /// What the server told at the last passing health check (Redis:
     /// `redis_version`, `connected_clients`); absent for backends that tell
     /// nothing. Never contains credentials.

@@ -50,8 +50,12 @@ impl<C: DbConnection, N: PoolSelector> DbConn<C, N> {
     /// The pool's [`PoolError`]: timeout, overload, draining, backend
     /// failure, or no matching pool.
     pub async fn acquire(manager: &PoolManager) -> Result<Self, PoolError> {
+        Self::acquire_for(manager, None).await
+    }
+
+    async fn acquire_for(manager: &PoolManager, parts: Option<&Parts>) -> Result<Self, PoolError> {
         Ok(Self {
-            lease: lease::<C, N>(manager).await?,
+            lease: lease::<C, N>(manager, parts).await?,
             _selector: PhantomData,
         })
     }
@@ -91,14 +95,25 @@ impl<C: DbConnection, N: PoolSelector> fmt::Debug for DbConn<C, N> {
     }
 }
 
-/// A lease from the pool `N` selects for connection type `C`.
+/// A lease from the pool `N` selects for connection type `C`, on behalf of
+/// the request `parts` when there is one.
 pub(crate) async fn lease<C: DbConnection, N: PoolSelector>(
     manager: &PoolManager,
+    parts: Option<&Parts>,
 ) -> Result<Lease<Diesel<C>>, PoolError> {
-    manager
-        .pool::<Diesel<C>>(N::NAME, std::any::type_name::<C>())?
-        .acquire()
-        .await
+    let pool = manager.pool::<Diesel<C>>(N::NAME, std::any::type_name::<C>())?;
+    pool.acquire_for(route(pool.shared(), parts)).await
+}
+
+/// "METHOD /matched/{path}" of the request, for leak warnings; computed only
+/// when the pool watches for leaks.
+pub(crate) fn route(shared: &crate::pool::Shared, parts: Option<&Parts>) -> Option<Arc<str>> {
+    let parts = parts.filter(|_| shared.config.leak_threshold.is_some())?;
+    let path = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map_or(parts.uri.path(), |m| m.as_str());
+    Some(format!("{} {path}", parts.method).into())
 }
 
 /// The scope [`PoolLayer`](crate::PoolLayer) put into the request.
@@ -140,7 +155,7 @@ where
     type Rejection = PoolError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Self::acquire(manager(parts)?).await
+        Self::acquire_for(manager(parts)?, Some(parts)).await
     }
 }
 

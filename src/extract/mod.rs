@@ -27,7 +27,7 @@
 //! # }
 //! ```
 
-mod conn;
+pub(crate) mod conn;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "redis")]

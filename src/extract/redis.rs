@@ -61,9 +61,13 @@ impl<N: PoolSelector> RedisConn<N> {
     ///
     /// The pool's [`PoolError`].
     pub async fn acquire(manager: &PoolManager) -> Result<Self, PoolError> {
+        Self::acquire_for(manager, None).await
+    }
+
+    async fn acquire_for(manager: &PoolManager, parts: Option<&Parts>) -> Result<Self, PoolError> {
         let pool = manager.pool::<Redis>(N::NAME, "redis::aio::MultiplexedConnection")?;
         Ok(Self {
-            lease: pool.acquire().await?,
+            lease: pool.acquire_for(conn::route(pool.shared(), parts)).await?,
             _selector: PhantomData,
         })
     }
@@ -129,7 +133,7 @@ where
     type Rejection = PoolError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Self::acquire(conn::manager(parts)?).await
+        Self::acquire_for(conn::manager(parts)?, Some(parts)).await
     }
 }
 

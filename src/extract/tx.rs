@@ -194,7 +194,15 @@ impl<C: DbConnection, N: PoolSelector> DbTx<C, N> {
     /// As [`begin`](Self::begin); [`DbError::Unsupported`] for an option the
     /// backend lacks.
     pub async fn begin_with(manager: &PoolManager, options: TxOptions) -> Result<Self, DbError> {
-        let mut lease = conn::lease::<C, N>(manager).await?;
+        Self::begin_for(manager, options, None).await
+    }
+
+    async fn begin_for(
+        manager: &PoolManager,
+        options: TxOptions,
+        parts: Option<&Parts>,
+    ) -> Result<Self, DbError> {
+        let mut lease = conn::lease::<C, N>(manager, parts).await?;
         // A failed BEGIN leaves no transaction open (or marks the
         // connection broken, so the pool discards it): dropping is safe.
         C::begin(&mut lease, options).await?;
@@ -314,7 +322,7 @@ where
             .get::<TxOptions>()
             .copied()
             .unwrap_or_default();
-        let mut tx = Self::begin_with(&scope.manager, options).await?;
+        let mut tx = Self::begin_for(&scope.manager, options, Some(parts)).await?;
         tx.scope = Some(scope);
         Ok(tx)
     }

@@ -20,14 +20,22 @@ pub(crate) struct Lease<B: Backend> {
     acquired_at: Instant,
     /// Granted as a half-open breaker probe.
     probe: bool,
+    /// The leak watch's ticket, when `leak_threshold` is set.
+    ticket: Option<u64>,
 }
 
 impl<B: Backend> Lease<B> {
-    pub(super) fn new(obj: Object<Managed<B>>, acquired_at: Instant, probe: bool) -> Self {
+    pub(super) fn new(
+        obj: Object<Managed<B>>,
+        acquired_at: Instant,
+        probe: bool,
+        ticket: Option<u64>,
+    ) -> Self {
         Self {
             obj,
             acquired_at,
             probe,
+            ticket,
         }
     }
 
@@ -74,6 +82,9 @@ impl<B: Backend> Drop for Lease<B> {
             .use_time
             .record(now.saturating_duration_since(self.acquired_at));
         shared.stats.returned.fetch_add(1, Ordering::Release);
+        if let Some(ticket) = self.ticket {
+            shared.leaks.returned(&shared.name, ticket);
+        }
         if shared.is_draining() {
             shared.lease_returned.notify_waiters();
         }

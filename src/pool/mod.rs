@@ -8,6 +8,7 @@
 //! holds for every extractor.
 
 pub(crate) mod breaker;
+pub(crate) mod leaks;
 mod lease;
 mod managed;
 
@@ -114,6 +115,7 @@ pub(crate) struct Shared {
     pub(crate) stats: PoolStats,
     pub(crate) redactor: Redactor,
     pub(crate) breaker: Breaker,
+    pub(crate) leaks: leaks::Leaks,
     draining: AtomicBool,
     /// Woken when draining starts (waiters give up).
     drain_started: Notify,
@@ -185,6 +187,7 @@ impl<B: Backend> Pool<B> {
             stats: PoolStats::new(),
             redactor,
             breaker: Breaker::new(config.breaker.clone()),
+            leaks: leaks::Leaks::default(),
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),
             lease_returned: Notify::new(),
@@ -216,17 +219,37 @@ impl<B: Backend> Pool<B> {
     /// ready: queueing, opening and validating. A connection that was free
     /// and needed neither records zero, which saves the lease path a clock
     /// read (it is the common case).
+    #[cfg_attr(not(any(feature = "http", feature = "redis")), allow(dead_code))]
     pub(crate) async fn acquire(&self) -> Result<Lease<B>, PoolError> {
+        self.acquire_for(None).await
+    }
+
+    /// [`acquire`](Self::acquire) on behalf of `route` (method and matched
+    /// path), named in leak warnings.
+    pub(crate) async fn acquire_for(&self, route: Option<Arc<str>>) -> Result<Lease<B>, PoolError> {
         let shared = &*self.shared;
+        // Disabled (no subscriber at debug): a cached check, no allocation.
+        let span = tracing::debug_span!(
+            "pool.acquire",
+            pool = %shared.name,
+            wait_us = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let failed = |e: PoolError| {
+            if !span.is_disabled() {
+                span.record("outcome", tracing::field::display(&e));
+            }
+            e
+        };
         if shared.is_draining() {
-            return Err(shared.refuse_draining());
+            return Err(failed(shared.refuse_draining()));
         }
         let admission = shared.breaker.admit();
         if let Admission::Rejected(retry_after) = admission {
-            return Err(PoolError::CircuitOpen {
+            return Err(failed(PoolError::CircuitOpen {
                 pool: shared.name.clone(),
                 retry_after,
-            });
+            }));
         }
         let start = Instant::now();
         let deadline = start + shared.config.acquire_timeout;
@@ -240,10 +263,10 @@ impl<B: Backend> Pool<B> {
                 Err(DpError::Timeout(TimeoutType::Wait)) => {
                     match Box::pin(self.wait(start, deadline)).await {
                         Ok(obj) => (obj, true),
-                        Err(e) => return Err(self.refused(e, &admission)),
+                        Err(e) => return Err(failed(self.refused(e, &admission))),
                     }
                 }
-                Err(e) => return Err(self.refused(self.map_error(e), &admission)),
+                Err(e) => return Err(failed(self.refused(self.map_error(e), &admission))),
             };
             // `start` is at most the lease path's own overhead old, far below
             // the bypass window's and lifetimes' resolution.
@@ -274,7 +297,23 @@ impl<B: Backend> Pool<B> {
             if !B::RECORDS_OUTCOMES {
                 shared.breaker.success(&admission);
             }
-            return Ok(Lease::new(obj, start, admission == Admission::Probe));
+            if waited {
+                acquired_slowly(shared, wait);
+            }
+            if !span.is_disabled() {
+                span.record("wait_us", wait.as_micros() as u64);
+                span.record("outcome", "ok");
+            }
+            let ticket = shared
+                .config
+                .leak_threshold
+                .map(|_| shared.leaks.taken(start, route));
+            return Ok(Lease::new(
+                obj,
+                start,
+                admission == Admission::Probe,
+                ticket,
+            ));
         }
     }
 
@@ -518,6 +557,7 @@ impl<B: Backend> Pool<B> {
             tx_rolled_back: s.tx_rolled_back.load(Ordering::Relaxed),
             tx_abandoned: s.tx_abandoned.load(Ordering::Relaxed),
             resets: s.resets.load(Ordering::Relaxed),
+            leaks: shared.leaks.detected.load(Ordering::Relaxed),
             breaker: shared.breaker.stats(),
             #[cfg(feature = "http")]
             http: self.backend().http_stats(),
@@ -532,6 +572,19 @@ impl<B: Backend> Pool<B> {
 
     pub(crate) fn close(&self) {
         self.dp.close();
+    }
+}
+
+/// Logs an acquisition that waited longer than `slow_acquire_threshold`
+/// (the span is emitted for every one that waited).
+#[cold]
+fn acquired_slowly(shared: &Shared, wait: Duration) {
+    if shared
+        .config
+        .slow_acquire_threshold
+        .is_some_and(|limit| wait >= limit)
+    {
+        tracing::warn!(pool = %shared.name, waited = ?wait, "slow acquire: waited longer than slow_acquire_threshold for a connection");
     }
 }
 
