@@ -133,7 +133,10 @@ pub mod stats;
 
 #[cfg(feature = "sqlite")]
 pub use crate::backend::diesel::SqliteConnection;
-pub use crate::pool::breaker::{BreakerState, BreakerStats};
+pub use crate::pool::{
+    breaker::{BreakerState, BreakerStats},
+    hooks::{ConnectionHook, Hooks, ReleaseHook, Released},
+};
 pub use crate::{
     backend::diesel::DbConnection,
     config::{BreakerConfig, ConfigError, DbConfig, PoolConfig},

@@ -499,8 +499,42 @@ impl PoolManagerBuilder {
     /// # Ok(()) }
     /// ```
     pub fn database<C: DbConnection>(self, name: impl Into<String>, config: DbConfig) -> Self {
+        self.database_with_hooks::<C>(name, config, crate::Hooks::new())
+    }
+
+    /// [`database`](Self::database) with [`Hooks`](crate::Hooks): code run
+    /// when a connection is opened, before each lease, after each release.
+    ///
+    /// ```no_run
+    /// use axum_pools::{DbConfig, Hooks, PoolManager, SqliteConnection};
+    /// use diesel_async::SimpleAsyncConnection;
+    ///
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let hooks = Hooks::<SqliteConnection>::new().after_create(|conn| {
+    ///     Box::pin(async move {
+    ///         conn.batch_execute("PRAGMA cache_size = -8000").await.map_err(|e| e.to_string())
+    ///     })
+    /// });
+    /// let manager = PoolManager::builder()
+    ///     .database_with_hooks::<SqliteConnection>("main", DbConfig::from_url("app.db"), hooks)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn database_with_hooks<C: DbConnection>(
+        self,
+        name: impl Into<String>,
+        config: DbConfig,
+        hooks: crate::Hooks<C>,
+    ) -> Self {
         let DbConfig { url, pool } = config;
-        self.register(name.into(), Ok(Diesel::<C>::new(url.clone())), &url, pool)
+        self.register(
+            name.into(),
+            Ok(Diesel::<C>::new(url.clone())),
+            &url,
+            pool,
+            hooks,
+        )
     }
 
     /// Registers a Redis pool called `name` (feature `redis`); handlers take
@@ -523,6 +557,7 @@ impl PoolManagerBuilder {
             crate::backend::redis::Redis::new(&url),
             &url,
             pool,
+            crate::Hooks::new(),
         )
     }
 
@@ -550,6 +585,7 @@ impl PoolManagerBuilder {
             crate::backend::http::Http::new(config),
             &url,
             pool,
+            crate::Hooks::new(),
         )
     }
 
@@ -561,6 +597,7 @@ impl PoolManagerBuilder {
         backend: Result<B, String>,
         url: &str,
         config: PoolConfig,
+        hooks: crate::Hooks<B::Connection>,
     ) -> Self {
         let redactor = Redactor::from_url(url);
         let (pool_name, pool_config) = (name.clone(), config.clone());
@@ -572,7 +609,7 @@ impl PoolManagerBuilder {
             init: Box::new(move || {
                 Box::pin(async move {
                     let backend = backend.map_err(|e| BackendError::new(redactor.scrub(&e)))?;
-                    let pool = Pool::new(pool_name, backend, pool_config, redactor);
+                    let pool = Pool::new(pool_name, backend, pool_config, redactor, hooks);
                     if let Err(e) = pool.warm_up().await {
                         if pool.backend().required_at_build() {
                             return Err(e);

@@ -77,10 +77,14 @@ impl<B: Backend> Drop for Lease<B> {
         let now = Instant::now();
         self.obj.returned_at = now;
         let shared = &self.obj.shared;
-        shared
-            .stats
-            .use_time
-            .record(now.saturating_duration_since(self.acquired_at));
+        let held = now.saturating_duration_since(self.acquired_at);
+        shared.stats.use_time.record(held);
+        if let Some(hook) = &shared.after_release {
+            hook(&super::hooks::Released {
+                pool: &shared.name,
+                held,
+            });
+        }
         shared.stats.returned.fetch_add(1, Ordering::Release);
         if let Some(ticket) = self.ticket {
             shared.leaks.returned(&shared.name, ticket);

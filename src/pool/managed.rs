@@ -17,14 +17,23 @@ use tokio::time::Instant;
 use super::{Backend, Shared};
 use crate::{error::BackendError, stats::inc};
 
-pub(crate) struct Managed<B> {
+pub(crate) struct Managed<B: Backend> {
     pub(super) backend: B,
     shared: Arc<Shared>,
+    pub(super) hooks: super::hooks::Hooks<B::Connection>,
 }
 
-impl<B> Managed<B> {
-    pub(super) fn new(backend: B, shared: Arc<Shared>) -> Self {
-        Self { backend, shared }
+impl<B: Backend> Managed<B> {
+    pub(super) fn new(
+        backend: B,
+        shared: Arc<Shared>,
+        hooks: super::hooks::Hooks<B::Connection>,
+    ) -> Self {
+        Self {
+            backend,
+            shared,
+            hooks,
+        }
     }
 }
 
@@ -94,7 +103,16 @@ impl<B: Backend> Managed<B> {
         let shared = &self.shared;
         let timeout = shared.config.acquire_timeout;
         let started = Instant::now();
-        let conn = match tokio::time::timeout(timeout, self.backend.connect()).await {
+        let connect = async {
+            let mut conn = self.backend.connect().await?;
+            if let Some(hook) = &self.hooks.after_create {
+                hook(&mut conn)
+                    .await
+                    .map_err(|why| format!("after_create hook: {why}"))?;
+            }
+            Ok::<_, String>(conn)
+        };
+        let conn = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(conn)) => conn,
             failed => {
                 inc(&shared.stats.backend_errors);

@@ -8,6 +8,7 @@
 //! holds for every extractor.
 
 pub(crate) mod breaker;
+pub(crate) mod hooks;
 pub(crate) mod leaks;
 mod lease;
 mod managed;
@@ -116,6 +117,7 @@ pub(crate) struct Shared {
     pub(crate) redactor: Redactor,
     pub(crate) breaker: Breaker,
     pub(crate) leaks: leaks::Leaks,
+    pub(crate) after_release: Option<hooks::ReleaseHook>,
     draining: AtomicBool,
     /// Woken when draining starts (waiters give up).
     drain_started: Notify,
@@ -178,7 +180,13 @@ pub(crate) struct Pool<B: Backend> {
 }
 
 impl<B: Backend> Pool<B> {
-    pub(crate) fn new(name: String, backend: B, config: PoolConfig, redactor: Redactor) -> Self {
+    pub(crate) fn new(
+        name: String,
+        backend: B,
+        config: PoolConfig,
+        redactor: Redactor,
+        hooks: hooks::Hooks<B::Connection>,
+    ) -> Self {
         let kind = backend.kind();
         let shared = Arc::new(Shared {
             health: Mutex::new((PoolHealth::unchecked(&name, kind), None)),
@@ -188,6 +196,7 @@ impl<B: Backend> Pool<B> {
             redactor,
             breaker: Breaker::new(config.breaker.clone()),
             leaks: leaks::Leaks::default(),
+            after_release: hooks.after_release.clone(),
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),
             lease_returned: Notify::new(),
@@ -195,7 +204,7 @@ impl<B: Backend> Pool<B> {
             server: Mutex::new(None),
             config,
         });
-        let dp = deadpool::managed::Pool::builder(Managed::new(backend, shared.clone()))
+        let dp = deadpool::managed::Pool::builder(Managed::new(backend, shared.clone(), hooks))
             .max_size(shared.config.max_size)
             // LIFO keeps a few connections hot (no ping needed inside the bypass
             // window) and lets the rest sit idle long enough to be reaped.
@@ -283,6 +292,14 @@ impl<B: Backend> Pool<B> {
                 if !matches!(checked.await, Ok(Ok(()))) {
                     inc(&shared.stats.broken);
                     tracing::debug!(pool = %shared.name, "idle connection failed validation; discarded");
+                    drop(Object::take(obj));
+                    continue;
+                }
+                waited = true;
+            }
+            if let Some(hook) = &self.dp.manager().hooks.before_lease {
+                if let Err(why) = Box::pin(hook(&mut obj.conn)).await {
+                    tracing::debug!(pool = %shared.name, reason = %shared.redactor.scrub(&why), "before_lease hook rejected a connection; discarded");
                     drop(Object::take(obj));
                     continue;
                 }
