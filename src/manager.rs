@@ -71,6 +71,8 @@ struct Inner {
     tasks: Mutex<Vec<AbortHandle>>,
     drained: tokio::sync::OnceCell<DrainReport>,
     drain_timeout: Duration,
+    /// Rejection counters of rate limiters reporting to `/pools/metrics`.
+    rate_limiters: Mutex<Vec<(String, Arc<std::sync::atomic::AtomicU64>)>>,
 }
 
 impl Drop for Inner {
@@ -347,6 +349,33 @@ impl PoolManager {
     /// [`PoolError::UnknownPool`].
     pub fn reset_breaker(&self, pool: &str) -> Result<(), PoolError> {
         self.breaker(pool).map(|b| b.reset())
+    }
+
+    /// The rejection counter of the rate limiter called `name` (made on
+    /// first use), reported by `/pools/metrics`.
+    pub(crate) fn rate_limiter_counter(&self, name: &str) -> Arc<std::sync::atomic::AtomicU64> {
+        let mut limiters = self
+            .inner
+            .rate_limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = limiters.iter().find(|(n, _)| n == name) {
+            return counter.clone();
+        }
+        let counter = Arc::default();
+        limiters.push((name.to_owned(), Arc::clone(&counter)));
+        counter
+    }
+
+    /// `(name, rejections)` of every rate limiter reporting here.
+    pub(crate) fn rate_limiters(&self) -> Vec<(String, u64)> {
+        self.inner
+            .rate_limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, c)| (n.clone(), c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
     }
 
     pub(crate) fn erased_pools(&self) -> &[Arc<dyn ErasedPool>] {
@@ -733,6 +762,7 @@ impl PoolManagerBuilder {
                 tasks: Mutex::new(tasks),
                 drained: tokio::sync::OnceCell::new(),
                 drain_timeout: self.drain_timeout,
+                rate_limiters: Mutex::new(Vec::new()),
             }),
         };
         for check in &self.requirements {

@@ -284,3 +284,38 @@ async fn health_details_follow_the_policy() {
     assert_eq!(body["pools"].as_array().unwrap().len(), 2);
     assert!(body["checks"]["main:responseTime"].is_array());
 }
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_rejections_are_in_the_metrics() {
+    let (_d1, _d2, m) = two_pools().await;
+    let app: Router = Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .layer(
+            axum_pools::layer::RateLimitLayer::new(1, Duration::from_secs(60))
+                .key(axum_pools::layer::KeyBy::Global)
+                .metrics(&m, "api"),
+        );
+    for _ in 0..3 {
+        let _ = app.clone().oneshot(get("/")).await.unwrap();
+    }
+    let text = body_text(
+        m.router::<()>()
+            .oneshot(get("/pools/metrics"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "axum_pools_rate_limited_total" && s.labels.get("limiter") == Some("api")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        matches!(sample.value, Value::Counter(n) if n == 2.0),
+        "{:?}",
+        sample.value
+    );
+}

@@ -277,7 +277,8 @@ struct Shared {
     max_keys: usize,
     headers: bool,
     calls: AtomicU64,
-    rejected: AtomicU64,
+    /// Shared with the manager when the limiter reports to `/pools/metrics`.
+    rejected: Arc<AtomicU64>,
     #[cfg(feature = "redis")]
     distributed: Option<distributed::Distributed>,
 }
@@ -323,6 +324,8 @@ pub struct RateLimitLayer {
     /// Made on the first `layer` call and shared by every clone of this
     /// layer: axum applies a router's layers again for each request.
     shared: Arc<OnceLock<Arc<Shared>>>,
+    /// The rejection counter `/pools/metrics` reports, once registered.
+    counter: Option<Arc<AtomicU64>>,
     #[cfg(feature = "redis")]
     distributed: Option<(crate::PoolManager, String, FailPolicy)>,
 }
@@ -377,9 +380,24 @@ impl RateLimitLayer {
             max_keys: 100_000,
             headers: true,
             shared: Arc::default(),
+            counter: None,
             #[cfg(feature = "redis")]
             distributed: None,
         }
+    }
+
+    /// Reports this limiter's rejections in `manager`'s `/pools/metrics` as
+    /// `axum_pools_rate_limited_total{limiter="<name>"}`.
+    ///
+    /// ```no_run
+    /// # fn demo(manager: axum_pools::PoolManager) {
+    /// let layer = axum_pools::layer::RateLimitLayer::new(10, std::time::Duration::from_secs(1))
+    ///     .metrics(&manager, "api");
+    /// # }
+    /// ```
+    pub fn metrics(mut self, manager: &crate::PoolManager, name: &str) -> Self {
+        self.counter = Some(manager.rate_limiter_counter(name));
+        self.changed()
     }
 
     /// Keeps the limiter's state in Redis, through `manager`'s Redis pool
@@ -483,7 +501,7 @@ impl RateLimitLayer {
             max_keys: self.max_keys,
             headers: self.headers,
             calls: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
+            rejected: self.counter.clone().unwrap_or_default(),
             #[cfg(feature = "redis")]
             distributed: self.distributed.clone().map(distributed::Distributed::new),
         })
