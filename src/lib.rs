@@ -135,7 +135,7 @@ pub mod stats;
 pub use crate::backend::diesel::SqliteConnection;
 pub use crate::pool::{
     breaker::{BreakerState, BreakerStats},
-    hooks::{ConnectionHook, Hooks, ReleaseHook, Released},
+    hooks::{ConnectionHook, Hooks, LeaseHook, Leased, ReleaseHook, Released},
 };
 pub use crate::{
     backend::diesel::DbConnection,

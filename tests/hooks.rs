@@ -22,6 +22,7 @@ async fn create_lease_and_release_hooks_run_where_they_should() {
     let leased = Arc::new(AtomicUsize::new(0));
     let reject_next = Arc::new(AtomicBool::new(false));
     let released = Arc::new(Mutex::new(Vec::new()));
+    let granted = Arc::new(Mutex::new(Vec::new()));
     let hooks = Hooks::<SqliteConnection>::new()
         .after_create({
             let created = created.clone();
@@ -51,6 +52,10 @@ async fn create_lease_and_release_hooks_run_where_they_should() {
                     }
                 })
             }
+        })
+        .after_lease({
+            let granted = granted.clone();
+            move |l| granted.lock().unwrap().push((l.pool.to_owned(), l.waited))
         })
         .after_release({
             let released = released.clone();
@@ -84,6 +89,8 @@ async fn create_lease_and_release_hooks_run_where_they_should() {
     }
     assert_eq!(count(&leased), 5);
     assert_eq!(released.lock().unwrap().len(), 5);
+    assert_eq!(granted.lock().unwrap().len(), 5);
+    assert!(granted.lock().unwrap().iter().all(|(p, _)| p == "main"));
     assert!(released.lock().unwrap().iter().all(|p| p == "main"));
 
     // A rejected connection is discarded; the lease gets a fresh one.

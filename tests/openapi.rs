@@ -22,6 +22,25 @@ fn generated() -> String {
     PoolsApi::openapi().to_pretty_json().unwrap() + "\n"
 }
 
+#[allow(dead_code)]
+#[path = "../examples/openapi.rs"]
+mod example;
+
+#[test]
+fn the_example_merges_the_pools_paths_into_its_own_document() {
+    let doc = example::document();
+    for path in [
+        "/notes",
+        "/pools/health",
+        "/pools/stats/{name}",
+        "/pools/metrics",
+    ] {
+        assert!(doc.paths.paths.contains_key(path), "{path} missing");
+    }
+    let schemas = &doc.components.as_ref().unwrap().schemas;
+    assert!(schemas.contains_key("HealthReport") && schemas.contains_key("Problem"));
+}
+
 #[test]
 fn the_committed_document_is_up_to_date() {
     let fresh = generated();

@@ -12,6 +12,19 @@ pub type ConnectionHook<C> =
 /// A hook told about every returned lease.
 pub type ReleaseHook = Arc<dyn Fn(&Released<'_>) + Send + Sync>;
 
+/// A hook told about every lease handed out.
+pub type LeaseHook = Arc<dyn Fn(&Leased<'_>) + Send + Sync>;
+
+/// What [`Hooks::after_lease`] is told.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Leased<'a> {
+    /// The pool.
+    pub pool: &'a str,
+    /// How long the acquisition waited (zero when a connection was free).
+    pub waited: Duration,
+}
+
 /// What [`Hooks::after_release`] is told.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -30,8 +43,9 @@ pub struct Released<'a> {
 ///   connection and fails that acquisition as a backend error.
 /// - `before_lease` (async) runs before each lease is handed out; an error
 ///   discards the connection and the acquisition takes another.
+/// - `after_lease` (sync) is told about every lease handed out and its wait.
 /// - `after_release` (sync: it runs in `Drop`) is told about every returned
-///   lease.
+///   lease and how long it was held.
 ///
 /// ```
 /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
@@ -54,6 +68,7 @@ pub struct Released<'a> {
 pub struct Hooks<C> {
     pub(crate) after_create: Option<ConnectionHook<C>>,
     pub(crate) before_lease: Option<ConnectionHook<C>>,
+    pub(crate) after_lease: Option<LeaseHook>,
     pub(crate) after_release: Option<ReleaseHook>,
 }
 
@@ -62,6 +77,7 @@ impl<C> Default for Hooks<C> {
         Self {
             after_create: None,
             before_lease: None,
+            after_lease: None,
             after_release: None,
         }
     }
@@ -72,6 +88,7 @@ impl<C> Clone for Hooks<C> {
         Self {
             after_create: self.after_create.clone(),
             before_lease: self.before_lease.clone(),
+            after_lease: self.after_lease.clone(),
             after_release: self.after_release.clone(),
         }
     }
@@ -82,6 +99,7 @@ impl<C> fmt::Debug for Hooks<C> {
         f.debug_struct("Hooks")
             .field("after_create", &self.after_create.is_some())
             .field("before_lease", &self.before_lease.is_some())
+            .field("after_lease", &self.after_lease.is_some())
             .field("after_release", &self.after_release.is_some())
             .finish()
     }
@@ -128,6 +146,17 @@ impl<C> Hooks<C> {
         F: for<'a> Fn(&'a mut C) -> BoxFuture<'a, Result<(), String>> + Send + Sync + 'static,
     {
         self.before_lease = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` after every lease is handed out.
+    ///
+    /// ```
+    /// let hooks = axum_pools::Hooks::<u32>::new().after_lease(|l| println!("{} waited {:?}", l.pool, l.waited));
+    /// ```
+    #[must_use]
+    pub fn after_lease(mut self, hook: impl Fn(&Leased<'_>) + Send + Sync + 'static) -> Self {
+        self.after_lease = Some(Arc::new(hook));
         self
     }
 

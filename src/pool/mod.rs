@@ -118,6 +118,7 @@ pub(crate) struct Shared {
     pub(crate) breaker: Breaker,
     pub(crate) leaks: leaks::Leaks,
     pub(crate) after_release: Option<hooks::ReleaseHook>,
+    after_lease: Option<hooks::LeaseHook>,
     draining: AtomicBool,
     /// Woken when draining starts (waiters give up).
     drain_started: Notify,
@@ -197,6 +198,7 @@ impl<B: Backend> Pool<B> {
             breaker: Breaker::new(config.breaker.clone()),
             leaks: leaks::Leaks::default(),
             after_release: hooks.after_release.clone(),
+            after_lease: hooks.after_lease.clone(),
             draining: AtomicBool::new(false),
             drain_started: Notify::new(),
             lease_returned: Notify::new(),
@@ -325,6 +327,12 @@ impl<B: Backend> Pool<B> {
                 .config
                 .leak_threshold
                 .map(|_| shared.leaks.taken(start, route));
+            if let Some(hook) = &shared.after_lease {
+                hook(&hooks::Leased {
+                    pool: &shared.name,
+                    waited: wait,
+                });
+            }
             return Ok(Lease::new(
                 obj,
                 start,
