@@ -90,11 +90,11 @@
 //!
 //! | feature | default | gives |
 //! |---|---|---|
-//! | `sqlite` | yes | [`SqliteConnection`] pools (bundled SQLite, no system library) |
+//! | `sqlite` | yes | `SqliteConnection` pools (bundled SQLite, no system library) |
 //! | `postgres` | no | `diesel_async::AsyncPgConnection` pools |
 //! | `mysql` | no | `diesel_async::AsyncMysqlConnection` pools (MySQL, MariaDB) |
-//! | `redis` | no | Redis pools and the [`RedisConn`] extractor |
-//! | `http` | no | outbound HTTP pools (hyper) and the [`HttpClient`] extractor |
+//! | `redis` | no | Redis pools and the `RedisConn` extractor |
+//! | `http` | no | outbound HTTP pools (hyper) and the `HttpClient` extractor |
 //!
 //! ## What answers what
 //!
