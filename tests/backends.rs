@@ -470,3 +470,51 @@ async fn no_password_in_logs_errors_or_responses() {
         assert!(!seen.contains(&shown), "{seen}");
     }
 }
+
+axum_pools::pool_name!(Primary = "primary");
+axum_pools::pool_name!(Replica = "replica");
+
+#[tokio::test]
+async fn two_postgres_pools_are_picked_by_marker_and_checked_at_build() {
+    let url = require!(common::pg_url());
+    let m = PoolManager::builder()
+        .database::<AsyncPgConnection>("primary", quiet(&url))
+        .database::<AsyncPgConnection>("replica", quiet(&url))
+        .require::<DbConn<AsyncPgConnection, Primary>>()
+        .require::<DbConn<AsyncPgConnection, Replica>>()
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/write",
+            get(|db: DbConn<AsyncPgConnection, Primary>| async move { db.pool_name().to_owned() }),
+        )
+        .route(
+            "/read",
+            get(|db: DbConn<AsyncPgConnection, Replica>| async move { db.pool_name().to_owned() }),
+        )
+        .route("/either", get(one::<AsyncPgConnection>))
+        .layer(PoolLayer::new(m.clone()));
+    assert_eq!(
+        body_text(app.clone().oneshot(req("/write")).await.unwrap()).await,
+        "primary"
+    );
+    assert_eq!(
+        body_text(app.clone().oneshot(req("/read")).await.unwrap()).await,
+        "replica"
+    );
+    let r = app.oneshot(req("/either")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body_text(r).await.contains("(primary, replica)"));
+
+    // Requiring the unnamed extractor fails the build instead of a request.
+    let err = PoolManager::builder()
+        .database::<AsyncPgConnection>("primary", quiet(&url))
+        .database::<AsyncPgConnection>("replica", quiet(&url))
+        .require::<DbConn<AsyncPgConnection>>()
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PoolError::AmbiguousPool { .. }), "{err}");
+}
