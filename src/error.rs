@@ -210,9 +210,9 @@ impl PoolError {
             Self::ShuttingDown { .. } => Some(Duration::from_secs(5)),
             // Rounded up: a client retrying at the header's second finds the
             // breaker half-open.
-            Self::CircuitOpen { retry_after, .. } => Some(Duration::from_secs(
-                retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
-            )),
+            Self::CircuitOpen { retry_after, .. } => {
+                Some(Duration::from_secs(retry_after_secs(*retry_after)))
+            }
             _ => None,
         }
     }
@@ -286,6 +286,12 @@ pub(crate) struct ProblemDoc {
     detail: String,
     /// The pool concerned, when there is one.
     pool: Option<String>,
+}
+
+/// Whole seconds for a `Retry-After` header: rounded up (a client retrying
+/// then finds the wait over), at least 1.
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// An RFC 9457 problem document.

@@ -601,11 +601,12 @@ pub enum HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let (status, slug, title) = match &self {
-            Self::Pool(_) => {
-                let Self::Pool(e) = self else { unreachable!() };
-                return e.into_response();
-            }
+        let this = match self {
+            Self::Pool(e) => return e.into_response(),
+            other => other,
+        };
+        let (status, slug, title) = match &this {
+            Self::Pool(_) => unreachable!("answered above"),
             Self::Timeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream-timeout",
@@ -627,8 +628,8 @@ impl IntoResponse for HttpError {
                 "Invalid upstream request",
             ),
         };
-        tracing::warn!(error = %self, "upstream request failed");
-        let pool = match &self {
+        tracing::warn!(error = %this, "upstream request failed");
+        let pool = match &this {
             Self::Timeout { pool, .. } | Self::Upstream { pool, .. } => Some(pool.as_str()),
             _ => None,
         };
@@ -636,7 +637,7 @@ impl IntoResponse for HttpError {
             kind: problem_type(slug),
             title,
             status: status.as_u16(),
-            detail: self.to_string(),
+            detail: this.to_string(),
             pool,
         }
         .into_response_with(status)

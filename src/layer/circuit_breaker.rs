@@ -329,8 +329,7 @@ impl<E: fmt::Display> IntoResponse for CircuitBreakerError<E> {
     fn into_response(self) -> Response {
         match self {
             Self::Open { retry_after } => {
-                let secs =
-                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+                let secs = crate::error::retry_after_secs(retry_after);
                 let mut response = Problem {
                     kind: problem_type("circuit-open"),
                     title: "Circuit open",

@@ -634,7 +634,7 @@ impl Shared {
     /// The 429 answer, counted.
     fn limited(&self, wait: Duration) -> Response {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let secs = crate::error::retry_after_secs(wait);
         let mut response = Problem {
             kind: problem_type("rate-limited"),
             title: "Too many requests",
