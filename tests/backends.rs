@@ -5,11 +5,7 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::{Router, http::StatusCode, routing::get};
 use axum_pools::{
@@ -393,35 +389,10 @@ async fn health_checks_every_backend_concurrently_and_a_dropped_database_fails_o
 
 // ---------- nothing secret in logs ----------
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn no_password_in_logs_errors_or_responses() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = common::Logs::default();
+    let _guard = logs.install(tracing::Level::TRACE);
 
     let mut seen = String::new();
     // Build failures (connection refused) with the password in the URL.
@@ -449,7 +420,7 @@ async fn no_password_in_logs_errors_or_responses() {
     seen.push_str(&format!("{m:?}"));
     m.drain(Duration::from_secs(5)).await;
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("connect failed"),
         "the failures were logged:\n{logs}"

@@ -4,55 +4,13 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{Extension, Router, extract::Path, routing::get};
 use axum_pools::{DbConfig, DbConn, PoolLayer, PoolManager, SqliteConnection};
-use common::{eventually, get as req};
+use common::{Logs, eventually, get as req};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
-use tracing_subscriber::fmt::format::FmtSpan;
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(self.clone())
-                .with_max_level(tracing::Level::DEBUG)
-                .with_span_events(FmtSpan::CLOSE)
-                .with_ansi(false)
-                .finish(),
-        )
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
 
 async fn manager(config: DbConfig) -> PoolManager {
     PoolManager::builder()
@@ -65,7 +23,7 @@ async fn manager(config: DbConfig) -> PoolManager {
 #[tokio::test(start_paused = true)]
 async fn a_lease_held_past_leak_threshold_is_reported_with_its_route_and_again_when_returned() {
     let logs = Logs::default();
-    let _guard = logs.install();
+    let _guard = logs.install(tracing::Level::DEBUG);
     let (_dir, path) = common::sqlite_file();
     let m = manager(DbConfig::from_url(&path).leak_threshold(Some(Duration::from_secs(5)))).await;
     let gate = Arc::new(Semaphore::new(0));
@@ -130,7 +88,7 @@ async fn a_lease_held_past_leak_threshold_is_reported_with_its_route_and_again_w
 #[tokio::test(start_paused = true)]
 async fn slow_acquisitions_warn_and_every_acquisition_has_a_span() {
     let logs = Logs::default();
-    let _guard = logs.install();
+    let _guard = logs.install(tracing::Level::DEBUG);
     let (_dir, path) = common::sqlite_file();
     let m = manager(
         DbConfig::from_url(&path)

@@ -1,7 +1,12 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::{net::ToSocketAddrs, time::Duration};
+use std::{
+    io::Write,
+    net::ToSocketAddrs,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{body::Body, http::Request, response::Response};
 use http_body_util::BodyExt;
@@ -105,4 +110,44 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Everything the `tracing` fmt subscriber writes, for tests that read logs.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Logs {
+    /// Captures this thread's events at `level` and up (and span closes)
+    /// until the guard drops.
+    pub fn install(&self, level: tracing::Level) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(self.clone())
+                .with_max_level(level)
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+                .with_ansi(false)
+                .finish(),
+        )
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
 }
