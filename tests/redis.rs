@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use axum::{Router, http::StatusCode, routing::get};
-use axum_pools::{PoolError, PoolLayer, PoolManager, RedisConfig, RedisConn, pool_name};
+use axum_pools::{
+    HealthStatus, PoolError, PoolLayer, PoolManager, RedisConfig, RedisConn, pool_name,
+};
 use common::{body_text, get as req, unique};
 use redis::{AsyncCommands, aio::ConnectionLike, cmd};
 use tower::ServiceExt;
@@ -95,6 +97,26 @@ async fn an_open_multi_is_discarded_before_reuse() {
         (1, 1),
         "reset, not reconnected: {s:?}"
     );
+}
+
+#[tokio::test]
+async fn a_health_check_undoes_an_open_multi_before_its_ping() {
+    let url = require!(common::redis_url());
+    let m = manager(config(&url)).await;
+    let mut r = lease(&m).await;
+    let _: () = cmd("MULTI").query_async(&mut r).await.unwrap();
+    drop(r); // left inside MULTI: a PING now would answer QUEUED
+
+    let report = m.check_health().await;
+    let cache = &report.pools[0];
+    assert_eq!(cache.status, HealthStatus::Pass, "{cache:?}");
+    let s = m.stats_of("cache").unwrap();
+    assert_eq!((s.resets, s.created, s.closed), (1, 1, 0), "{s:?}");
+
+    let mut r = lease(&m).await;
+    let pong: String = cmd("PING").query_async(&mut r).await.unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(m.stats_of("cache").unwrap().resets, 1, "clean since");
 }
 
 #[tokio::test]

@@ -265,14 +265,18 @@ impl<B: Backend> Pool<B> {
         let start = Instant::now();
         let deadline = start + shared.config.acquire_timeout;
         loop {
-            let (mut obj, mut waited) = match self.dp.timeout_get(&NO_WAIT).await {
-                // Opened just now: the connect was waited for.
-                Ok(obj) if Object::metrics(&obj).recycled.is_none() => (obj, true),
+            let (mut obj, mut waited) = match self.try_idle() {
                 Ok(obj) => (obj, false),
-                // Boxed: the slow path's future is large, and keeping it out
-                // of line keeps the fast path's future small to move.
+                // Boxed: the slow paths' futures are large, and keeping them
+                // out of line keeps the fast path's future small to move.
                 Err(DpError::Timeout(TimeoutType::Wait)) => {
                     match Box::pin(self.wait(start, deadline)).await {
+                        Ok(obj) => (obj, true),
+                        Err(e) => return Err(failed(self.refused(e, &admission))),
+                    }
+                }
+                Err(DpError::NoRuntimeSpecified) => {
+                    match Box::pin(self.open_new(start, deadline)).await {
                         Ok(obj) => (obj, true),
                         Err(e) => return Err(failed(self.refused(e, &admission))),
                     }
@@ -285,6 +289,13 @@ impl<B: Backend> Pool<B> {
             if obj.expired(now) {
                 drop(Object::take(obj));
                 continue;
+            }
+            if self.backend().needs_reset(&obj.conn) {
+                if !Box::pin(self.dp.manager().reset(&mut obj)).await {
+                    drop(Object::take(obj));
+                    continue;
+                }
+                waited = true;
             }
             if now.saturating_duration_since(obj.returned_at) >= shared.config.alive_bypass_window {
                 inc(&shared.stats.validations);
@@ -339,6 +350,52 @@ impl<B: Backend> Pool<B> {
                 admission == Admission::Probe,
                 ticket,
             ));
+        }
+    }
+
+    /// The fast path: an idle connection, if one is free right now, checked
+    /// out without waiting and without opening one.
+    ///
+    /// deadpool's checkout future is polled once, here, on this stack frame,
+    /// so it never becomes part of the caller's future (it is ~1 KiB, and
+    /// moving it cost more than the rest of the lease). One poll is enough:
+    /// the wait is `Some(0)` (a `try_acquire`), the recycle only does the
+    /// local broken check, and opening a connection is refused up front:
+    /// `create: Some(0)` on a pool without a deadpool runtime makes deadpool
+    /// answer [`DpError::NoRuntimeSpecified`] before the connect is polled,
+    /// which the caller reads as "room for a new connection".
+    fn try_idle(&self) -> Result<Object<Managed<B>>, DpError<BackendError>> {
+        const IDLE_ONLY: Timeouts = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(Duration::ZERO),
+            recycle: None,
+        };
+        let checkout = std::pin::pin!(self.dp.timeout_get(&IDLE_ONLY));
+        match checkout.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(got) => got,
+            // Unreachable as the pool is built (debug builds, and so the
+            // tests, say so loudly); were it reached, dropping the checkout
+            // is safe (deadpool puts back what it took) and the caller takes
+            // the path that may wait.
+            std::task::Poll::Pending => {
+                debug_assert!(false, "deadpool's checkout waited in the fast path");
+                Err(DpError::NoRuntimeSpecified)
+            }
+        }
+    }
+
+    /// A free slot but no idle connection: open one (bounded by
+    /// `acquire_timeout` inside [`Managed`]), or wait if others took the
+    /// slot first.
+    async fn open_new(
+        &self,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Object<Managed<B>>, PoolError> {
+        match self.dp.timeout_get(&NO_WAIT).await {
+            Ok(obj) => Ok(obj),
+            Err(DpError::Timeout(TimeoutType::Wait)) => Box::pin(self.wait(start, deadline)).await,
+            Err(e) => Err(self.map_error(e)),
         }
     }
 
@@ -456,6 +513,18 @@ impl<B: Backend> Pool<B> {
                 }
                 Ok(Err(e)) => Err((HealthStatus::Fail, self.map_error(e).to_string())),
                 Ok(Ok(mut obj)) => {
+                    if self.backend().needs_reset(&obj.conn)
+                        && !self.dp.manager().reset(&mut obj).await
+                    {
+                        drop(Object::take(obj));
+                        return self.store_outcome(
+                            start,
+                            Err((
+                                HealthStatus::Fail,
+                                "a connection could not be reset after use".to_owned(),
+                            )),
+                        );
+                    }
                     match tokio::time::timeout_at(
                         deadline,
                         self.backend().health_check(&mut obj.conn),
@@ -486,6 +555,16 @@ impl<B: Backend> Pool<B> {
                 }
             }
         };
+        self.store_outcome(start, outcome)
+    }
+
+    /// Turns a health check's outcome into the cached [`PoolHealth`].
+    fn store_outcome(
+        &self,
+        start: Instant,
+        outcome: Result<(), (HealthStatus, String)>,
+    ) -> PoolHealth {
+        let shared = &*self.shared;
         let latency = Instant::now() - start;
         let (mut status, mut error) = match outcome {
             Ok(()) => (HealthStatus::Pass, None),
