@@ -181,11 +181,10 @@ pub struct WaitStats {
 /// The live counters of one pool. Written with atomics on the lease path.
 pub(crate) struct PoolStats {
     pub(crate) acquire_wait: Histogram,
-    /// How long leases were held.
+    /// How long leases were held; its count is the leases returned.
     pub(crate) use_time: Histogram,
     /// How long opening a connection took.
     pub(crate) create_time: Histogram,
-    pub(crate) returned: AtomicU64,
     pub(crate) waiting: AtomicUsize,
     pub(crate) timeouts: AtomicU64,
     pub(crate) shed: AtomicU64,
@@ -208,7 +207,6 @@ impl PoolStats {
             acquire_wait: Histogram::new(),
             use_time: Histogram::new(),
             create_time: Histogram::new(),
-            returned: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             timeouts: AtomicU64::new(0),
             shed: AtomicU64::new(0),
@@ -228,9 +226,9 @@ impl PoolStats {
 
     /// Leases handed out and not yet returned.
     pub(crate) fn active(&self) -> u64 {
-        // `returned` first: every returned lease was recorded as granted
-        // before (release/acquire), so the difference never goes negative.
-        let returned = self.returned.load(Ordering::Acquire);
+        // Returns first: every returned lease was recorded as granted before
+        // (release/acquire), so the difference never goes negative.
+        let returned = self.use_time.count();
         self.acquire_wait.count().saturating_sub(returned)
     }
 }
@@ -436,7 +434,7 @@ mod tests {
                     for i in 0..100 {
                         stats.acquire_wait.record(Duration::from_nanos(t * 100 + i));
                         inc(&stats.timeouts);
-                        inc(&stats.returned);
+                        stats.use_time.record(Duration::from_micros(i));
                     }
                 })
             })

@@ -3,7 +3,6 @@
 use std::{
     fmt,
     ops::{Deref, DerefMut},
-    sync::atomic::Ordering,
 };
 
 use deadpool::managed::Object;
@@ -85,7 +84,6 @@ impl<B: Backend> Drop for Lease<B> {
                 held,
             });
         }
-        shared.stats.returned.fetch_add(1, Ordering::Release);
         if let Some(ticket) = self.ticket {
             shared.leaks.returned(&shared.name, ticket);
         }

@@ -636,7 +636,7 @@ impl<B: Backend> Pool<B> {
         let shared = &*self.shared;
         let s = &shared.stats;
         let status = self.dp.status();
-        let returned = s.returned.load(Ordering::Acquire);
+        let returned = s.use_time.count();
         let wait = s.acquire_wait.snapshot();
         StatsSnapshot {
             pool: shared.name.clone(),
