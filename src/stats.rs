@@ -15,7 +15,10 @@
 //! ```
 
 use std::{
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -180,7 +183,8 @@ pub struct WaitStats {
 
 /// The live counters of one pool. Written with atomics on the lease path.
 pub(crate) struct PoolStats {
-    pub(crate) acquire_wait: Histogram,
+    /// Its count is the leases granted (the breaker reads it too).
+    pub(crate) acquire_wait: Arc<Histogram>,
     /// How long leases were held; its count is the leases returned.
     pub(crate) use_time: Histogram,
     /// How long opening a connection took.
@@ -204,7 +208,7 @@ pub(crate) struct PoolStats {
 impl PoolStats {
     pub(crate) fn new() -> Self {
         Self {
-            acquire_wait: Histogram::new(),
+            acquire_wait: Arc::new(Histogram::new()),
             use_time: Histogram::new(),
             create_time: Histogram::new(),
             waiting: AtomicUsize::new(0),

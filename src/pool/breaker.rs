@@ -8,11 +8,15 @@
 //!
 //! The closed state costs the lease path one atomic load to admit and one
 //! counter increment per outcome; the window's two halves are rotated by the
-//! pool's background task, so the hot path never reads the clock.
+//! pool's background task, so the hot path never reads the clock. A pool
+//! whose lease is the call (every SQL and Redis pool) does not even count its
+//! successes here: they are its granted leases, which its stats count
+//! anyway, and the breaker reads that count when it needs it (on a failure,
+//! a rotation, a reset).
 
 use std::{
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -21,7 +25,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::BreakerConfig;
+use crate::{config::BreakerConfig, stats::Histogram};
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
@@ -69,8 +73,16 @@ pub(crate) struct Breaker {
     /// Time base of `open_until_ns`.
     epoch: Instant,
     open_until_ns: AtomicU64,
-    /// `[calls, failures]` of the window's two halves.
+    /// `[calls, failures]` of the window's two halves (with `grants`, calls
+    /// other than the granted leases: failures).
     halves: [[AtomicU64; 2]; 2],
+    /// The pool's granted leases, when they are the successful calls.
+    grants: Option<Arc<Histogram>>,
+    /// `grants` when each half was last cleared.
+    grants_base: [AtomicU64; 2],
+    /// `grants` at the last failure: unchanged at the next one means no
+    /// success in between.
+    grants_at_failure: AtomicU64,
     current: AtomicUsize,
     consecutive: AtomicU32,
     probes_left: AtomicU32,
@@ -88,13 +100,27 @@ pub(crate) struct Breaker {
 }
 
 impl Breaker {
+    /// A breaker told of every outcome.
     pub(crate) fn new(config: BreakerConfig) -> Self {
+        Self::counting(config, None)
+    }
+
+    /// A breaker for a pool whose granted leases (counted by `grants`, the
+    /// acquire-wait histogram) are its successful calls: the lease path then
+    /// reports only failures and probe outcomes. A count-bounded window
+    /// needs every call counted as it happens, so with `window_calls` set
+    /// the grants are ignored and successes are reported one by one.
+    pub(crate) fn counting(config: BreakerConfig, grants: Option<Arc<Histogram>>) -> Self {
+        let grants = grants.filter(|_| config.window_calls == 0);
         Self {
             config,
             state: AtomicU8::new(CLOSED),
             epoch: Instant::now(),
             open_until_ns: AtomicU64::new(0),
             halves: Default::default(),
+            grants,
+            grants_base: Default::default(),
+            grants_at_failure: AtomicU64::new(0),
             current: AtomicUsize::new(0),
             consecutive: AtomicU32::new(0),
             probes_left: AtomicU32::new(0),
@@ -167,8 +193,27 @@ impl Breaker {
         Admission::Rejected(retry_after)
     }
 
+    /// Whether successes of `Allowed` calls need not be reported: they are
+    /// the pool's granted leases.
+    #[inline]
+    pub(crate) fn counts_grants(&self) -> bool {
+        self.grants.is_some()
+    }
+
+    fn grants_now(&self) -> u64 {
+        self.grants.as_ref().map_or(0, |g| g.count())
+    }
+
     /// A call admitted as `admission` succeeded.
+    #[inline]
     pub(crate) fn success(&self, admission: &Admission) {
+        if self.counts_grants() && *admission == Admission::Allowed {
+            return; // counted as a grant
+        }
+        self.count_success(admission);
+    }
+
+    fn count_success(&self, admission: &Admission) {
         if !self.config.enabled {
             return;
         }
@@ -215,7 +260,18 @@ impl Breaker {
         let half = &self.halves[self.current.load(Ordering::Relaxed)];
         half[0].fetch_add(1, Ordering::Relaxed);
         half[1].fetch_add(1, Ordering::Relaxed);
-        let consecutive = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        let consecutive = if self.counts_grants() {
+            // A lease granted since the last failure was a success.
+            let grants = self.grants_now();
+            if self.grants_at_failure.swap(grants, Ordering::Relaxed) == grants {
+                self.consecutive.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                self.consecutive.store(1, Ordering::Relaxed);
+                1
+            }
+        } else {
+            self.consecutive.fetch_add(1, Ordering::Relaxed) + 1
+        };
         let (calls, failures) = self.window_counts();
         let by_run =
             self.config.consecutive_failures > 0 && consecutive >= self.config.consecutive_failures;
@@ -247,7 +303,14 @@ impl Breaker {
         let sum = |i: usize| {
             self.halves[0][i].load(Ordering::Relaxed) + self.halves[1][i].load(Ordering::Relaxed)
         };
-        (sum(0), sum(1))
+        let mut calls = sum(0);
+        if self.counts_grants() {
+            // Grants since the older half was cleared.
+            let older = 1 - self.current.load(Ordering::Relaxed);
+            let base = self.grants_base[older].load(Ordering::Relaxed);
+            calls += self.grants_now().saturating_sub(base);
+        }
+        (calls, sum(1))
     }
 
     /// Drops the window's older half (called every `window / 2`).
@@ -256,6 +319,7 @@ impl Breaker {
         for counter in &self.halves[next] {
             counter.store(0, Ordering::Relaxed);
         }
+        self.grants_base[next].store(self.grants_now(), Ordering::Relaxed);
         self.current.store(next, Ordering::Relaxed);
     }
 
@@ -290,6 +354,11 @@ impl Breaker {
                 counter.store(0, Ordering::Relaxed);
             }
         }
+        let grants = self.grants_now();
+        for base in &self.grants_base {
+            base.store(grants, Ordering::Relaxed);
+        }
+        self.grants_at_failure.store(grants, Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
     }
 
@@ -406,17 +475,114 @@ mod tests {
         }
     }
 
+    /// One call as the lease path makes it: a granted lease is recorded in
+    /// the pool's grants (when the breaker counts them) and reported.
     fn call(b: &Breaker, ok: bool) -> Admission {
         let a = b.admit();
         if matches!(a, Admission::Rejected(_)) {
             return a;
         }
         if ok {
+            if let Some(grants) = &b.grants {
+                grants.record(Duration::ZERO);
+            }
             b.success(&a);
         } else {
             b.failure(&a);
         }
         a
+    }
+
+    /// A pool's breaker: its successes are the pool's granted leases.
+    fn pooled(config: BreakerConfig) -> Breaker {
+        Breaker::counting(config, Some(Arc::new(Histogram::new())))
+    }
+
+    #[test]
+    fn a_pool_breaker_takes_its_successes_from_the_granted_leases() {
+        let b = pooled(BreakerConfig {
+            consecutive_failures: 0,
+            ..config()
+        });
+        assert!(b.counts_grants());
+        for _ in 0..20 {
+            call(&b, true);
+        }
+        // Reported one by one, these would be counted twice.
+        assert_eq!(b.halves[0][0].load(Ordering::Relaxed), 0);
+        for _ in 0..19 {
+            call(&b, false);
+            assert_eq!(b.state(), BreakerState::Closed, "{:?}", b.window_counts());
+        }
+        assert_eq!(b.window_counts(), (39, 19));
+        call(&b, false); // 20 of 40
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_granted_lease_breaks_a_pool_breakers_run_of_failures() {
+        let b = pooled(BreakerConfig {
+            min_calls: 1000,
+            consecutive_failures: 3,
+            ..config()
+        });
+        for ok in [false, false, true, false, false] {
+            call(&b, ok);
+            assert_eq!(b.state(), BreakerState::Closed);
+        }
+        call(&b, false); // 3 in a row
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_pool_breakers_window_forgets_old_grants() {
+        let b = pooled(BreakerConfig {
+            consecutive_failures: 0,
+            ..config()
+        });
+        for _ in 0..100 {
+            call(&b, true);
+        }
+        b.rotate();
+        for _ in 0..10 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::Closed, "10 of 110 failed");
+        b.rotate(); // the half with the 100 grants is gone
+        for _ in 0..10 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::Open, "{:?}", b.window_counts());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_breaker_closes_after_its_probes_and_starts_a_fresh_window() {
+        let b = pooled(config());
+        for _ in 0..5 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(call(&b, true), Admission::Probe);
+        assert_eq!(call(&b, true), Admission::Probe);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // The probes' grants are not in the new window.
+        assert_eq!(b.window_counts(), (0, 0));
+        for _ in 0..4 {
+            call(&b, false);
+        }
+        assert_eq!(b.state(), BreakerState::Closed, "4 in a row, not 5");
+    }
+
+    #[test]
+    fn a_count_bounded_window_counts_each_success_even_for_a_pool() {
+        let b = pooled(BreakerConfig {
+            window_calls: 20,
+            ..config()
+        });
+        assert!(!b.counts_grants());
+        call(&b, true);
+        assert_eq!(b.window_counts(), (1, 0));
     }
 
     #[tokio::test(start_paused = true)]

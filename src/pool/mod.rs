@@ -189,13 +189,17 @@ impl<B: Backend> Pool<B> {
         hooks: hooks::Hooks<B::Connection>,
     ) -> Self {
         let kind = backend.kind();
+        let stats = PoolStats::new();
+        // The lease is the call, unless the backend reports each call itself.
+        let grants = (!B::RECORDS_OUTCOMES).then(|| stats.acquire_wait.clone());
+        let breaker = Breaker::counting(config.breaker.clone(), grants);
         let shared = Arc::new(Shared {
             health: Mutex::new((PoolHealth::unchecked(&name, kind), None)),
             name,
             kind,
-            stats: PoolStats::new(),
+            stats,
             redactor,
-            breaker: Breaker::new(config.breaker.clone()),
+            breaker,
             leaks: leaks::Leaks::default(),
             after_release: hooks.after_release.clone(),
             after_lease: hooks.after_lease.clone(),
