@@ -7,6 +7,9 @@
 //! cargo bench --bench lease -- uncontended  # one group
 //! ```
 //!
+//! Not with `--all-features`: `test-util` moves the pools' bookkeeping onto
+//! tokio's pausable clock, one more clock read per lease than users pay.
+//!
 //! - `uncontended/*`: one task doing get + drop in a loop; ns per cycle.
 //! - `contended/*`: 128 tasks share a pool of 16, 1024 get + drop each
 //!   (2^17 cycles); wall time for all of them.

@@ -35,6 +35,11 @@ use crate::redact::redact_url;
 /// environment with [`PoolConfig::from_env`]. The manager validates it when it
 /// is built ([`PoolConfig::validate`]).
 ///
+/// `idle_timeout`, `max_lifetime`, `alive_bypass_window` and `leak_threshold`
+/// are measured on the monotonic system clock, which a paused tokio clock
+/// does not stop; with the `test-util` feature they follow tokio's clock, so
+/// tests can advance it. The other durations are tokio timers either way.
+///
 /// ```
 /// use std::time::Duration;
 /// use axum_pools::PoolConfig;

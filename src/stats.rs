@@ -70,13 +70,17 @@ impl Histogram {
 
     /// Records one value: one bucket increment, a sum, and a max that is only
     /// written when it grows.
+    #[inline]
     pub(crate) fn record(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        if ns == 0 {
+        if d.is_zero() {
             // The common case on the lease path: nothing to add to sum or max.
             self.buckets[0].fetch_add(1, Ordering::Release);
             return;
         }
+        self.record_nonzero(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    fn record_nonzero(&self, ns: u64) {
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Release);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
         if ns > self.max_ns.load(Ordering::Relaxed) {

@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use axum::{Extension, Router, extract::Path, routing::get};
-use axum_pools::{DbConfig, DbConn, PoolLayer, PoolManager, SqliteConnection};
-use common::{Logs, eventually, get as req};
-use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use axum_pools::{DbConfig, DbConn, PoolManager, SqliteConnection};
+use common::{Logs, eventually};
 
 async fn manager(config: DbConfig) -> PoolManager {
     PoolManager::builder()
@@ -20,8 +17,18 @@ async fn manager(config: DbConfig) -> PoolManager {
         .unwrap()
 }
 
+// Advances paused time: the leak watch follows it with `test-util`.
+#[cfg(feature = "test-util")]
 #[tokio::test(start_paused = true)]
 async fn a_lease_held_past_leak_threshold_is_reported_with_its_route_and_again_when_returned() {
+    use std::sync::Arc;
+
+    use axum::{Extension, Router, extract::Path, routing::get};
+    use axum_pools::PoolLayer;
+    use common::get as req;
+    use tokio::sync::Semaphore;
+    use tower::ServiceExt;
+
     let logs = Logs::default();
     let _guard = logs.install(tracing::Level::DEBUG);
     let (_dir, path) = common::sqlite_file();

@@ -1,7 +1,9 @@
 //! The lease path on a real SQLite file: timeouts, load shedding, leaks,
 //! validation bypass, lifetime and idle reaping, exact stats. Timing is
 //! tested with tokio's paused clock (SQLite runs on the blocking pool, which
-//! holds auto-advance back while a query runs).
+//! holds auto-advance back while a query runs); the tests of connection
+//! ageing need the `test-util` feature, and `tests/clock.rs` covers the
+//! default clock.
 #![cfg(feature = "sqlite")]
 
 mod common;
@@ -260,6 +262,8 @@ async fn waiters_are_served_first_come_first_served() {
     assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
 }
 
+// Advances paused time: the pools' bookkeeping follows it with `test-util`.
+#[cfg(feature = "test-util")]
 #[tokio::test(start_paused = true)]
 async fn only_connections_idle_past_the_bypass_window_are_pinged() {
     let (_dir, path) = common::sqlite_file();
@@ -289,6 +293,8 @@ async fn only_connections_idle_past_the_bypass_window_are_pinged() {
     assert_eq!(m.stats_of("main").unwrap().validations, 1);
 }
 
+// Advances paused time: the pools' bookkeeping follows it with `test-util`.
+#[cfg(feature = "test-util")]
 #[tokio::test(start_paused = true)]
 async fn max_lifetime_retires_idle_connections_never_ones_in_use_and_keeps_min_size() {
     let (_dir, path) = common::sqlite_file();
@@ -326,6 +332,8 @@ async fn max_lifetime_retires_idle_connections_never_ones_in_use_and_keeps_min_s
     assert_eq!(s.created as usize, s.size + s.closed as usize);
 }
 
+// Advances paused time: the pools' bookkeeping follows it with `test-util`.
+#[cfg(feature = "test-util")]
 #[tokio::test(start_paused = true)]
 async fn idle_connections_above_min_size_are_reaped() {
     let (_dir, path) = common::sqlite_file();
@@ -356,6 +364,7 @@ async fn idle_connections_above_min_size_are_reaped() {
     assert_eq!(m.stats_of("main").unwrap().closed, 3);
 }
 
+#[cfg(feature = "test-util")]
 async fn futures_join_all(m: &PoolManager, n: usize) -> Vec<Db> {
     let mut out = Vec::new();
     let mut tasks = Vec::new();

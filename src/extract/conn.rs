@@ -49,13 +49,19 @@ impl<C: DbConnection, N: PoolSelector> DbConn<C, N> {
     ///
     /// The pool's [`PoolError`]: timeout, overload, draining, backend
     /// failure, or no matching pool.
-    pub async fn acquire(manager: &PoolManager) -> Result<Self, PoolError> {
-        Self::acquire_for(manager, None).await
+    pub fn acquire(
+        manager: &PoolManager,
+    ) -> impl Future<Output = Result<Self, PoolError>> + Send + '_ {
+        // Not an `async fn` of its own: one state machine less for the lease
+        // to be moved through on its way out.
+        Self::acquire_for(manager, None)
     }
 
     async fn acquire_for(manager: &PoolManager, parts: Option<&Parts>) -> Result<Self, PoolError> {
+        let pool = manager.pool::<Diesel<C>>(N::NAME, std::any::type_name::<C>())?;
+        let lease = pool.acquire_for(route(pool.shared(), parts)).await?;
         Ok(Self {
-            lease: lease::<C, N>(manager, parts).await?,
+            lease,
             _selector: PhantomData,
         })
     }

@@ -31,7 +31,8 @@ pub struct Leased<'a> {
 pub struct Released<'a> {
     /// The pool.
     pub pool: &'a str,
-    /// How long the lease was held.
+    /// How long the lease was held: from when it was handed out (after any
+    /// wait) to its return.
     pub held: Duration,
 }
 

@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    num::NonZeroU64,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -24,18 +25,18 @@ struct Held {
 #[derive(Default)]
 pub(crate) struct Leaks {
     next: AtomicU64,
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<HashMap<NonZeroU64, Held>>,
     pub(crate) detected: AtomicU64,
 }
 
 impl Leaks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NonZeroU64, Held>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes a lease taken at `since`; returns its ticket.
-    pub(crate) fn taken(&self, since: Instant, route: Option<Arc<str>>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn taken(&self, since: Instant, route: Option<Arc<str>>) -> NonZeroU64 {
+        let id = NonZeroU64::MIN.saturating_add(self.next.fetch_add(1, Ordering::Relaxed));
         self.lock().insert(
             id,
             Held {
@@ -48,14 +49,14 @@ impl Leaks {
     }
 
     /// The lease with `ticket` came back.
-    pub(crate) fn returned(&self, pool: &str, ticket: u64) {
+    pub(crate) fn returned(&self, pool: &str, ticket: NonZeroU64) {
         if let Some(held) = self.lock().remove(&ticket)
             && held.warned
         {
             tracing::info!(
                 pool,
                 route = held.route.as_deref().unwrap_or("-"),
-                held_for = ?held.since.elapsed(),
+                held_for = ?super::clock::now().saturating_duration_since(held.since),
                 "a lease reported as a possible leak was returned"
             );
         }
@@ -63,7 +64,7 @@ impl Leaks {
 
     /// Warns once about each lease held longer than `threshold`.
     pub(crate) fn scan(&self, pool: &str, threshold: Duration) {
-        let now = Instant::now();
+        let now = super::clock::now();
         for held in self.lock().values_mut() {
             let held_for = now.saturating_duration_since(held.since);
             if !held.warned && held_for >= threshold {

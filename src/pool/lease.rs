@@ -2,11 +2,11 @@
 
 use std::{
     fmt,
+    num::NonZeroU64,
     ops::{Deref, DerefMut},
 };
 
 use deadpool::managed::Object;
-use tokio::time::Instant;
 
 use super::{Backend, Shared, managed::Managed};
 
@@ -14,28 +14,17 @@ use super::{Backend, Shared, managed::Managed};
 /// or when the request future is cancelled — returns the connection and
 /// records the return.
 pub(crate) struct Lease<B: Backend> {
+    /// The connection; its `since` is when the lease was taken.
     obj: Object<Managed<B>>,
-    /// When the acquisition started (for the use-time histogram).
-    acquired_at: Instant,
     /// Granted as a half-open breaker probe.
     probe: bool,
     /// The leak watch's ticket, when `leak_threshold` is set.
-    ticket: Option<u64>,
+    ticket: Option<NonZeroU64>,
 }
 
 impl<B: Backend> Lease<B> {
-    pub(super) fn new(
-        obj: Object<Managed<B>>,
-        acquired_at: Instant,
-        probe: bool,
-        ticket: Option<u64>,
-    ) -> Self {
-        Self {
-            obj,
-            acquired_at,
-            probe,
-            ticket,
-        }
+    pub(super) fn new(obj: Object<Managed<B>>, probe: bool, ticket: Option<NonZeroU64>) -> Self {
+        Self { obj, probe, ticket }
     }
 
     /// How the breaker admitted this lease, for backends that report
@@ -73,10 +62,10 @@ impl<B: Backend> DerefMut for Lease<B> {
 
 impl<B: Backend> Drop for Lease<B> {
     fn drop(&mut self) {
-        let now = Instant::now();
-        self.obj.returned_at = now;
+        let now = super::clock::now();
+        let held = now.saturating_duration_since(self.obj.since);
+        self.obj.since = now;
         let shared = &self.obj.shared;
-        let held = now.saturating_duration_since(self.acquired_at);
         shared.stats.use_time.record(held);
         if let Some(hook) = &shared.after_release {
             hook(&super::hooks::Released {

@@ -45,8 +45,9 @@ impl<B: Backend> Managed<B> {
 /// Postgres) made each move a `memcpy` call.
 pub(crate) struct Conn<C> {
     pub(crate) conn: Box<C>,
-    /// When it was last returned (or opened): "idle for" is exact.
-    pub(crate) returned_at: Instant,
+    /// In the pool: when it was returned (or opened), so "idle for" is
+    /// exact. Leased: when the lease was taken, for its hold time.
+    pub(crate) since: Instant,
     /// When it must be retired (`max_lifetime` minus jitter).
     expires_at: Option<Instant>,
     pub(crate) shared: Arc<Shared>,
@@ -109,7 +110,7 @@ impl<B: Backend> Managed<B> {
     async fn open(&self) -> Result<Conn<B::Connection>, BackendError> {
         let shared = &self.shared;
         let timeout = shared.config.acquire_timeout;
-        let started = Instant::now();
+        let started = super::clock::now();
         let connect = async {
             let mut conn = self.backend.connect().await?;
             if let Some(hook) = &self.hooks.after_create {
@@ -135,12 +136,12 @@ impl<B: Backend> Managed<B> {
             }
         };
         inc(&shared.stats.created);
-        let now = Instant::now();
+        let now = super::clock::now();
         shared.stats.create_time.record(now - started);
         tracing::debug!(pool = %shared.name, took = ?(now - started), "connection opened");
         Ok(Conn {
             conn: Box::new(conn),
-            returned_at: now,
+            since: now,
             expires_at: shared.config.max_lifetime.map(|l| now + l - jitter(l)),
             shared: shared.clone(),
         })

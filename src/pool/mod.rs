@@ -8,6 +8,7 @@
 //! holds for every extractor.
 
 pub(crate) mod breaker;
+pub(crate) mod clock;
 pub(crate) mod hooks;
 pub(crate) mod leaks;
 mod lease;
@@ -230,10 +231,11 @@ impl<B: Backend> Pool<B> {
 
     /// The only path to a connection.
     ///
-    /// The wait recorded is the time from the call until the connection is
-    /// ready: queueing, opening and validating. A connection that was free
-    /// and needed neither records zero, which saves the lease path a clock
-    /// read (it is the common case).
+    /// The wait recorded is the time from the first thing the call had to
+    /// wait for (a slot, a new connection, a reset, a ping, a hook) until
+    /// the connection is ready. A connection that was free and needed none
+    /// of these records zero and costs no clock read here (the common case;
+    /// see [`clock`] for the one the return costs).
     #[cfg_attr(not(any(feature = "http", feature = "redis")), allow(dead_code))]
     pub(crate) async fn acquire(&self) -> Result<Lease<B>, PoolError> {
         self.acquire_for(None).await
@@ -243,13 +245,18 @@ impl<B: Backend> Pool<B> {
     /// path), named in leak warnings.
     pub(crate) async fn acquire_for(&self, route: Option<Arc<str>>) -> Result<Lease<B>, PoolError> {
         let shared = &*self.shared;
-        // Disabled (no subscriber at debug): a cached check, no allocation.
-        let span = tracing::debug_span!(
-            "pool.acquire",
-            pool = %shared.name,
-            wait_us = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
+        // Without a subscriber at debug: one atomic load, no span at all
+        // (the macro alone would still hand its fields to the `log` bridge).
+        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                "pool.acquire",
+                pool = %shared.name,
+                wait_us = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let failed = |e: PoolError| {
             if !span.is_disabled() {
                 span.record("outcome", tracing::field::display(&e));
@@ -266,42 +273,49 @@ impl<B: Backend> Pool<B> {
                 retry_after,
             }));
         }
-        let start = Instant::now();
-        let deadline = start + shared.config.acquire_timeout;
+        // When the lease path first had to wait for anything (a slot, a new
+        // connection, a reset, a ping, a hook), on tokio's clock. The common
+        // case waits for nothing and reads no clock here.
+        let mut started: Option<Instant> = None;
         loop {
-            let (mut obj, mut waited) = match self.try_idle() {
-                Ok(obj) => (obj, false),
-                // Boxed: the slow paths' futures are large, and keeping them
-                // out of line keeps the fast path's future small to move.
-                Err(DpError::Timeout(TimeoutType::Wait)) => {
-                    match Box::pin(self.wait(start, deadline)).await {
-                        Ok(obj) => (obj, true),
+            let (mut obj, now) = match self.try_idle() {
+                Ok(obj) => {
+                    let now = clock::checked_out(&obj);
+                    (obj, now)
+                }
+                Err(e) => {
+                    let start = *started.get_or_insert_with(Instant::now);
+                    let deadline = start + shared.config.acquire_timeout;
+                    // Boxed: the slow paths' futures are large, and keeping
+                    // them out of line keeps the fast path's future small.
+                    let got = match e {
+                        DpError::Timeout(TimeoutType::Wait) => {
+                            Box::pin(self.wait(start, deadline)).await
+                        }
+                        DpError::NoRuntimeSpecified => {
+                            Box::pin(self.open_new(start, deadline)).await
+                        }
+                        e => Err(self.map_error(e)),
+                    };
+                    match got {
+                        Ok(obj) => (obj, clock::now()),
                         Err(e) => return Err(failed(self.refused(e, &admission))),
                     }
                 }
-                Err(DpError::NoRuntimeSpecified) => {
-                    match Box::pin(self.open_new(start, deadline)).await {
-                        Ok(obj) => (obj, true),
-                        Err(e) => return Err(failed(self.refused(e, &admission))),
-                    }
-                }
-                Err(e) => return Err(failed(self.refused(self.map_error(e), &admission))),
             };
-            // `start` is at most the lease path's own overhead old, far below
-            // the bypass window's and lifetimes' resolution.
-            let now = if waited { Instant::now() } else { start };
             if obj.expired(now) {
                 drop(Object::take(obj));
                 continue;
             }
             if self.backend().needs_reset(&obj.conn) {
+                started.get_or_insert_with(Instant::now);
                 if !Box::pin(self.dp.manager().reset(&mut obj)).await {
                     drop(Object::take(obj));
                     continue;
                 }
-                waited = true;
             }
-            if now.saturating_duration_since(obj.returned_at) >= shared.config.alive_bypass_window {
+            if now.saturating_duration_since(obj.since) >= shared.config.alive_bypass_window {
+                started.get_or_insert_with(Instant::now);
                 inc(&shared.stats.validations);
                 let ping = self.backend().ping(&mut obj.conn);
                 let checked =
@@ -312,21 +326,19 @@ impl<B: Backend> Pool<B> {
                     drop(Object::take(obj));
                     continue;
                 }
-                waited = true;
             }
             if let Some(hook) = &self.dp.manager().hooks.before_lease {
+                started.get_or_insert_with(Instant::now);
                 if let Err(why) = Box::pin(hook(&mut obj.conn)).await {
                     tracing::debug!(pool = %shared.name, reason = %shared.redactor.scrub(&why), "before_lease hook rejected a connection; discarded");
                     drop(Object::take(obj));
                     continue;
                 }
-                waited = true;
             }
-            let wait = if waited {
-                Instant::now() - start
-            } else {
-                Duration::ZERO
-            };
+            let waited = started.is_some();
+            // The lease is taken now: after whatever it waited for.
+            let taken_at = if waited { clock::now() } else { now };
+            let wait = started.map_or(Duration::ZERO, |start| Instant::now() - start);
             shared.stats.acquire_wait.record(wait);
             if !B::RECORDS_OUTCOMES {
                 shared.breaker.success(&admission);
@@ -341,19 +353,15 @@ impl<B: Backend> Pool<B> {
             let ticket = shared
                 .config
                 .leak_threshold
-                .map(|_| shared.leaks.taken(start, route));
+                .map(|_| shared.leaks.taken(taken_at, route));
             if let Some(hook) = &shared.after_lease {
                 hook(&hooks::Leased {
                     pool: &shared.name,
                     waited: wait,
                 });
             }
-            return Ok(Lease::new(
-                obj,
-                start,
-                admission == Admission::Probe,
-                ticket,
-            ));
+            obj.since = taken_at;
+            return Ok(Lease::new(obj, admission == Admission::Probe, ticket));
         }
     }
 
@@ -541,7 +549,7 @@ impl<B: Backend> Pool<B> {
                                 *shared.server.lock().unwrap_or_else(|e| e.into_inner()) =
                                     Some(info);
                             }
-                            obj.returned_at = Instant::now();
+                            obj.since = clock::now();
                             Ok(())
                         }
                         failed => {
@@ -604,7 +612,7 @@ impl<B: Backend> Pool<B> {
     pub(crate) async fn maintain(&self) {
         let shared = &*self.shared;
         let config = &shared.config;
-        let now = Instant::now();
+        let now = clock::now();
         let mut removable_idle = self.dp.status().size.saturating_sub(config.min_size);
         let removed = self
             .dp
@@ -613,9 +621,7 @@ impl<B: Backend> Pool<B> {
                     return false;
                 }
                 match config.idle_timeout {
-                    Some(idle)
-                        if removable_idle > 0 && now.duration_since(conn.returned_at) >= idle =>
-                    {
+                    Some(idle) if removable_idle > 0 && now.duration_since(conn.since) >= idle => {
                         removable_idle -= 1;
                         false
                     }
