@@ -120,6 +120,37 @@ async fn a_health_check_undoes_an_open_multi_before_its_ping() {
 }
 
 #[tokio::test]
+async fn a_connection_whose_reset_was_cut_short_is_not_handed_out_again() {
+    let url = require!(common::redis_url());
+    let m = manager(config(&url)).await;
+    let key = unique("axp_cut");
+    let mut r = lease(&m).await;
+    let _: () = cmd("MULTI").query_async(&mut r).await.unwrap();
+    drop(r); // left inside MULTI
+
+    // The next acquisition starts the reset (a round trip) and is dropped
+    // at its first wait, before any answer.
+    {
+        let cut = std::pin::pin!(lease(&m));
+        let waker = std::task::Waker::noop();
+        let polled = cut.poll(&mut std::task::Context::from_waker(waker));
+        assert!(polled.is_pending(), "the reset needed no round trip?");
+    }
+
+    let mut r = lease(&m).await;
+    let _: () = r.set(&key, "direct").await.unwrap(); // QUEUED inside MULTI
+    let value: String = r.get(&key).await.unwrap();
+    assert_eq!(value, "direct");
+    let _: () = r.del(&key).await.unwrap();
+    let s = m.stats_of("cache").unwrap();
+    assert_eq!(
+        (s.resets, s.created, s.closed),
+        (1, 2, 1),
+        "discarded, not trusted: {s:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_leftover_watch_does_not_abort_the_next_users_transaction() {
     let url = require!(common::redis_url());
     let m = manager(config(&url)).await;

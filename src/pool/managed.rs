@@ -1,6 +1,7 @@
 //! Our deadpool `Manager`: opens connections under `acquire_timeout`, counts
-//! them, and on recycle does only the cheap local broken check. The ping
-//! past the bypass window and lifetime retirement happen in
+//! them, and on recycle does only the cheap local checks (broken, or left in
+//! doubt by a round trip cut short). Undoing a user's state, the ping past
+//! the bypass window and lifetime retirement happen in
 //! [`Pool::acquire`](super::Pool::acquire), which already holds the current
 //! time.
 
@@ -50,6 +51,11 @@ pub(crate) struct Conn<C> {
     pub(crate) since: Instant,
     /// When it must be retired (`max_lifetime` minus jitter).
     expires_at: Option<Instant>,
+    /// A round trip the pool started on it (reset, ping, `before_lease`
+    /// hook, health check) has not been seen through: if the future running
+    /// it was dropped there, the connection's state is unknown and the next
+    /// recycle discards it rather than hand it out.
+    pub(crate) in_doubt: bool,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -92,9 +98,13 @@ impl<B: Backend> Managed<B> {
     pub(super) async fn reset(&self, conn: &mut Conn<B::Connection>) -> bool {
         let shared = &self.shared;
         inc(&shared.stats.resets);
+        conn.in_doubt = true;
         let reset = self.backend.reset(&mut conn.conn);
         match tokio::time::timeout(shared.config.validation_timeout, reset).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => {
+                conn.in_doubt = false;
+                true
+            }
             failed => {
                 inc(&shared.stats.broken);
                 let why = match failed {
@@ -143,6 +153,7 @@ impl<B: Backend> Managed<B> {
             conn: Box::new(conn),
             since: now,
             expires_at: shared.config.max_lifetime.map(|l| now + l - jitter(l)),
+            in_doubt: false,
             shared: shared.clone(),
         })
     }
@@ -158,11 +169,16 @@ impl<B: Backend> deadpool::managed::Manager for Managed<B> {
         Box::pin(self.open())
     }
 
-    /// Only the local broken check, which never waits: the pool's fast path
-    /// polls deadpool once and relies on a checkout finishing in that poll.
+    /// Only local checks, which never wait: the pool's fast path polls
+    /// deadpool once and relies on a checkout finishing in that poll.
     /// Undoing a user's state ([`reset`](Self::reset)), which needs a round
     /// trip, happens in the pool's acquire path instead.
     async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<BackendError> {
+        if conn.in_doubt {
+            inc(&self.shared.stats.broken);
+            tracing::debug!(pool = %self.shared.name, "a round trip on this connection was cut short; discarded");
+            return Err(RecycleError::message("connection left in doubt"));
+        }
         if self.backend.is_broken(&mut conn.conn) {
             inc(&self.shared.stats.broken);
             return Err(RecycleError::message("connection is broken"));

@@ -307,16 +307,23 @@ impl<B: Backend> Pool<B> {
                 drop(Object::take(obj));
                 continue;
             }
-            if self.backend().needs_reset(&obj.conn) {
+            // Each round trip below marks the connection in doubt until it
+            // is seen through: cancelled there, it is discarded at recycle.
+            let reset = self.backend().needs_reset(&obj.conn);
+            if reset {
                 started.get_or_insert_with(Instant::now);
                 if !Box::pin(self.dp.manager().reset(&mut obj)).await {
                     drop(Object::take(obj));
                     continue;
                 }
             }
-            if now.saturating_duration_since(obj.since) >= shared.config.alive_bypass_window {
+            // A reset that went through proved the connection alive.
+            if !reset
+                && now.saturating_duration_since(obj.since) >= shared.config.alive_bypass_window
+            {
                 started.get_or_insert_with(Instant::now);
                 inc(&shared.stats.validations);
+                obj.in_doubt = true;
                 let ping = self.backend().ping(&mut obj.conn);
                 let checked =
                     Box::pin(tokio::time::timeout(shared.config.validation_timeout, ping));
@@ -326,14 +333,17 @@ impl<B: Backend> Pool<B> {
                     drop(Object::take(obj));
                     continue;
                 }
+                obj.in_doubt = false;
             }
             if let Some(hook) = &self.dp.manager().hooks.before_lease {
                 started.get_or_insert_with(Instant::now);
+                obj.in_doubt = true;
                 if let Err(why) = Box::pin(hook(&mut obj.conn)).await {
                     tracing::debug!(pool = %shared.name, reason = %shared.redactor.scrub(&why), "before_lease hook rejected a connection; discarded");
                     drop(Object::take(obj));
                     continue;
                 }
+                obj.in_doubt = false;
             }
             let waited = started.is_some();
             // The lease is taken now: after whatever it waited for.
@@ -387,8 +397,8 @@ impl<B: Backend> Pool<B> {
             std::task::Poll::Ready(got) => got,
             // Unreachable as the pool is built (debug builds, and so the
             // tests, say so loudly); were it reached, dropping the checkout
-            // is safe (deadpool puts back what it took) and the caller takes
-            // the path that may wait.
+            // is safe (deadpool returns the permit and closes a connection
+            // it was recycling) and the caller takes the path that may wait.
             std::task::Poll::Pending => {
                 debug_assert!(false, "deadpool's checkout waited in the fast path");
                 Err(DpError::NoRuntimeSpecified)
@@ -408,6 +418,19 @@ impl<B: Backend> Pool<B> {
             Ok(obj) => Ok(obj),
             Err(DpError::Timeout(TimeoutType::Wait)) => Box::pin(self.wait(start, deadline)).await,
             Err(e) => Err(self.map_error(e)),
+        }
+    }
+
+    /// A connection for the health check, in the state a user would get it:
+    /// one left dirty is reset, and one that cannot be is discarded for the
+    /// next (the caller bounds the whole by its deadline).
+    async fn clean_checkout(&self) -> Result<Object<Managed<B>>, DpError<BackendError>> {
+        loop {
+            let mut obj = self.dp.get().await?;
+            if !self.backend().needs_reset(&obj.conn) || self.dp.manager().reset(&mut obj).await {
+                return Ok(obj);
+            }
+            drop(Object::take(obj));
         }
     }
 
@@ -511,7 +534,7 @@ impl<B: Backend> Pool<B> {
         let outcome = if shared.is_draining() {
             Err((HealthStatus::Fail, "pool is draining".to_owned()))
         } else {
-            match tokio::time::timeout_at(deadline, self.dp.get()).await {
+            match tokio::time::timeout_at(deadline, self.clean_checkout()).await {
                 Err(_) => {
                     let status = self.dp.status();
                     if status.size >= status.max_size && status.available == 0 {
@@ -525,18 +548,7 @@ impl<B: Backend> Pool<B> {
                 }
                 Ok(Err(e)) => Err((HealthStatus::Fail, self.map_error(e).to_string())),
                 Ok(Ok(mut obj)) => {
-                    if self.backend().needs_reset(&obj.conn)
-                        && !self.dp.manager().reset(&mut obj).await
-                    {
-                        drop(Object::take(obj));
-                        return self.store_outcome(
-                            start,
-                            Err((
-                                HealthStatus::Fail,
-                                "a connection could not be reset after use".to_owned(),
-                            )),
-                        );
-                    }
+                    obj.in_doubt = true;
                     match tokio::time::timeout_at(
                         deadline,
                         self.backend().health_check(&mut obj.conn),
@@ -550,6 +562,7 @@ impl<B: Backend> Pool<B> {
                                     Some(info);
                             }
                             obj.since = clock::now();
+                            obj.in_doubt = false;
                             Ok(())
                         }
                         failed => {
@@ -567,16 +580,6 @@ impl<B: Backend> Pool<B> {
                 }
             }
         };
-        self.store_outcome(start, outcome)
-    }
-
-    /// Turns a health check's outcome into the cached [`PoolHealth`].
-    fn store_outcome(
-        &self,
-        start: Instant,
-        outcome: Result<(), (HealthStatus, String)>,
-    ) -> PoolHealth {
-        let shared = &*self.shared;
         let latency = Instant::now() - start;
         let (mut status, mut error) = match outcome {
             Ok(()) => (HealthStatus::Pass, None),
