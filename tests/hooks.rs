@@ -120,3 +120,28 @@ async fn a_failing_after_create_hook_fails_the_build_naming_the_pool() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn an_after_lease_hook_that_panics_leaves_no_lease_behind() {
+    let hooks = Hooks::<SqliteConnection>::new().after_lease(|_| panic!("hook failed"));
+    let (_dir, path) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database_with_hooks::<SqliteConnection>(
+            "main",
+            DbConfig::from_url(&path)
+                .max_size(1)
+                .health_check_interval(None),
+            hooks,
+        )
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let m = m.clone();
+        let task =
+            tokio::spawn(async move { DbConn::<SqliteConnection>::acquire(&m).await.map(drop) });
+        assert!(task.await.unwrap_err().is_panic());
+    }
+    let s = m.stats_of("main").unwrap();
+    assert_eq!((s.leases, s.active, s.size, s.idle), (3, 0, 1, 1), "{s:?}");
+}

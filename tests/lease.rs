@@ -398,3 +398,44 @@ async fn a_thousand_concurrent_requests_through_a_pool_of_16_all_succeed() {
     assert_eq!((s.leases, s.timeouts, s.active), (1000, 0, 0));
     assert!(s.size <= 16);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_probe_cancelled_while_waiting_gives_its_permit_back() {
+    let (_dir, path) = common::sqlite_file();
+    let m = manager(
+        quiet(&path)
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(100))
+            .breaker(axum_pools::BreakerConfig {
+                consecutive_failures: 1,
+                half_open_probes: 1,
+                open_duration: Duration::from_secs(1),
+                ..Default::default()
+            }),
+    )
+    .await;
+    let breaker = |m: &PoolManager| m.stats_of("main").unwrap().breaker.state;
+    let held = Db::acquire(&m).await.unwrap();
+    // The one connection is held: an acquisition times out, which opens it.
+    assert!(matches!(
+        Db::acquire(&m).await,
+        Err(PoolError::Timeout { .. })
+    ));
+    assert_eq!(breaker(&m), axum_pools::BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
+
+    // The one probe waits for the held connection and is cancelled.
+    let cancelled = tokio::time::timeout(Duration::from_millis(10), Db::acquire(&m)).await;
+    assert!(cancelled.is_err(), "the probe was still waiting");
+    assert_eq!(breaker(&m), axum_pools::BreakerState::HalfOpen);
+
+    // Its permit came back: the next acquisition is the probe, not refused.
+    let next = tokio::spawn({
+        let m = m.clone();
+        async move { Db::acquire(&m).await.map(drop) }
+    });
+    tokio::task::yield_now().await;
+    drop(held);
+    next.await.unwrap().expect("admitted as the probe");
+    assert_eq!(breaker(&m), axum_pools::BreakerState::Closed);
+}

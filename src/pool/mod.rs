@@ -273,6 +273,13 @@ impl<B: Backend> Pool<B> {
                 retry_after,
             }));
         }
+        // A half-open probe whose acquisition is dropped before it has an
+        // outcome (the request cancelled while it waited) gives its permit
+        // back, or the breaker would wait forever for that probe.
+        let mut probe = ProbeGuard {
+            breaker: &shared.breaker,
+            armed: admission == Admission::Probe,
+        };
         // When the lease path first had to wait for anything (a slot, a new
         // connection, a reset, a ping, a hook), on tokio's clock. The common
         // case waits for nothing and reads no clock here.
@@ -299,7 +306,10 @@ impl<B: Backend> Pool<B> {
                     };
                     match got {
                         Ok(obj) => (obj, clock::now()),
-                        Err(e) => return Err(failed(self.refused(e, &admission))),
+                        Err(e) => {
+                            probe.armed = false; // `refused` reports it
+                            return Err(failed(self.refused(e, &admission)));
+                        }
                     }
                 }
             };
@@ -364,14 +374,18 @@ impl<B: Backend> Pool<B> {
                 .config
                 .leak_threshold
                 .map(|_| shared.leaks.taken(taken_at, route));
+            obj.since = taken_at;
+            probe.armed = false; // the outcome is reported (or the lease reports it)
+            // The lease exists before the hook runs: a hook that panics
+            // drops it, and it is returned like any other.
+            let lease = Lease::new(obj, admission == Admission::Probe, ticket);
             if let Some(hook) = &shared.after_lease {
                 hook(&hooks::Leased {
                     pool: &shared.name,
                     waited: wait,
                 });
             }
-            obj.since = taken_at;
-            return Ok(Lease::new(obj, admission == Admission::Probe, ticket));
+            return Ok(lease);
         }
     }
 
@@ -702,6 +716,20 @@ fn acquired_slowly(shared: &Shared, wait: Duration) {
         .is_some_and(|limit| wait >= limit)
     {
         tracing::warn!(pool = %shared.name, waited = ?wait, "slow acquire: waited longer than slow_acquire_threshold for a connection");
+    }
+}
+
+/// Gives a half-open probe's permit back unless disarmed.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.neutral(&Admission::Probe);
+        }
     }
 }
 
