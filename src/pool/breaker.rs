@@ -305,9 +305,12 @@ impl Breaker {
         };
         let mut calls = sum(0);
         if self.counts_grants() {
-            // Grants since the older half was cleared.
-            let older = 1 - self.current.load(Ordering::Relaxed);
-            let base = self.grants_base[older].load(Ordering::Relaxed);
+            // Grants since the older half started: the smaller base, which
+            // stays right while a rotation is half done (a new base stored,
+            // `current` not yet switched) without ordering the two.
+            let base = self.grants_base[0]
+                .load(Ordering::Relaxed)
+                .min(self.grants_base[1].load(Ordering::Relaxed));
             calls += self.grants_now().saturating_sub(base);
         }
         (calls, sum(1))
