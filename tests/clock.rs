@@ -1,6 +1,7 @@
 //! The pools' bookkeeping clock as it runs in production (also with
 //! `test-util`, since nothing here pauses time): "idle for" counts from the
-//! return, hold times from the checkout, lifetimes retire at checkout.
+//! return, hold times from the checkout, lifetimes retire at checkout, idle
+//! connections are reaped and held leases reported.
 //! Real time only ever adds: every check here holds however slowly the
 //! machine runs, except where a test says what it needs and skips its check
 //! when the machine stalled longer than that.
@@ -130,4 +131,44 @@ async fn a_connection_past_its_lifetime_is_retired_and_replaced() {
     let s = m.stats_of("main").unwrap();
     assert!(s.created >= 2 && s.closed >= 1, "{s:?}");
     assert_eq!(s.created, s.closed + 1, "{s:?}");
+}
+
+#[tokio::test]
+async fn idle_connections_above_min_size_are_reaped() {
+    let (_dir, path) = common::sqlite_file();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>(
+            "main",
+            DbConfig::from_url(&path)
+                .min_size(1)
+                .max_size(2)
+                .health_check_interval(None)
+                .idle_timeout(Some(Duration::from_millis(100))),
+        )
+        .build()
+        .await
+        .expect("build");
+    let (a, b) = tokio::join!(Db::acquire(&m), Db::acquire(&m));
+    assert_eq!(m.stats_of("main").unwrap().size, 2);
+    drop((a.unwrap(), b.unwrap()));
+    common::eventually("reaped down to min_size", || {
+        m.stats_of("main").unwrap().size == 1
+    })
+    .await;
+    assert_eq!(m.stats_of("main").unwrap().closed, 1);
+}
+
+#[tokio::test]
+async fn a_lease_held_past_leak_threshold_is_reported() {
+    let (_dir, path) = common::sqlite_file();
+    let config = DbConfig::from_url(&path).leak_threshold(Some(Duration::from_millis(50)));
+    let m = manager(config, Hooks::new()).await;
+    let db = Db::acquire(&m).await.unwrap();
+    assert_eq!(m.stats_of("main").unwrap().leaks, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::eventually("the held lease is reported", || {
+        m.stats_of("main").unwrap().leaks == 1
+    })
+    .await;
+    drop(db);
 }

@@ -12,6 +12,8 @@
 //! `#[tokio::test(start_paused = true)]`) sees connections age, expire and
 //! leak; this costs one more clock read per lease. Timeouts, waits, breaker
 //! windows and the background intervals follow tokio's clock either way.
+//! (tokio's clock outside a runtime is the system's: a lease dropped on a
+//! thread without one is stamped with real time even in a paused test.)
 
 use deadpool::managed::{Manager, Object};
 use tokio::time::Instant;
