@@ -578,6 +578,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_half_done_does_not_drop_the_windows_grants() {
+        let b = pooled(BreakerConfig {
+            consecutive_failures: 0,
+            ..config()
+        });
+        for _ in 0..100 {
+            call(&b, true);
+        }
+        // What a failure sees between the two steps of `rotate`: the new
+        // half's base stored, `current` not yet switched.
+        let next = 1 - b.current.load(Ordering::Relaxed);
+        b.grants_base[next].store(b.grants_now(), Ordering::Relaxed);
+        for _ in 0..10 {
+            call(&b, false);
+        }
+        assert_eq!(b.window_counts(), (110, 10));
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
     fn a_count_bounded_window_counts_each_success_even_for_a_pool() {
         let b = pooled(BreakerConfig {
             window_calls: 20,
