@@ -164,9 +164,11 @@ impl<B: Backend> deadpool::managed::Manager for Managed<B> {
     type Error = BackendError;
 
     /// Boxed: opening a connection is rare and its future is large; kept
-    /// out of line, it does not bloat every checkout's future.
+    /// out of line, it does not bloat every checkout's future. Boxed when
+    /// first polled: the fast path's checkout builds this future and drops
+    /// it unpolled whenever it finds no idle connection.
     fn create(&self) -> impl Future<Output = Result<Self::Type, BackendError>> + Send {
-        Box::pin(self.open())
+        async move { Box::pin(self.open()).await }
     }
 
     /// Only local checks, which never wait: the pool's fast path polls
