@@ -167,8 +167,8 @@ impl<B: Backend> deadpool::managed::Manager for Managed<B> {
     /// out of line, it does not bloat every checkout's future. Boxed when
     /// first polled: the fast path's checkout builds this future and drops
     /// it unpolled whenever it finds no idle connection.
-    fn create(&self) -> impl Future<Output = Result<Self::Type, BackendError>> + Send {
-        async move { Box::pin(self.open()).await }
+    async fn create(&self) -> Result<Self::Type, BackendError> {
+        Box::pin(self.open()).await
     }
 
     /// Only local checks, which never wait: the pool's fast path polls
