@@ -243,6 +243,11 @@ impl<B: Backend> Pool<B> {
 
     /// [`acquire`](Self::acquire) on behalf of `route` (method and matched
     /// path), named in leak warnings.
+    ///
+    /// The common case (an idle connection that needs no round trip) is
+    /// decided synchronously in the first poll; everything that may wait
+    /// runs in [`acquire_slow`](Self::acquire_slow), boxed, so this future
+    /// stays small and has nothing to clean up on the fast path.
     pub(crate) async fn acquire_for(&self, route: Option<Arc<str>>) -> Result<Lease<B>, PoolError> {
         let shared = &*self.shared;
         // Without a subscriber at debug: one atomic load, no span at all
@@ -257,22 +262,46 @@ impl<B: Backend> Pool<B> {
         } else {
             tracing::Span::none()
         };
-        let failed = |e: PoolError| {
-            if !span.is_disabled() {
-                span.record("outcome", tracing::field::display(&e));
-            }
-            e
-        };
         if shared.is_draining() {
-            return Err(failed(shared.refuse_draining()));
+            return Err(failed(&span, shared.refuse_draining()));
         }
         let admission = shared.breaker.admit();
         if let Admission::Rejected(retry_after) = admission {
-            return Err(failed(PoolError::CircuitOpen {
-                pool: shared.name.clone(),
-                retry_after,
-            }));
+            return Err(failed(
+                &span,
+                PoolError::CircuitOpen {
+                    pool: shared.name.clone(),
+                    retry_after,
+                },
+            ));
         }
+        let first = match self.try_idle() {
+            Ok(obj) => {
+                let now = clock::checked_out(&obj);
+                if !obj.expired(now)
+                    && !self.backend().needs_reset(&obj.conn)
+                    && now.saturating_duration_since(obj.since) < shared.config.alive_bypass_window
+                    && self.dp.manager().hooks.before_lease.is_none()
+                {
+                    return Ok(self.grant(obj, now, None, &admission, route, &span));
+                }
+                Ok((obj, now))
+            }
+            Err(e) => Err(e),
+        };
+        Box::pin(self.acquire_slow(admission, first, route, span)).await
+    }
+
+    /// Whatever may wait: a slot, a new connection, a reset, a ping, a
+    /// hook. `first` is what the fast path got from deadpool.
+    async fn acquire_slow(
+        &self,
+        admission: Admission,
+        first: Result<(Object<Managed<B>>, Instant), DpError<BackendError>>,
+        route: Option<Arc<str>>,
+        span: tracing::Span,
+    ) -> Result<Lease<B>, PoolError> {
+        let shared = &*self.shared;
         // A half-open probe whose acquisition is dropped before it has an
         // outcome (the request cancelled while it waited) gives its permit
         // back, or the breaker would wait forever for that probe.
@@ -280,21 +309,24 @@ impl<B: Backend> Pool<B> {
             breaker: &shared.breaker,
             armed: admission == Admission::Probe,
         };
-        // When the lease path first had to wait for anything (a slot, a new
-        // connection, a reset, a ping, a hook), on tokio's clock. The common
-        // case waits for nothing and reads no clock here.
+        // When the lease path first had to wait for anything, on tokio's
+        // clock.
         let mut started: Option<Instant> = None;
+        let mut first = Some(first);
         loop {
-            let (mut obj, now) = match self.try_idle() {
-                Ok(obj) => {
+            let attempt = match first.take() {
+                Some(attempt) => attempt,
+                None => self.try_idle().map(|obj| {
                     let now = clock::checked_out(&obj);
                     (obj, now)
-                }
+                }),
+            };
+            let (mut obj, now) = match attempt {
+                Ok(got) => got,
                 Err(e) => {
                     let start = *started.get_or_insert_with(Instant::now);
                     let deadline = start + shared.config.acquire_timeout;
-                    // Boxed: the slow paths' futures are large, and keeping
-                    // them out of line keeps the fast path's future small.
+                    // Boxed: these futures are large and rarely needed.
                     let got = match e {
                         DpError::Timeout(TimeoutType::Wait) => {
                             Box::pin(self.wait(start, deadline)).await
@@ -308,7 +340,7 @@ impl<B: Backend> Pool<B> {
                         Ok(obj) => (obj, clock::now()),
                         Err(e) => {
                             probe.armed = false; // `refused` reports it
-                            return Err(failed(self.refused(e, &admission)));
+                            return Err(failed(&span, self.refused(e, &admission)));
                         }
                     }
                 }
@@ -355,38 +387,53 @@ impl<B: Backend> Pool<B> {
                 }
                 obj.in_doubt = false;
             }
-            let waited = started.is_some();
             // The lease is taken now: after whatever it waited for.
-            let taken_at = if waited { clock::now() } else { now };
-            let wait = started.map_or(Duration::ZERO, |start| Instant::now() - start);
-            shared.stats.acquire_wait.record(wait);
-            if !B::RECORDS_OUTCOMES {
-                shared.breaker.success(&admission);
-            }
-            if waited {
-                acquired_slowly(shared, wait);
-            }
-            if !span.is_disabled() {
-                span.record("wait_us", wait.as_micros() as u64);
-                span.record("outcome", "ok");
-            }
-            let ticket = shared
-                .config
-                .leak_threshold
-                .map(|_| shared.leaks.taken(taken_at, route));
-            obj.since = taken_at;
+            let taken_at = if started.is_some() { clock::now() } else { now };
             probe.armed = false; // the outcome is reported (or the lease reports it)
-            // The lease exists before the hook runs: a hook that panics
-            // drops it, and it is returned like any other.
-            let lease = Lease::new(obj, admission == Admission::Probe, ticket);
-            if let Some(hook) = &shared.after_lease {
-                hook(&hooks::Leased {
-                    pool: &shared.name,
-                    waited: wait,
-                });
-            }
-            return Ok(lease);
+            return Ok(self.grant(obj, taken_at, started, &admission, route, &span));
         }
+    }
+
+    /// Hands `obj` out as a lease taken at `taken_at`, after waiting since
+    /// `started` (tokio's clock; `None`: it waited for nothing).
+    #[inline]
+    fn grant(
+        &self,
+        mut obj: Object<Managed<B>>,
+        taken_at: Instant,
+        started: Option<Instant>,
+        admission: &Admission,
+        route: Option<Arc<str>>,
+        span: &tracing::Span,
+    ) -> Lease<B> {
+        let shared = &*self.shared;
+        let wait = started.map_or(Duration::ZERO, |start| Instant::now() - start);
+        shared.stats.acquire_wait.record(wait);
+        if !B::RECORDS_OUTCOMES {
+            shared.breaker.success(admission);
+        }
+        if started.is_some() {
+            acquired_slowly(shared, wait);
+        }
+        if !span.is_disabled() {
+            span.record("wait_us", wait.as_micros() as u64);
+            span.record("outcome", "ok");
+        }
+        let ticket = shared
+            .config
+            .leak_threshold
+            .map(|_| shared.leaks.taken(taken_at, route));
+        obj.since = taken_at;
+        // The lease exists before the hook runs: a hook that panics drops
+        // it, and it is returned like any other.
+        let lease = Lease::new(obj, *admission == Admission::Probe, ticket);
+        if let Some(hook) = &shared.after_lease {
+            hook(&hooks::Leased {
+                pool: &shared.name,
+                waited: wait,
+            });
+        }
+        lease
     }
 
     /// The fast path: an idle connection, if one is free right now, checked
@@ -717,6 +764,14 @@ fn acquired_slowly(shared: &Shared, wait: Duration) {
     {
         tracing::warn!(pool = %shared.name, waited = ?wait, "slow acquire: waited longer than slow_acquire_threshold for a connection");
     }
+}
+
+/// Records a refused acquisition's outcome on its span.
+fn failed(span: &tracing::Span, e: PoolError) -> PoolError {
+    if !span.is_disabled() {
+        span.record("outcome", tracing::field::display(&e));
+    }
+    e
 }
 
 /// Gives a half-open probe's permit back unless disarmed.
