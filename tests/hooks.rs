@@ -16,6 +16,14 @@ fn count(n: &AtomicUsize) -> usize {
     n.load(Ordering::SeqCst)
 }
 
+async fn manager(config: DbConfig, hooks: Hooks<SqliteConnection>) -> PoolManager {
+    PoolManager::builder()
+        .database_with_hooks::<SqliteConnection>("main", config, hooks)
+        .build()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn create_lease_and_release_hooks_run_where_they_should() {
     let created = Arc::new(AtomicUsize::new(0));
@@ -62,17 +70,13 @@ async fn create_lease_and_release_hooks_run_where_they_should() {
             move |r| released.lock().unwrap().push(r.pool.to_owned())
         });
     let (_dir, path) = common::sqlite_file();
-    let m = PoolManager::builder()
-        .database_with_hooks::<SqliteConnection>(
-            "main",
-            DbConfig::from_url(&path)
-                .max_size(2)
-                .health_check_interval(None),
-            hooks,
-        )
-        .build()
-        .await
-        .unwrap();
+    let m = manager(
+        DbConfig::from_url(&path)
+            .max_size(2)
+            .health_check_interval(None),
+        hooks,
+    )
+    .await;
     assert_eq!(
         count(&created),
         1,
@@ -125,17 +129,13 @@ async fn a_failing_after_create_hook_fails_the_build_naming_the_pool() {
 async fn an_after_lease_hook_that_panics_leaves_no_lease_behind() {
     let hooks = Hooks::<SqliteConnection>::new().after_lease(|_| panic!("hook failed"));
     let (_dir, path) = common::sqlite_file();
-    let m = PoolManager::builder()
-        .database_with_hooks::<SqliteConnection>(
-            "main",
-            DbConfig::from_url(&path)
-                .max_size(1)
-                .health_check_interval(None),
-            hooks,
-        )
-        .build()
-        .await
-        .unwrap();
+    let m = manager(
+        DbConfig::from_url(&path)
+            .max_size(1)
+            .health_check_interval(None),
+        hooks,
+    )
+    .await;
     for _ in 0..3 {
         let m = m.clone();
         let task =
@@ -144,4 +144,54 @@ async fn an_after_lease_hook_that_panics_leaves_no_lease_behind() {
     }
     let s = m.stats_of("main").unwrap();
     assert_eq!((s.leases, s.active, s.size, s.idle), (3, 0, 1, 1), "{s:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_probe_whose_before_lease_hook_panics_gives_its_permit_back() {
+    let panic_once = Arc::new(AtomicBool::new(false));
+    let hooks = Hooks::<SqliteConnection>::new().before_lease({
+        let panic_once = panic_once.clone();
+        move |_| {
+            let panic_now = panic_once.swap(false, Ordering::SeqCst);
+            Box::pin(async move {
+                assert!(!panic_now, "hook failed");
+                Ok(())
+            })
+        }
+    });
+    let (_dir, path) = common::sqlite_file();
+    let m = manager(
+        DbConfig::from_url(&path)
+            .max_size(1)
+            .health_check_interval(None)
+            .acquire_timeout(std::time::Duration::from_millis(100))
+            .breaker(axum_pools::BreakerConfig {
+                consecutive_failures: 1,
+                half_open_probes: 1,
+                open_duration: std::time::Duration::from_secs(1),
+                ..Default::default()
+            }),
+        hooks,
+    )
+    .await;
+    let state = |m: &PoolManager| m.stats_of("main").unwrap().breaker.state;
+    let held = DbConn::<SqliteConnection>::acquire(&m).await.unwrap();
+    assert!(DbConn::<SqliteConnection>::acquire(&m).await.is_err()); // times out: opens
+    drop(held);
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+
+    // The one probe's hook panics.
+    panic_once.store(true, Ordering::SeqCst);
+    let task = tokio::spawn({
+        let m = m.clone();
+        async move { DbConn::<SqliteConnection>::acquire(&m).await.map(drop) }
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    assert_eq!(state(&m), axum_pools::BreakerState::HalfOpen);
+
+    // Its permit came back: the next acquisition is the probe and closes it.
+    DbConn::<SqliteConnection>::acquire(&m)
+        .await
+        .expect("admitted as the probe");
+    assert_eq!(state(&m), axum_pools::BreakerState::Closed);
 }

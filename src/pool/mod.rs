@@ -216,6 +216,9 @@ impl<B: Backend> Pool<B> {
             // LIFO keeps a few connections hot (no ping needed inside the bypass
             // window) and lets the rest sit idle long enough to be reaped.
             .queue_mode(QueueMode::Lifo)
+            // No `.runtime(..)`: `try_idle` relies on deadpool refusing a
+            // `create: Some(0)` timeout up front (`NoRuntimeSpecified`)
+            // instead of polling the connect once under a zero timeout.
             .build()
             .expect("a pool without deadpool timeouts needs no runtime");
         Self { dp, shared }
@@ -275,6 +278,17 @@ impl<B: Backend> Pool<B> {
                 },
             ));
         }
+        // From here until its outcome is reported the admission is held by
+        // a guard: an acquisition cancelled or panicking on the way gives a
+        // half-open probe's permit back, or the breaker would wait forever
+        // for that probe.
+        let admitted = Admitted {
+            breaker: &shared.breaker,
+            admission,
+            settled: false,
+        };
+        // The slow path checks these again, as it does for every
+        // connection it gets; keep the two in step.
         let first = match self.try_idle() {
             Ok(obj) => {
                 let now = clock::checked_out(&obj);
@@ -283,32 +297,25 @@ impl<B: Backend> Pool<B> {
                     && now.saturating_duration_since(obj.since) < shared.config.alive_bypass_window
                     && self.dp.manager().hooks.before_lease.is_none()
                 {
-                    return Ok(self.grant(obj, now, None, &admission, route, &span));
+                    return Ok(self.grant(obj, now, None, admitted, route, &span));
                 }
                 Ok((obj, now))
             }
             Err(e) => Err(e),
         };
-        Box::pin(self.acquire_slow(admission, first, route, span)).await
+        Box::pin(self.acquire_slow(admitted, first, route, span)).await
     }
 
     /// Whatever may wait: a slot, a new connection, a reset, a ping, a
     /// hook. `first` is what the fast path got from deadpool.
     async fn acquire_slow(
         &self,
-        admission: Admission,
+        mut admitted: Admitted<'_>,
         first: Result<(Object<Managed<B>>, Instant), DpError<BackendError>>,
         route: Option<Arc<str>>,
         span: tracing::Span,
     ) -> Result<Lease<B>, PoolError> {
         let shared = &*self.shared;
-        // A half-open probe whose acquisition is dropped before it has an
-        // outcome (the request cancelled while it waited) gives its permit
-        // back, or the breaker would wait forever for that probe.
-        let mut probe = ProbeGuard {
-            breaker: &shared.breaker,
-            armed: admission == Admission::Probe,
-        };
         // When the lease path first had to wait for anything, on tokio's
         // clock.
         let mut started: Option<Instant> = None;
@@ -338,10 +345,7 @@ impl<B: Backend> Pool<B> {
                     };
                     match got {
                         Ok(obj) => (obj, clock::now()),
-                        Err(e) => {
-                            probe.armed = false; // `refused` reports it
-                            return Err(failed(&span, self.refused(e, &admission)));
-                        }
+                        Err(e) => return Err(failed(&span, self.refused(e, &mut admitted))),
                     }
                 }
             };
@@ -389,8 +393,7 @@ impl<B: Backend> Pool<B> {
             }
             // The lease is taken now: after whatever it waited for.
             let taken_at = if started.is_some() { clock::now() } else { now };
-            probe.armed = false; // the outcome is reported (or the lease reports it)
-            return Ok(self.grant(obj, taken_at, started, &admission, route, &span));
+            return Ok(self.grant(obj, taken_at, started, admitted, route, &span));
         }
     }
 
@@ -402,7 +405,7 @@ impl<B: Backend> Pool<B> {
         mut obj: Object<Managed<B>>,
         taken_at: Instant,
         started: Option<Instant>,
-        admission: &Admission,
+        mut admitted: Admitted<'_>,
         route: Option<Arc<str>>,
         span: &tracing::Span,
     ) -> Lease<B> {
@@ -410,7 +413,8 @@ impl<B: Backend> Pool<B> {
         let wait = started.map_or(Duration::ZERO, |start| Instant::now() - start);
         shared.stats.acquire_wait.record(wait);
         if !B::RECORDS_OUTCOMES {
-            shared.breaker.success(admission);
+            shared.breaker.success(&admitted.admission);
+            admitted.settled = true;
         }
         if started.is_some() {
             acquired_slowly(shared, wait);
@@ -426,7 +430,9 @@ impl<B: Backend> Pool<B> {
         obj.since = taken_at;
         // The lease exists before the hook runs: a hook that panics drops
         // it, and it is returned like any other.
-        let lease = Lease::new(obj, *admission == Admission::Probe, ticket);
+        let lease = Lease::new(obj, admitted.admission == Admission::Probe, ticket);
+        // A backend that reports each call itself reports from the lease.
+        admitted.settled = true;
         if let Some(hook) = &shared.after_lease {
             hook(&hooks::Leased {
                 pool: &shared.name,
@@ -498,12 +504,15 @@ impl<B: Backend> Pool<B> {
     /// Tells the breaker how a refused acquisition counts: a backend that
     /// failed or gave no connection in time is a failure; load shedding and
     /// draining are our own refusals.
-    fn refused(&self, e: PoolError, admission: &Admission) -> PoolError {
+    fn refused(&self, e: PoolError, admitted: &mut Admitted<'_>) -> PoolError {
         let breaker = &self.shared.breaker;
         match e {
-            PoolError::Timeout { .. } | PoolError::Backend { .. } => breaker.failure(admission),
-            _ => breaker.neutral(admission),
+            PoolError::Timeout { .. } | PoolError::Backend { .. } => {
+                breaker.failure(&admitted.admission);
+            }
+            _ => breaker.neutral(&admitted.admission),
         }
+        admitted.settled = true;
         e
     }
 
@@ -774,16 +783,19 @@ fn failed(span: &tracing::Span, e: PoolError) -> PoolError {
     e
 }
 
-/// Gives a half-open probe's permit back unless disarmed.
-struct ProbeGuard<'a> {
+/// A breaker admission whose outcome is not reported yet; dropped so (a
+/// cancelled or panicking acquisition), a half-open probe gives its permit
+/// back.
+struct Admitted<'a> {
     breaker: &'a Breaker,
-    armed: bool,
+    admission: Admission,
+    settled: bool,
 }
 
-impl Drop for ProbeGuard<'_> {
+impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            self.breaker.neutral(&Admission::Probe);
+        if !self.settled {
+            self.breaker.neutral(&self.admission);
         }
     }
 }
