@@ -290,18 +290,16 @@ impl<B: Backend> Pool<B> {
         // The slow path checks these again, as it does for every
         // connection it gets; keep the two in step.
         let first = match self.try_idle() {
-            Ok(obj) => {
-                let now = clock::checked_out(&obj);
+            Ok((obj, now))
                 if !obj.expired(now)
                     && !self.backend().needs_reset(&obj.conn)
-                    && now.saturating_duration_since(obj.since) < shared.config.alive_bypass_window
-                    && self.dp.manager().hooks.before_lease.is_none()
-                {
-                    return Ok(self.grant(obj, now, None, admitted, route, &span));
-                }
-                Ok((obj, now))
+                    && now.saturating_duration_since(obj.since)
+                        < shared.config.alive_bypass_window
+                    && self.dp.manager().hooks.before_lease.is_none() =>
+            {
+                return Ok(self.grant(obj, now, None, admitted, route, &span));
             }
-            Err(e) => Err(e),
+            first => first,
         };
         Box::pin(self.acquire_slow(admitted, first, route, span)).await
     }
@@ -321,13 +319,7 @@ impl<B: Backend> Pool<B> {
         let mut started: Option<Instant> = None;
         let mut first = Some(first);
         loop {
-            let attempt = match first.take() {
-                Some(attempt) => attempt,
-                None => self.try_idle().map(|obj| {
-                    let now = clock::checked_out(&obj);
-                    (obj, now)
-                }),
-            };
+            let attempt = first.take().unwrap_or_else(|| self.try_idle());
             let (mut obj, now) = match attempt {
                 Ok(got) => got,
                 Err(e) => {
@@ -452,8 +444,9 @@ impl<B: Backend> Pool<B> {
     /// local broken check, and opening a connection is refused up front:
     /// `create: Some(0)` on a pool without a deadpool runtime makes deadpool
     /// answer [`DpError::NoRuntimeSpecified`] before the connect is polled,
-    /// which the caller reads as "room for a new connection".
-    fn try_idle(&self) -> Result<Object<Managed<B>>, DpError<BackendError>> {
+    /// which the caller reads as "room for a new connection". With the
+    /// connection comes when it was checked out, on the bookkeeping clock.
+    fn try_idle(&self) -> Result<(Object<Managed<B>>, Instant), DpError<BackendError>> {
         const IDLE_ONLY: Timeouts = Timeouts {
             wait: Some(Duration::ZERO),
             create: Some(Duration::ZERO),
@@ -461,7 +454,10 @@ impl<B: Backend> Pool<B> {
         };
         let checkout = std::pin::pin!(self.dp.timeout_get(&IDLE_ONLY));
         match checkout.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-            std::task::Poll::Ready(got) => got,
+            std::task::Poll::Ready(got) => got.map(|obj| {
+                let now = clock::checked_out(&obj);
+                (obj, now)
+            }),
             // Unreachable as the pool is built (debug builds, and so the
             // tests, say so loudly); were it reached, dropping the checkout
             // is safe (deadpool returns the permit and closes a connection
