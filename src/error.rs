@@ -26,12 +26,14 @@
 use std::{fmt, time::Duration};
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
 
-use crate::config::ConfigError;
+use crate::{
+    config::ConfigError,
+    problem::{Problem, retry_after_secs},
+};
 
 /// A backend failure, with its message already scrubbed of secrets.
 ///
@@ -239,7 +241,7 @@ impl PoolError {
     }
 
     /// A short stable slug of the variant, used in the problem `type`.
-    fn slug(&self) -> &'static str {
+    pub(crate) fn slug(&self) -> &'static str {
         match self {
             Self::Timeout { .. } => "acquire-timeout",
             Self::Overloaded { .. } => "overloaded",
@@ -269,61 +271,6 @@ impl PoolError {
     }
 }
 
-/// The RFC 9457 problem document every error answers with, as the OpenAPI
-/// document describes it.
-#[derive(utoipa::ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code)] // a schema only
-pub(crate) struct ProblemDoc {
-    /// A URI naming the kind of problem, `urn:axum-pools:problem:<slug>`.
-    #[schema(rename = "type")]
-    kind: String,
-    /// A short summary of the kind.
-    title: String,
-    /// The HTTP status.
-    status: u16,
-    /// What happened and what to do; never a secret.
-    detail: String,
-    /// The pool concerned, when there is one.
-    pool: Option<String>,
-}
-
-/// Whole seconds for a `Retry-After` header: rounded up (a client retrying
-/// then finds the wait over), at least 1.
-pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-}
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Serialize)]
-pub(crate) struct Problem<'a> {
-    #[serde(rename = "type")]
-    pub(crate) kind: String,
-    pub(crate) title: &'a str,
-    pub(crate) status: u16,
-    pub(crate) detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) pool: Option<&'a str>,
-}
-
-impl Problem<'_> {
-    pub(crate) const CONTENT_TYPE: &'static str = "application/problem+json";
-
-    pub(crate) fn into_response_with(self, status: StatusCode) -> Response {
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(Self::CONTENT_TYPE),
-        );
-        response
-    }
-}
-
-pub(crate) fn problem_type(slug: &str) -> String {
-    format!("urn:axum-pools:problem:{slug}")
-}
-
 impl IntoResponse for PoolError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -332,22 +279,10 @@ impl IntoResponse for PoolError {
         } else {
             tracing::debug!(error = %self, "lease refused");
         }
-        let detail = self.to_string();
-        let mut response = Problem {
-            kind: problem_type(self.slug()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail,
-            pool: self.pool(),
-        }
-        .into_response_with(status);
-        if let Some(after) = self.retry_after() {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(after.as_secs().max(1)),
-            );
-        }
-        response
+        Problem::new(status, self.slug(), self.title(), self.to_string())
+            .pool(self.pool())
+            .retry_after(self.retry_after())
+            .into_response()
     }
 }
 
@@ -404,117 +339,5 @@ mod tests {
             e.to_string().contains("pool_name!(Primary = \"primary\")"),
             "{e}"
         );
-    }
-}
-
-/// What a handler using [`DbConn`](crate::DbConn) or [`DbTx`](crate::DbTx)
-/// can fail with: a lease refused, or a query failed. Handlers return
-/// `Result<_, DbError>` and use `?` on both.
-///
-/// | error | status |
-/// |---|---|
-/// | [`DbError::Pool`] | as [`PoolError`] (503 with `Retry-After`, or 500) |
-/// | `NotFound` from diesel | 404 |
-/// | unique violation | 409 |
-/// | a failed commit | 500, "nothing was stored" |
-/// | an option the backend does not support | 500 naming it |
-/// | any other diesel error | 500 |
-///
-/// The body never holds SQL, values or credentials: the detail goes to the
-/// log (`tracing`, level `error` for 500s).
-///
-/// ```
-/// use axum::{http::StatusCode, response::IntoResponse};
-/// use axum_pools::DbError;
-///
-/// let response = DbError::from(diesel::result::Error::NotFound).into_response();
-/// assert_eq!(response.status(), StatusCode::NOT_FOUND);
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DbError {
-    /// No connection could be leased.
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-    /// A query (or `BEGIN`) failed.
-    #[error("database query failed: {0}")]
-    Query(#[from] diesel::result::Error),
-    /// `COMMIT` failed: the transaction's changes were not stored.
-    #[error("the transaction could not be committed: {0}")]
-    Commit(#[source] diesel::result::Error),
-    /// A transaction option the backend does not support.
-    #[error("{backend} does not support {option}")]
-    Unsupported {
-        /// The backend.
-        backend: &'static str,
-        /// The option and what to do instead.
-        option: &'static str,
-    },
-}
-
-impl DbError {
-    /// The HTTP status this error answers with.
-    ///
-    /// ```
-    /// use axum::http::StatusCode;
-    /// let e = axum_pools::DbError::from(diesel::result::Error::RollbackTransaction);
-    /// assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    /// ```
-    #[must_use]
-    pub fn status(&self) -> StatusCode {
-        use diesel::result::{DatabaseErrorKind, Error};
-        match self {
-            Self::Pool(e) => e.status(),
-            Self::Query(Error::NotFound) => StatusCode::NOT_FOUND,
-            Self::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                StatusCode::CONFLICT
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl IntoResponse for DbError {
-    fn into_response(self) -> Response {
-        let this = match self {
-            Self::Pool(e) => return e.into_response(),
-            other => other,
-        };
-        let status = this.status();
-        let (slug, title, detail) = match &this {
-            Self::Pool(_) => unreachable!("answered above"),
-            Self::Query(_) if status == StatusCode::NOT_FOUND => {
-                ("not-found", "Not found", "no matching row".to_owned())
-            }
-            Self::Query(_) if status == StatusCode::CONFLICT => (
-                "conflict",
-                "Conflict",
-                "a row with the same unique values already exists".to_owned(),
-            ),
-            Self::Query(_) => (
-                "database-error",
-                "Database error",
-                "the database query failed".to_owned(),
-            ),
-            Self::Commit(_) => (
-                "commit-failed",
-                "Transaction not committed",
-                "the transaction could not be committed; nothing was stored".to_owned(),
-            ),
-            Self::Unsupported { .. } => ("unsupported", "Unsupported option", this.to_string()),
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %this, "database error answered {status}");
-        } else {
-            tracing::debug!(error = %this, "database error answered {status}");
-        }
-        Problem {
-            kind: problem_type(slug),
-            title,
-            status: status.as_u16(),
-            detail,
-            pool: None,
-        }
-        .into_response_with(status)
     }
 }

@@ -79,14 +79,27 @@ pub struct PoolHealth {
     /// an optional pool that fails makes the overall status `warn`.
     #[serde(default = "yes")]
     pub required: bool,
+    /// The check passed but every connection is busy or requests wait; set
+    /// by the manager together with `status: warn`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub saturated: bool,
+    /// The component type of the health draft's checks: `datastore` for a
+    /// database or cache, `component` for an upstream service. Not
+    /// serialized.
+    #[serde(skip, default = "datastore")]
+    pub component_type: &'static str,
 }
 
 fn yes() -> bool {
     true
 }
 
+fn datastore() -> &'static str {
+    "datastore"
+}
+
 impl PoolHealth {
-    pub(crate) fn unchecked(pool: &str, backend: &str) -> Self {
+    pub(crate) fn unchecked(pool: &str, backend: &str, component_type: &'static str) -> Self {
         Self {
             pool: pool.to_owned(),
             backend: backend.to_owned(),
@@ -96,6 +109,8 @@ impl PoolHealth {
             error: Some("not checked yet".to_owned()),
             utilization_percent: None,
             required: true,
+            saturated: false,
+            component_type,
         }
     }
 }
@@ -240,11 +255,7 @@ impl HealthReport {
             .unwrap_or(HealthStatus::Pass);
         let mut checks = std::collections::BTreeMap::new();
         for p in &pools {
-            let component_type = if p.backend == "http" {
-                "component"
-            } else {
-                "datastore"
-            };
+            let component_type = p.component_type;
             let check =
                 |value: Option<f64>, unit: &str, status, output: Option<String>| HealthCheck {
                     component_id: p.pool.clone(),
@@ -255,10 +266,7 @@ impl HealthReport {
                     time: p.checked_at.clone(),
                     output,
                 };
-            let saturated = p.status == HealthStatus::Warn
-                && p.error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("saturated"));
+            let saturated = p.saturated;
             let (response, connections) = if saturated {
                 (HealthStatus::Pass, HealthStatus::Warn)
             } else if p.status == HealthStatus::Fail {

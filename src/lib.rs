@@ -109,48 +109,76 @@
 //! | extractor without `PoolLayer`, unknown or ambiguous pool | 500 naming the fix |
 //! | invalid config or URL at build | `Err` naming pool and field; URL redacted |
 //!
+//! ## Architecture
+//!
+//! One request's path, and the folder that owns each step:
+//!
+//! 1. [`layer`] — [`PoolLayer`] makes the manager reachable from the
+//!    request's task (no allocation on routes that never lease).
+//! 2. [`extract`] — the one extractor shape, [`Pooled`](extract::Pooled),
+//!    finds the pool a [`PoolSelector`] names and asks it for a lease;
+//!    every extractor rejects with a [`LeaseRejection`].
+//! 3. [`manager`] — the registry of named pools, their build, background
+//!    tasks (health, reaping, breaker windows, leak scans) and drain.
+//! 4. `pool/` (private) — the backend-agnostic core: the acquire fast and
+//!    slow paths, the lease guard, its clock, leak watch, hooks and
+//!    maintenance. It knows no backend and no cargo feature.
+//! 5. [`backend`] — one folder per backend (`diesel`, `redis`, `http`),
+//!    each owning its config, extractors, errors and stats extras; the
+//!    feature gates sit at these folders.
+//!
+//! And back: the handler's lease returns to the pool when dropped (end of
+//! handler, panic, cancelled request), and the layer finishes what the
+//! request left (a [`DbTx`]'s commit or rollback) by the response's status.
+//!
+//! Around that path: [`breaker`] (one state machine for the pools' breakers
+//! and [`CircuitBreakerLayer`]), [`rate_limit`] ([`RateLimitLayer`], local or
+//! on Redis), [`routes`] (health, stats, metrics, OpenAPI and its docs page),
+//! `problem` (the one builder of RFC 9457 answers with `Retry-After`),
+//! [`stats`], [`health`], [`config`] and [`redact`].
+//!
 //! MSRV: Rust 1.88.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-mod backend;
-/// Backend notes: what each backend does on checkout, reset and health.
-pub mod backend_docs {
-    #[cfg(feature = "redis")]
-    #[doc(inline)]
-    pub use crate::backend::redis;
-}
+pub mod backend;
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod health;
+mod histogram;
 pub mod layer;
 pub mod manager;
 mod pool;
+mod problem;
+pub mod rate_limit;
 pub mod redact;
 pub mod routes;
 pub mod stats;
 
 #[cfg(feature = "sqlite")]
 pub use crate::backend::diesel::SqliteConnection;
-pub use crate::pool::{
-    breaker::{BreakerState, BreakerStats},
-    hooks::{ConnectionHook, Hooks, LeaseHook, Leased, ReleaseHook, Released},
-};
+#[cfg(feature = "redis")]
+pub use crate::backend::redis::{RedisConfig, RedisConn, RedisConnection};
 pub use crate::{
-    backend::diesel::DbConnection,
-    config::{BreakerConfig, ConfigError, DbConfig, PoolConfig},
-    error::{BackendError, DbError, PoolError},
-    extract::{ByType, DbConn, DbTx, IsolationLevel, PoolSelector, RequiresPool, TxOptions},
+    backend::diesel::{DbConfig, DbConn, DbConnection, DbError, DbTx, IsolationLevel, TxOptions},
+    breaker::{
+        BreakerState, BreakerStats, CircuitBreaker, CircuitBreakerError, CircuitBreakerLayer,
+        Classify, ServerErrors,
+    },
+    config::{BreakerConfig, ConfigError, PoolConfig},
+    error::{BackendError, PoolError},
+    extract::{ByType, LeaseRejection, PoolSelector, PrepareFailed, RequiresPool},
     health::{HealthCheck, HealthDetails, HealthReport, HealthStatus, PoolHealth},
     layer::{PoolLayer, PoolService, ResponseFuture},
     manager::{DrainReport, PoolManager, PoolManagerBuilder},
+    pool::hooks::{ConnectionHook, Hooks, LeaseHook, Leased, ReleaseHook, Released},
+    rate_limit::{FailPolicy, KeyBy, RateLimitLayer, TrustedProxies},
     redact::{Redactor, redact_url},
     stats::{StatsSnapshot, WaitStats},
 };
-#[cfg(feature = "redis")]
-pub use crate::{backend::redis::RedisConnection, config::RedisConfig, extract::RedisConn};
 #[cfg(feature = "http")]
 pub use crate::{
     config::HttpConfig,

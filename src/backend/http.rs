@@ -29,14 +29,11 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::{
-    config::HttpConfig,
-    pool::Backend,
-    stats::{HttpCounters, HttpStats},
-};
+use crate::{config::HttpConfig, pool::Backend, stats::HttpCounters};
 
 /// One open connection to the upstream.
-pub(crate) struct HttpConnection {
+#[allow(unreachable_pub, missing_debug_implementations)]
+pub struct HttpConnection {
     sender: Sender,
     /// Set when an attempt was abandoned mid-flight: the connection's state
     /// is unknown, so it is never reused.
@@ -75,7 +72,8 @@ impl HttpConnection {
 }
 
 /// The backend of an HTTP pool.
-pub(crate) struct Http {
+#[allow(unreachable_pub, missing_debug_implementations)]
+pub struct Http {
     /// `host:port` to connect to.
     addr: String,
     pub(crate) authority: HeaderValue,
@@ -257,7 +255,38 @@ impl Backend for Http {
         Some(info)
     }
 
-    fn http_stats(&self) -> Option<HttpStats> {
-        Some(self.counters.snapshot())
+    const COMPONENT_TYPE: &'static str = "component";
+
+    fn fill_stats(&self, snapshot: &mut crate::stats::StatsSnapshot) {
+        snapshot.http = Some(self.counters.snapshot());
+    }
+}
+
+impl crate::manager::PoolManagerBuilder {
+    /// Registers an outbound HTTP pool called `name` (feature `http`);
+    /// handlers take [`HttpClient`](crate::HttpClient) with a marker naming it.
+    ///
+    /// ```no_run
+    /// use axum_pools::{HttpConfig, PoolManager};
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let manager = PoolManager::builder()
+    ///     .http("billing", HttpConfig::new("http://billing.internal:8080").max_size(32))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Unlike a database, an upstream that is down does not fail the build:
+    /// its pool starts unhealthy and recovers when the upstream does.
+    pub fn http(self, name: impl Into<String>, config: crate::config::HttpConfig) -> Self {
+        let url = config.base_url.clone();
+        let pool = config.pool.clone();
+        self.register(
+            name.into(),
+            Http::new(config),
+            &url,
+            pool,
+            crate::Hooks::new(),
+        )
     }
 }

@@ -1,7 +1,15 @@
-//! Backends: how each kind of connection is opened, pinged and judged
-//! broken. One file a backend; the pool core in `pool/` does the rest.
+//! The backends, one folder each: how a kind of connection is opened,
+//! pinged, reset and judged broken, and everything a user touches of it
+//! (its config, its extractors, its errors). The pool core in `pool/` does
+//! the rest, the same for all.
+//!
+//! | folder | feature | gives |
+//! |---|---|---|
+//! | [`diesel`] | `postgres`, `mysql`, `sqlite` | [`DbConfig`](crate::DbConfig), [`DbConn`](crate::DbConn), [`DbTx`](crate::DbTx), [`DbError`](crate::DbError) |
+//! | `redis` | `redis` | `RedisConfig`, `RedisConn`, the distributed rate limiter's store |
+//! | `http` | `http` | `HttpConfig`, `HttpClient` (outbound HTTP on tower parts) |
 
-pub(crate) mod diesel;
+pub mod diesel;
 #[cfg(feature = "http")]
 pub(crate) mod http;
 #[cfg(feature = "redis")]

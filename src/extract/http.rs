@@ -14,12 +14,13 @@ use hyper::body::Incoming;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
-use super::{ByType, PoolSelector, conn};
 use crate::{
     backend::http::Http,
-    error::{PoolError, Problem, problem_type},
+    error::PoolError,
+    extract::{ByType, LeaseRejection, PoolSelector, RequiresPool, request_manager},
     manager::PoolManager,
     pool::{ErasedPool, Lease, Pool},
+    problem::Problem,
     stats::inc,
 };
 
@@ -181,7 +182,7 @@ impl<N: PoolSelector> HttpClient<N> {
     }
 }
 
-impl<N: PoolSelector> super::RequiresPool for HttpClient<N> {
+impl<N: PoolSelector> RequiresPool for HttpClient<N> {
     fn check(manager: &PoolManager) -> Result<(), PoolError> {
         Self::from_manager(manager).map(|_| ())
     }
@@ -192,10 +193,10 @@ where
     S: Send + Sync,
     N: PoolSelector,
 {
-    type Rejection = PoolError;
+    type Rejection = LeaseRejection;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Self::from_manager(conn::manager(parts)?)
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_manager(&request_manager()?)?)
     }
 }
 
@@ -633,13 +634,8 @@ impl IntoResponse for HttpError {
             Self::Timeout { pool, .. } | Self::Upstream { pool, .. } => Some(pool.as_str()),
             _ => None,
         };
-        Problem {
-            kind: problem_type(slug),
-            title,
-            status: status.as_u16(),
-            detail: this.to_string(),
-            pool,
-        }
-        .into_response_with(status)
+        Problem::new(status, slug, title, this.to_string())
+            .pool(pool)
+            .into_response()
     }
 }

@@ -30,11 +30,11 @@ impl<B: Backend> Lease<B> {
     /// How the breaker admitted this lease, for backends that report
     /// outcomes themselves.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn admission(&self) -> super::breaker::Admission {
+    pub(crate) fn admission(&self) -> crate::breaker::Admission {
         if self.probe {
-            super::breaker::Admission::Probe
+            crate::breaker::Admission::Probe
         } else {
-            super::breaker::Admission::Allowed
+            crate::breaker::Admission::Allowed
         }
     }
 

@@ -7,7 +7,6 @@
 //! connection ([`Backend`]); everything a pool promises lives here, so it
 //! holds for every extractor.
 
-pub(crate) mod breaker;
 pub(crate) mod clock;
 pub(crate) mod hooks;
 pub(crate) mod leaks;
@@ -30,11 +29,9 @@ use futures_util::future::{BoxFuture, join_all};
 use tokio::{sync::Notify, time::Instant};
 
 pub(crate) use self::lease::Lease;
-use self::{
-    breaker::{Admission, Breaker, BreakerState},
-    managed::Managed,
-};
+use self::managed::Managed;
 use crate::{
+    breaker::{Admission, Breaker, BreakerState},
     config::PoolConfig,
     error::{BackendError, PoolError},
     health::{HealthStatus, PoolHealth},
@@ -43,9 +40,22 @@ use crate::{
 };
 
 /// What a backend must provide; the pool core does the rest.
-pub(crate) trait Backend: Send + Sync + 'static {
+///
+/// Public only so the extractor [`Pooled`](crate::extract::Pooled) can name
+/// it in its bounds; it sits in a private module, so no user can implement
+/// or call it.
+pub trait Backend: Send + Sync + 'static {
     /// The connection a lease derefs to.
     type Connection: Send + 'static;
+
+    /// The connection type as errors name it ("no pool of .. is
+    /// registered").
+    fn type_name() -> &'static str {
+        std::any::type_name::<Self::Connection>()
+    }
+
+    /// The health draft's component type of a pool of this backend.
+    const COMPONENT_TYPE: &'static str = "datastore";
 
     /// Whether the backend reports each call's outcome to the breaker itself
     /// (the HTTP pool: an attempt's result, not the lease, is the call).
@@ -77,12 +87,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
         true
     }
 
-    /// Per-request statistics of backends that count requests themselves
-    /// (the HTTP pool).
-    #[cfg(feature = "http")]
-    fn http_stats(&self) -> Option<crate::stats::HttpStats> {
-        None
-    }
+    /// Adds what the backend counts itself (the HTTP pool: its requests)
+    /// to a stats snapshot.
+    fn fill_stats(&self, _snapshot: &mut StatsSnapshot) {}
 
     /// A local check that the last user left state behind (an open `MULTI`,
     /// another database selected) that [`reset`](Self::reset) must undo.
@@ -113,6 +120,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
 pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) kind: &'static str,
+    component_type: &'static str,
     pub(crate) config: PoolConfig,
     pub(crate) stats: PoolStats,
     pub(crate) redactor: Redactor,
@@ -195,7 +203,8 @@ impl<B: Backend> Pool<B> {
         let grants = (!B::RECORDS_OUTCOMES).then(|| stats.acquire_wait.clone());
         let breaker = Breaker::counting(config.breaker.clone(), grants);
         let shared = Arc::new(Shared {
-            health: Mutex::new((PoolHealth::unchecked(&name, kind), None)),
+            health: Mutex::new((PoolHealth::unchecked(&name, kind, B::COMPONENT_TYPE), None)),
+            component_type: B::COMPONENT_TYPE,
             name,
             kind,
             stats,
@@ -671,6 +680,8 @@ impl<B: Backend> Pool<B> {
             error,
             utilization_percent: None,
             required: shared.config.required,
+            saturated: false,
+            component_type: shared.component_type,
         };
         shared.store_health(health.clone());
         health
@@ -717,7 +728,8 @@ impl<B: Backend> Pool<B> {
         let status = self.dp.status();
         let returned = s.use_time.count();
         let wait = s.acquire_wait.snapshot();
-        StatsSnapshot {
+        #[allow(clippy::needless_update)]
+        let mut snapshot = StatsSnapshot {
             pool: shared.name.clone(),
             backend: shared.kind.to_owned(),
             max_size: shared.config.max_size,
@@ -742,15 +754,18 @@ impl<B: Backend> Pool<B> {
             resets: s.resets.load(Ordering::Relaxed),
             leaks: shared.leaks.detected.load(Ordering::Relaxed),
             breaker: shared.breaker.stats(),
-            #[cfg(feature = "http")]
-            http: self.backend().http_stats(),
             server: shared
                 .server
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             acquire_wait: wait,
-        }
+            // Fields a backend fills in (`fill_stats`), present with its
+            // feature only: the core names none of them.
+            ..StatsSnapshot::default()
+        };
+        self.backend().fill_stats(&mut snapshot);
+        snapshot
     }
 
     pub(crate) fn close(&self) {

@@ -9,9 +9,9 @@ use axum::{
 use super::{health_json, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{
-    error::ProblemDoc as Problem,
     health::{HealthDetails, HealthReport, HealthStatus, PoolHealth},
     manager::PoolManager,
+    problem::ProblemDoc as Problem,
 };
 
 fn status_of(health: HealthStatus) -> StatusCode {

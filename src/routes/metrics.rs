@@ -32,7 +32,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    health::HealthStatus, manager::PoolManager, pool::breaker::BreakerState, stats::Histogram,
+    breaker::BreakerState, health::HealthStatus, histogram::Histogram, manager::PoolManager,
 };
 
 /// Histogram bounds (seconds) of the wait, use and create time series.

@@ -36,11 +36,7 @@ use axum::{
 use axum::extract::FromRef;
 use utoipa::OpenApi as _;
 
-use crate::{
-    error::{PoolError, Problem, problem_type},
-    health::HealthDetails,
-    manager::PoolManager,
-};
+use crate::{error::PoolError, health::HealthDetails, manager::PoolManager, problem::Problem};
 
 /// The pools router's state.
 #[derive(Clone)]
@@ -127,14 +123,13 @@ fn unknown_pool(manager: &PoolManager, name: String) -> Response {
     }
     .to_string();
     no_store(
-        Problem {
-            kind: problem_type("unknown-pool"),
-            title: "Pool not found",
-            status: StatusCode::NOT_FOUND.as_u16(),
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-pool",
+            "Pool not found",
             detail,
-            pool: None,
-        }
-        .into_response_with(StatusCode::NOT_FOUND),
+        )
+        .into_response(),
     )
 }
 

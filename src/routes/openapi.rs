@@ -23,9 +23,9 @@ use utoipa::OpenApi;
 
 use super::{health, metrics, stats};
 use crate::{
-    error::ProblemDoc,
+    breaker::{BreakerState, BreakerStats},
     health::{HealthCheck, HealthReport, HealthStatus, PoolHealth},
-    pool::breaker::{BreakerState, BreakerStats},
+    problem::ProblemDoc,
     stats::{StatsSnapshot, WaitStats},
 };
 

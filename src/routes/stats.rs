@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
-use crate::{error::ProblemDoc as Problem, manager::PoolManager, stats::StatsSnapshot};
+use crate::{manager::PoolManager, problem::ProblemDoc as Problem, stats::StatsSnapshot};
 
 /// The body of `GET /pools/stats`.
 #[derive(Serialize, utoipa::ToSchema)]

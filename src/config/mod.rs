@@ -26,7 +26,6 @@ use std::{fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::redact::redact_url;
 
 /// The knobs every pool shares.
 ///
@@ -276,29 +275,29 @@ macro_rules! setters {
 /// `PoolConfig::default().max_size(4)`).
 macro_rules! pool_setters {
     () => {
-        setters! { knobs;
+        $crate::config::setters! { knobs;
             /// Sets [`PoolConfig::min_size`].
             min_size: usize,
             /// Sets [`PoolConfig::max_size`].
             max_size: usize,
             /// Sets [`PoolConfig::acquire_timeout`].
-            acquire_timeout: Duration,
+            acquire_timeout: ::std::time::Duration,
             /// Sets [`PoolConfig::idle_timeout`].
-            idle_timeout: Option<Duration>,
+            idle_timeout: Option<::std::time::Duration>,
             /// Sets [`PoolConfig::max_lifetime`].
-            max_lifetime: Option<Duration>,
+            max_lifetime: Option<::std::time::Duration>,
             /// Sets [`PoolConfig::health_check_interval`].
-            health_check_interval: Option<Duration>,
+            health_check_interval: Option<::std::time::Duration>,
             /// Sets [`PoolConfig::validation_timeout`].
-            validation_timeout: Duration,
+            validation_timeout: ::std::time::Duration,
             /// Sets [`PoolConfig::alive_bypass_window`].
-            alive_bypass_window: Duration,
+            alive_bypass_window: ::std::time::Duration,
             /// Sets [`PoolConfig::max_waiting`].
             max_waiting: Option<usize>,
             /// Sets [`PoolConfig::leak_threshold`].
-            leak_threshold: Option<Duration>,
+            leak_threshold: Option<::std::time::Duration>,
             /// Sets [`PoolConfig::slow_acquire_threshold`].
-            slow_acquire_threshold: Option<Duration>,
+            slow_acquire_threshold: Option<::std::time::Duration>,
             /// Sets [`PoolConfig::breaker`].
             breaker: $crate::config::BreakerConfig,
             /// Sets [`PoolConfig::required`].
@@ -306,6 +305,8 @@ macro_rules! pool_setters {
         }
     };
 }
+
+pub(crate) use {pool_setters, setters};
 
 impl PoolConfig {
     /// Reads the knobs from environment variables named `{PREFIX}_MIN_SIZE`,
@@ -450,174 +451,20 @@ impl PoolConfig {
     pool_setters!();
 }
 
-/// Configuration of one SQL pool: the database URL plus the shared
-/// [`PoolConfig`] knobs.
-///
-/// URLs: `postgres://user:password@host:port/db` (any `tokio-postgres`
-/// form), `mysql://user:password@host:port/db`, and for SQLite a file path
-/// or a `file:` URI. A SQLite `:memory:` database is one database *per
-/// connection*, so connections of one pool would not see each other's
-/// data: use a file, or a shared-cache URI such as
-/// `file:notes?mode=memory&cache=shared`.
-///
-/// The URL is never shown unredacted: `Debug`, errors and logs print
-/// `postgres://user:***@host/db`.
-///
-/// ```
-/// use std::time::Duration;
-/// use axum_pools::DbConfig;
-///
-/// let config = DbConfig::from_url("postgres://app:s3cret@127.0.0.1/app")
-///     .max_size(16)
-///     .acquire_timeout(Duration::from_secs(1));
-/// assert!(!format!("{config:?}").contains("s3cret"));
-/// ```
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[must_use]
-pub struct DbConfig {
-    /// The database URL (see the type docs for the forms).
-    pub url: String,
-    /// The pool knobs.
-    #[serde(flatten)]
-    pub pool: PoolConfig,
-}
-
-impl DbConfig {
-    /// A config for `url` with default knobs.
-    pub fn from_url(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            pool: PoolConfig::default(),
-        }
-    }
-
-    /// Reads `{PREFIX}_URL` (required) and the knobs of
-    /// [`PoolConfig::from_env`].
-    ///
-    /// ```no_run
-    /// let config = axum_pools::DbConfig::from_env("DATABASE")?; // DATABASE_URL, DATABASE_MAX_SIZE, ...
-    /// # Ok::<(), axum_pools::ConfigError>(())
-    /// ```
-    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        Self::from_lookup(prefix, |key| std::env::var(key).ok())
-    }
-
-    /// [`DbConfig::from_env`] over any source of variables.
-    ///
-    /// ```
-    /// use std::collections::HashMap;
-    /// use axum_pools::DbConfig;
-    ///
-    /// let vars = HashMap::from([("DB_URL", "notes.db"), ("DB_MAX_SIZE", "4")]);
-    /// let config = DbConfig::from_lookup("DB", |k| vars.get(k).map(|v| v.to_string()))?;
-    /// assert_eq!((config.url.as_str(), config.pool.max_size), ("notes.db", 4));
-    ///
-    /// let err = DbConfig::from_lookup("DB", |_| None).unwrap_err();
-    /// assert_eq!(err.to_string(), "invalid pool config: DB_URL is not set: set it to the server URL");
-    /// # Ok::<(), axum_pools::ConfigError>(())
-    /// ```
-    pub fn from_lookup(
-        prefix: &str,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let key = format!("{prefix}_URL");
-        let url = lookup(&key).ok_or_else(|| ConfigError {
-            pool: None,
-            field: key.clone(),
-            value: None,
-            reason: "is not set: set it to the server URL".into(),
-        })?;
-        Ok(Self {
-            url,
-            pool: PoolConfig::from_lookup(prefix, lookup)?,
-        })
-    }
-
-    fn knobs(&mut self) -> &mut PoolConfig {
-        &mut self.pool
-    }
-
-    pool_setters!();
-}
-
-impl fmt::Debug for DbConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DbConfig")
-            .field("url", &redact_url(&self.url))
-            .field("pool", &self.pool)
-            .finish()
-    }
-}
-
-#[cfg(feature = "redis")]
-pub use self::redis_config::*;
-
-#[cfg(feature = "redis")]
-mod redis_config {
-    use std::{fmt, time::Duration};
-
-    use serde::{Deserialize, Serialize};
-
-    use super::{ConfigError, DbConfig, PoolConfig, redact_url};
-
-    /// Configuration of one Redis pool (feature `redis`): the URL plus the
-    /// shared [`PoolConfig`] knobs.
-    ///
-    /// URLs: `redis://[user][:password@]host[:port][/db]`. The URL is never shown
-    /// unredacted.
-    ///
-    /// ```
-    /// use axum_pools::RedisConfig;
-    ///
-    /// let config = RedisConfig::from_url("redis://:s3cret@127.0.0.1:6379/2").max_size(32);
-    /// assert!(!format!("{config:?}").contains("s3cret"));
-    /// ```
-    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[must_use]
-    pub struct RedisConfig {
-        /// The Redis URL.
-        pub url: String,
-        /// The pool knobs.
-        #[serde(flatten)]
-        pub pool: PoolConfig,
-    }
-
-    impl RedisConfig {
-        /// A config for `url` with default knobs.
-        pub fn from_url(url: impl Into<String>) -> Self {
-            Self {
-                url: url.into(),
-                pool: PoolConfig::default(),
-            }
-        }
-
-        /// Reads `{PREFIX}_URL` (required) and the knobs of
-        /// [`PoolConfig::from_env`].
-        ///
-        /// ```no_run
-        /// let config = axum_pools::RedisConfig::from_env("REDIS")?; // REDIS_URL, REDIS_MAX_SIZE, ...
-        /// # Ok::<(), axum_pools::ConfigError>(())
-        /// ```
-        pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-            let DbConfig { url, pool } = DbConfig::from_env(prefix)?;
-            Ok(Self { url, pool })
-        }
-
-        fn knobs(&mut self) -> &mut PoolConfig {
-            &mut self.pool
-        }
-
-        pool_setters!();
-    }
-
-    impl fmt::Debug for RedisConfig {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("RedisConfig")
-                .field("url", &redact_url(&self.url))
-                .field("pool", &self.pool)
-                .finish()
-        }
-    }
+/// `{PREFIX}_URL` (required) and the knobs of [`PoolConfig::from_env`], for
+/// the backends' `from_env`.
+pub(crate) fn url_and_knobs(
+    prefix: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(String, PoolConfig), ConfigError> {
+    let key = format!("{prefix}_URL");
+    let url = lookup(&key).ok_or_else(|| ConfigError {
+        pool: None,
+        field: key.clone(),
+        value: None,
+        reason: "is not set: set it to the server URL".into(),
+    })?;
+    Ok((url, PoolConfig::from_lookup(prefix, lookup)?))
 }
 
 #[cfg(feature = "http")]
@@ -629,7 +476,8 @@ mod http_config {
 
     use serde::{Deserialize, Serialize};
 
-    use super::{ConfigError, PoolConfig, redact_url};
+    use super::{ConfigError, PoolConfig};
+    use crate::redact::redact_url;
 
     /// Configuration of one outbound HTTP pool (feature `http`): the upstream's
     /// base URL, the pool knobs (`max_size` is a real cap on open connections;
@@ -1053,7 +901,5 @@ mod tests {
         assert_eq!(serde_json::from_str::<PoolConfig>(&json).unwrap(), c);
         let err = serde_json::from_str::<PoolConfig>(r#"{"max_sise": 3}"#).unwrap_err();
         assert!(err.to_string().contains("max_sise"), "{err}");
-        let db: DbConfig = serde_json::from_str(r#"{"url": "x.db", "max_size": 3}"#).unwrap();
-        assert_eq!(db.pool.max_size, 3);
     }
 }

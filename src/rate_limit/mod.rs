@@ -35,8 +35,6 @@
 use std::{
     fmt,
     future::Future,
-    hash::Hash,
-    net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     pin::Pin,
     sync::{
@@ -48,9 +46,8 @@ use std::{
 };
 
 use axum::{
-    extract::ConnectInfo,
-    http::{HeaderName, HeaderValue, Request, StatusCode, header, request::Parts},
-    response::Response,
+    http::{HeaderValue, Request, StatusCode},
+    response::{IntoResponse, Response},
 };
 use governor::{
     Quota, RateLimiter, clock::Clock, middleware::StateInformationMiddleware,
@@ -60,7 +57,11 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::{Problem, problem_type};
+mod keys;
+
+use self::keys::Key;
+pub use self::keys::{KeyBy, KeyFn, TrustedProxies};
+use crate::problem::{Problem, retry_after_secs};
 
 /// A monotonic clock on tokio's time, so tests can pause it.
 #[derive(Clone, Debug)]
@@ -73,197 +74,6 @@ impl Clock for TokioClock {
     fn now(&self) -> Duration {
         tokio::time::Instant::now().saturating_duration_since(self.base)
     }
-}
-
-/// What one client is, for the limiter. See the [module docs](self).
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum KeyBy {
-    /// The TCP peer's IP address.
-    PeerIp,
-    /// The client's IP as reported by trusted proxies, else the peer's.
-    ClientIp(TrustedProxies),
-    /// A header's value.
-    Header(HeaderName),
-    /// One limit shared by every request.
-    Global,
-    /// A function of the request; `None` shares one key.
-    Custom(KeyFn),
-}
-
-/// A key function of [`KeyBy::Custom`].
-pub type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
-
-impl KeyBy {
-    /// [`KeyBy::ClientIp`] trusting the proxies in `networks`
-    /// (`"10.0.0.0/8"`, `"::1/128"`, or a single address).
-    ///
-    /// ```
-    /// let key = axum_pools::layer::KeyBy::client_ip(["127.0.0.1", "10.0.0.0/8"]).unwrap();
-    /// assert!(axum_pools::layer::KeyBy::client_ip(["10.0.0.0/33"]).is_err());
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// A network that does not parse, named in the message.
-    pub fn client_ip<I, S>(networks: I) -> Result<Self, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let nets = networks
-            .into_iter()
-            .map(|n| parse_cidr(n.as_ref()))
-            .collect::<Result<_, _>>()?;
-        Ok(Self::ClientIp(TrustedProxies(nets)))
-    }
-
-    /// [`KeyBy::Custom`] from a closure.
-    ///
-    /// ```
-    /// use axum_pools::layer::KeyBy;
-    /// let by_tenant = KeyBy::custom(|parts| {
-    ///     parts.uri.path().split('/').nth(1).map(str::to_owned)
-    /// });
-    /// ```
-    pub fn custom(f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
-        Self::Custom(Arc::new(f))
-    }
-
-    fn key(&self, parts: &Parts) -> Key {
-        let peer = || {
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-        };
-        match self {
-            Self::PeerIp => peer().map_or(Key::Unknown, Key::Ip),
-            Self::ClientIp(trusted) => {
-                peer().map_or(Key::Unknown, |ip| Key::Ip(trusted.client(ip, parts)))
-            }
-            Self::Header(name) => parts.headers.get(name).map_or(Key::Unknown, |v| {
-                Key::Text(String::from_utf8_lossy(v.as_bytes()).into_owned())
-            }),
-            Self::Global => Key::Unknown,
-            Self::Custom(f) => f(parts).map_or(Key::Unknown, Key::Text),
-        }
-    }
-}
-
-impl fmt::Debug for KeyBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::PeerIp => f.write_str("PeerIp"),
-            Self::ClientIp(t) => f.debug_tuple("ClientIp").field(t).finish(),
-            Self::Header(h) => f.debug_tuple("Header").field(h).finish(),
-            Self::Global => f.write_str("Global"),
-            Self::Custom(_) => f.write_str("Custom(..)"),
-        }
-    }
-}
-
-/// Networks whose forwarding headers are believed.
-#[derive(Clone, Debug)]
-pub struct TrustedProxies(Vec<(IpAddr, u8)>);
-
-impl TrustedProxies {
-    fn trusts(&self, ip: IpAddr) -> bool {
-        self.0
-            .iter()
-            .any(|&(net, prefix)| in_network(ip, net, prefix))
-    }
-
-    /// The rightmost address in the forwarding chain that is not a trusted
-    /// proxy; the peer itself when it is not trusted (a spoofed header from
-    /// an untrusted peer is ignored).
-    fn client(&self, peer: IpAddr, parts: &Parts) -> IpAddr {
-        if !self.trusts(peer) {
-            return peer;
-        }
-        let mut chain: Vec<IpAddr> = Vec::new();
-        for value in parts.headers.get_all(header::FORWARDED) {
-            for element in value.to_str().unwrap_or_default().split(',') {
-                for pair in element.split(';') {
-                    if let Some((k, v)) = pair.trim().split_once('=')
-                        && k.eq_ignore_ascii_case("for")
-                        && let Some(ip) = parse_forwarded_for(v)
-                    {
-                        chain.push(ip);
-                    }
-                }
-            }
-        }
-        if chain.is_empty() {
-            for value in parts.headers.get_all("x-forwarded-for") {
-                chain.extend(
-                    value
-                        .to_str()
-                        .unwrap_or_default()
-                        .split(',')
-                        .filter_map(|s| s.trim().parse::<IpAddr>().ok()),
-                );
-            }
-        }
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !self.trusts(*ip))
-            .unwrap_or(peer)
-    }
-}
-
-fn parse_forwarded_for(v: &str) -> Option<IpAddr> {
-    let v = v.trim().trim_matches('"');
-    let v = v
-        .strip_prefix('[')
-        .map_or(v, |rest| rest.split(']').next().unwrap_or(rest));
-    v.parse()
-        .ok()
-        .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
-}
-
-fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, prefix) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let ip: IpAddr = addr
-        .trim()
-        .parse()
-        .map_err(|_| format!("trusted proxy network {s:?}: not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        Some(p) => p
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("trusted proxy network {s:?}: prefix must be 0..={max}"))?,
-        None => max,
-    };
-    Ok((ip, prefix))
-}
-
-fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    Ip(IpAddr),
-    Text(String),
-    Unknown,
 }
 
 type Limiter = RateLimiter<Key, DashMapStateStore<Key>, TokioClock, StateInformationMiddleware>;
@@ -634,17 +444,16 @@ impl Shared {
     /// The 429 answer, counted.
     fn limited(&self, wait: Duration) -> Response {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        let secs = crate::error::retry_after_secs(wait);
-        let mut response = Problem {
-            kind: problem_type("rate-limited"),
-            title: "Too many requests",
-            status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
-            detail: format!("the rate limit is exhausted; retry in {secs}s"),
-            pool: None,
-        }
-        .into_response_with(StatusCode::TOO_MANY_REQUESTS);
+        let secs = retry_after_secs(wait);
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!("the rate limit is exhausted; retry in {secs}s"),
+        )
+        .retry_after(Some(wait))
+        .into_response();
         let h = response.headers_mut();
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         if self.headers {
             h.insert("ratelimit-policy", self.policy());
             h.insert("ratelimit", self.state(0));
@@ -654,146 +463,9 @@ impl Shared {
 }
 
 #[cfg(feature = "redis")]
-mod distributed {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    };
-
-    use axum::{
-        http::{HeaderValue, Request, StatusCode, header},
-        response::Response,
-    };
-    use tower_service::Service;
-
-    use super::{FailPolicy, Key, Shared};
-    use crate::{
-        PoolManager,
-        backend::redis::Redis,
-        error::{Problem, problem_type},
-    };
-
-    /// GCRA on Redis' clock, atomically: returns {allowed, retry_after_us,
-    /// remaining}. KEYS[1]: the client's key; ARGV: emission interval (µs),
-    /// burst.
-    const GCRA: &str = r"
-local now_t = redis.call('TIME')
-local now = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tolerance = interval * burst
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - tolerance
-if allow_at > now then
-  return {0, allow_at - now, 0}
-end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(tolerance / 1000) + 1000)
-return {1, 0, math.floor((now + tolerance - new_tat) / interval)}
-";
-
-    pub(super) struct Distributed {
-        manager: PoolManager,
-        pool: String,
-        on_error: FailPolicy,
-        script: redis::Script,
-        pub(super) errors: AtomicU64,
-    }
-
-    impl Distributed {
-        pub(super) fn new((manager, pool, on_error): (PoolManager, String, FailPolicy)) -> Self {
-            Self {
-                manager,
-                pool,
-                on_error,
-                script: redis::Script::new(GCRA),
-                errors: AtomicU64::new(0),
-            }
-        }
-
-        /// `Ok(Ok(remaining))` allowed, `Ok(Err(retry_after))` limited.
-        async fn check(
-            &self,
-            shared: &Shared,
-            key: &Key,
-        ) -> Result<Result<u32, std::time::Duration>, String> {
-            let pool = self
-                .manager
-                .pool::<Redis>(Some(&self.pool), "redis::aio::MultiplexedConnection")
-                .map_err(|e| e.to_string())?;
-            let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
-            let redis_key = match key {
-                Key::Ip(ip) => format!("axum-pools:rl:ip:{ip}"),
-                Key::Text(t) => format!("axum-pools:rl:k:{t}"),
-                Key::Unknown => "axum-pools:rl:-".to_owned(),
-            };
-            let interval_us = u64::try_from(shared.per_cell.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1);
-            let (allowed, retry_us, remaining): (i64, i64, i64) = self
-                .script
-                .key(redis_key)
-                .arg(interval_us)
-                .arg(shared.burst)
-                .invoke_async(&mut *conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(if allowed == 1 {
-                Ok(u32::try_from(remaining).unwrap_or(0))
-            } else {
-                Err(std::time::Duration::from_micros(
-                    u64::try_from(retry_us).unwrap_or(0),
-                ))
-            })
-        }
-    }
-
-    pub(super) async fn call<S, B>(
-        shared: Arc<Shared>,
-        key: Key,
-        mut inner: S,
-        req: Request<B>,
-    ) -> Result<Response, S::Error>
-    where
-        S: Service<Request<B>, Response = Response>,
-    {
-        let d = shared.distributed.as_ref().expect("distributed limiter");
-        match d.check(&shared, &key).await {
-            Ok(Ok(remaining)) => {
-                let mut response = inner.call(req).await?;
-                if shared.headers {
-                    let h = response.headers_mut();
-                    h.insert("ratelimit-policy", shared.policy());
-                    h.insert("ratelimit", shared.state(remaining));
-                }
-                Ok(response)
-            }
-            Ok(Err(wait)) => Ok(shared.limited(wait)),
-            Err(error) => {
-                d.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, policy = ?d.on_error, "the Redis rate limiter did not answer");
-                match d.on_error {
-                    FailPolicy::Open => inner.call(req).await,
-                    FailPolicy::Closed => {
-                        let mut response = Problem {
-                            kind: problem_type("rate-limiter-unavailable"),
-                            title: "Rate limiter unavailable",
-                            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
-                            detail: "the rate limiter cannot decide; retry later".to_owned(),
-                            pool: None,
-                        }
-                        .into_response_with(StatusCode::SERVICE_UNAVAILABLE);
-                        response
-                            .headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
-                        Ok(response)
-                    }
-                }
-            }
-        }
-    }
-}
+mod redis;
+#[cfg(feature = "redis")]
+use self::redis as distributed;
 
 pin_project! {
     /// The response future of [`RateLimit`].
@@ -868,37 +540,5 @@ where
                 .expect("RateLimitFuture polled after completion"))),
             StateProj::Boxed { future } => future.as_mut().poll(cx),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_matching() {
-        let (net, p) = parse_cidr("10.0.0.0/8").unwrap();
-        assert!(in_network("10.1.2.3".parse().unwrap(), net, p));
-        assert!(!in_network("11.0.0.1".parse().unwrap(), net, p));
-        let (net, p) = parse_cidr("::1").unwrap();
-        assert!(in_network("::1".parse().unwrap(), net, p));
-        assert!(!in_network("127.0.0.1".parse().unwrap(), net, p));
-        let (net, p) = parse_cidr("0.0.0.0/0").unwrap();
-        assert!(in_network("8.8.8.8".parse().unwrap(), net, p));
-        assert!(parse_cidr("10.0.0.0/33").unwrap_err().contains("0..=32"));
-        assert!(parse_cidr("nope").unwrap_err().contains("not an IP"));
-    }
-
-    #[test]
-    fn forwarded_for_forms() {
-        assert_eq!(
-            parse_forwarded_for("192.0.2.60"),
-            Some("192.0.2.60".parse().unwrap())
-        );
-        assert_eq!(
-            parse_forwarded_for("\"[2001:db8::1]:4711\""),
-            Some("2001:db8::1".parse().unwrap())
-        );
-        assert_eq!(parse_forwarded_for("_hidden"), None);
     }
 }

@@ -10,7 +10,72 @@ use std::marker::PhantomData;
 
 use diesel_async::{AsyncConnection, pooled_connection::PoolableConnection};
 
-use crate::{error::DbError, extract::TxOptions, pool::Backend};
+mod config;
+mod conn;
+mod error;
+pub mod tx;
+
+pub use self::{
+    config::DbConfig,
+    conn::DbConn,
+    error::DbError,
+    tx::{DbTx, IsolationLevel, TxOptions},
+};
+use crate::{manager::PoolManagerBuilder, pool::Backend, pool::hooks::Hooks};
+
+impl PoolManagerBuilder {
+    /// Registers a SQL pool called `name` of connection type `C`
+    /// (`AsyncPgConnection`, `AsyncMysqlConnection` or
+    /// [`SqliteConnection`](crate::SqliteConnection)).
+    ///
+    /// ```no_run
+    /// use axum_pools::{DbConfig, PoolManager, SqliteConnection};
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let manager = PoolManager::builder()
+    ///     .database::<SqliteConnection>("notes", DbConfig::from_url("notes.db").max_size(4))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn database<C: DbConnection>(self, name: impl Into<String>, config: DbConfig) -> Self {
+        self.database_with_hooks::<C>(name, config, Hooks::new())
+    }
+
+    /// [`database`](Self::database) with [`Hooks`](Hooks): code run
+    /// when a connection is opened, before each lease, after each release.
+    ///
+    /// ```no_run
+    /// use axum_pools::{DbConfig, Hooks, PoolManager, SqliteConnection};
+    /// use diesel_async::SimpleAsyncConnection;
+    ///
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let hooks = Hooks::<SqliteConnection>::new().after_create(|conn| {
+    ///     Box::pin(async move {
+    ///         conn.batch_execute("PRAGMA cache_size = -8000").await.map_err(|e| e.to_string())
+    ///     })
+    /// });
+    /// let manager = PoolManager::builder()
+    ///     .database_with_hooks::<SqliteConnection>("main", DbConfig::from_url("app.db"), hooks)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn database_with_hooks<C: DbConnection>(
+        self,
+        name: impl Into<String>,
+        config: DbConfig,
+        hooks: Hooks<C>,
+    ) -> Self {
+        let DbConfig { url, pool } = config;
+        self.register(
+            name.into(),
+            Ok(Diesel::<C>::new(url.clone())),
+            &url,
+            pool,
+            hooks,
+        )
+    }
+}
 
 mod sealed {
     pub trait Sealed {}
@@ -148,10 +213,17 @@ impl DbConnection for SqliteConnection {
 }
 
 /// The backend of a SQL pool of connection type `C`.
-pub(crate) struct Diesel<C> {
+#[doc(hidden)]
+pub struct Diesel<C> {
     url: String,
     first_setup: tokio::sync::OnceCell<()>,
     _conn: PhantomData<fn() -> C>,
+}
+
+impl<C> std::fmt::Debug for Diesel<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Diesel").finish_non_exhaustive()
+    }
 }
 
 impl<C> Diesel<C> {

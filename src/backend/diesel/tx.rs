@@ -56,17 +56,17 @@ use axum::{extract::FromRequestParts, http::request::Parts, response::Response};
 use diesel_async::TransactionManager as _;
 use futures_util::future::BoxFuture;
 
-use super::{ByType, PoolSelector, conn};
+use super::{DbConnection, DbError, Diesel};
 use crate::{
-    backend::diesel::{DbConnection, Diesel},
-    error::DbError,
-    layer::Scope,
+    error::PoolError,
+    extract::{self, ByType, LeaseRejection, PoolSelector, Pooled, RequiresPool},
+    layer::{self, Finish, FinishFn},
     manager::PoolManager,
     pool::Lease,
     stats::inc,
 };
 
-/// Isolation level of a [`DbTx`]. See the [module docs](crate::extract::tx)
+/// Isolation level of a [`DbTx`]. See the [module docs](crate::backend::diesel::tx)
 /// for what each backend does with it.
 ///
 /// ```
@@ -146,12 +146,12 @@ impl TxOptions {
 ///
 /// Extracted, it begins the transaction (with the route's [`TxOptions`], if
 /// any) and [`PoolLayer`](crate::PoolLayer) commits it on a 2xx/3xx response
-/// and rolls it back otherwise. See the [module docs](crate::extract::tx) for
+/// and rolls it back otherwise. See the [module docs](crate::backend::diesel::tx) for
 /// every case. The rejection is a [`DbError`].
 pub struct DbTx<C: DbConnection, N: PoolSelector = ByType> {
     lease: Option<Lease<Diesel<C>>>,
-    /// The request's scope, whose slot the layer finishes from.
-    scope: Option<Arc<Scope>>,
+    /// The request's slot, which the layer finishes from.
+    slot: Option<Arc<TxSlot>>,
     _selector: PhantomData<fn() -> N>,
 }
 
@@ -202,13 +202,13 @@ impl<C: DbConnection, N: PoolSelector> DbTx<C, N> {
         options: TxOptions,
         parts: Option<&Parts>,
     ) -> Result<Self, DbError> {
-        let mut lease = conn::lease::<C, N>(manager, parts).await?;
+        let mut lease = extract::lease::<Diesel<C>, N>(manager, parts).await?;
         // A failed BEGIN leaves no transaction open (or marks the
         // connection broken, so the pool discards it): dropping is safe.
         C::begin(&mut lease, options).await?;
         Ok(Self {
             lease: Some(lease),
-            scope: None,
+            slot: None,
             _selector: PhantomData,
         })
     }
@@ -290,8 +290,8 @@ impl<C: DbConnection, N: PoolSelector> Drop for DbTx<C, N> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             let open: Box<dyn OpenTx> = Box::new(Open::<C> { lease });
-            match &self.scope {
-                Some(scope) => scope.tx.hand_back(open),
+            match &self.slot {
+                Some(slot) => slot.hand_back(open),
                 None => open.abandon(),
             }
         }
@@ -313,24 +313,25 @@ where
     C: DbConnection,
     N: PoolSelector,
 {
-    type Rejection = DbError;
+    type Rejection = LeaseRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let scope = conn::scope(parts)?.clone();
+        let manager = extract::request_manager()?;
+        let slot = layer::finisher::<TxSlot>().ok_or(PoolError::MissingLayer)?;
         let options = parts
             .extensions
             .get::<TxOptions>()
             .copied()
             .unwrap_or_default();
-        let mut tx = Self::begin_for(&scope.manager, options, Some(parts)).await?;
-        tx.scope = Some(scope);
+        let mut tx = Self::begin_for(&manager, options, Some(parts)).await?;
+        tx.slot = Some(slot);
         Ok(tx)
     }
 }
 
-impl<C: DbConnection, N: PoolSelector> super::RequiresPool for DbTx<C, N> {
-    fn check(manager: &PoolManager) -> Result<(), crate::PoolError> {
-        <super::DbConn<C, N> as super::RequiresPool>::check(manager)
+impl<C: DbConnection, N: PoolSelector> RequiresPool for DbTx<C, N> {
+    fn check(manager: &PoolManager) -> Result<(), PoolError> {
+        <Pooled<Diesel<C>, N> as RequiresPool>::check(manager)
     }
 }
 
@@ -364,7 +365,7 @@ async fn finish<C: DbConnection>(
 }
 
 /// A transaction whose handler has returned, waiting for the layer.
-pub(crate) trait OpenTx: Send + 'static {
+trait OpenTx: Send + 'static {
     /// Commits (`true`) or rolls back.
     fn finish(
         self: Box<Self>,
@@ -411,7 +412,7 @@ impl<C: DbConnection> OpenTx for Open<C> {
 /// layer. Whatever is still in it when the last handle drops (a panic, a
 /// cancelled request) is rolled back.
 #[derive(Default)]
-pub(crate) struct TxSlot {
+pub(super) struct TxSlot {
     state: Mutex<SlotState>,
 }
 
@@ -437,10 +438,26 @@ impl TxSlot {
     }
 
     /// Takes what the request left; later hand-backs are rolled back.
-    pub(crate) fn close(&self) -> Vec<Box<dyn OpenTx>> {
+    fn take_open(&self) -> Vec<Box<dyn OpenTx>> {
         let mut state = self.lock();
         state.closed = true;
         std::mem::take(&mut state.open)
+    }
+}
+
+impl Finish for TxSlot {
+    fn close(&self) -> Option<FinishFn> {
+        let open = self.take_open();
+        if open.is_empty() {
+            return None;
+        }
+        Some(Box::new(move |response| {
+            Box::pin(finish_all(open, response))
+        }))
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
     }
 }
 
@@ -456,7 +473,7 @@ impl Drop for TxSlot {
 /// Finishes the request's transactions by the response's status: commit on
 /// 2xx/3xx (stopping at the first failed commit, whose error becomes the
 /// response, and rolling back the rest), roll back otherwise.
-pub(crate) async fn finish_all(open: Vec<Box<dyn OpenTx>>, response: Response) -> Response {
+async fn finish_all(open: Vec<Box<dyn OpenTx>>, response: Response) -> Response {
     let status = response.status();
     let mut commit = status.is_success() || status.is_redirection();
     let mut failed = None;

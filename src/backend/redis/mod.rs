@@ -28,10 +28,33 @@ use redis::{
     cmd,
 };
 
-use crate::pool::Backend;
+mod config;
+mod conn;
+
+pub use self::{config::RedisConfig, conn::RedisConn};
+use crate::{manager::PoolManagerBuilder, pool::Backend, pool::hooks::Hooks};
+
+impl PoolManagerBuilder {
+    /// Registers a Redis pool called `name` (feature `redis`); handlers take
+    /// [`RedisConn`](crate::RedisConn).
+    ///
+    /// ```no_run
+    /// use axum_pools::{PoolManager, RedisConfig};
+    /// # async fn demo() -> Result<(), axum_pools::PoolError> {
+    /// let manager = PoolManager::builder()
+    ///     .redis("cache", RedisConfig::from_url("redis://127.0.0.1:6379/0").max_size(16))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn redis(self, name: impl Into<String>, config: RedisConfig) -> Self {
+        let RedisConfig { url, pool } = config;
+        self.register(name.into(), Redis::new(&url), &url, pool, Hooks::new())
+    }
+}
 
 /// A pooled Redis connection: `redis`'s multiplexed connection plus the
-/// state its user may leave behind (see the [module docs](crate::extract::RedisConn)).
+/// state its user may leave behind (see the [module docs](self)).
 /// Use it with [`redis::AsyncCommands`] or `cmd(..).query_async(&mut *conn)`.
 ///
 /// ```no_run
@@ -173,9 +196,19 @@ impl ConnectionLike for RedisConnection {
 }
 
 /// The backend of a Redis pool.
-pub(crate) struct Redis {
+#[doc(hidden)]
+pub struct Redis {
     client: redis::Client,
     db: i64,
+}
+
+/// Not derived: the client holds the password.
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Redis {
@@ -189,6 +222,10 @@ impl Redis {
 }
 
 impl Backend for Redis {
+    fn type_name() -> &'static str {
+        "redis::aio::MultiplexedConnection"
+    }
+
     type Connection = RedisConnection;
 
     fn kind(&self) -> &'static str {

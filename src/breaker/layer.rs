@@ -30,7 +30,7 @@ use std::{
 };
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use pin_project_lite::pin_project;
@@ -38,9 +38,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
+    breaker::{Admission, Breaker, BreakerState, BreakerStats},
     config::BreakerConfig,
-    error::{Problem, problem_type},
-    pool::breaker::{Admission, Breaker, BreakerState, BreakerStats},
+    problem::{Problem, retry_after_secs},
 };
 
 /// Decides whether a call's result counts as a failure.
@@ -329,19 +329,15 @@ impl<E: fmt::Display> IntoResponse for CircuitBreakerError<E> {
     fn into_response(self) -> Response {
         match self {
             Self::Open { retry_after } => {
-                let secs = crate::error::retry_after_secs(retry_after);
-                let mut response = Problem {
-                    kind: problem_type("circuit-open"),
-                    title: "Circuit open",
-                    status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
-                    detail: format!("the dependency is failing; retry in {secs}s"),
-                    pool: None,
-                }
-                .into_response_with(StatusCode::SERVICE_UNAVAILABLE);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                response
+                let secs = retry_after_secs(retry_after);
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "circuit-open",
+                    "Circuit open",
+                    format!("the dependency is failing; retry in {secs}s"),
+                )
+                .retry_after(Some(retry_after))
+                .into_response()
             }
             Self::Inner(e) => {
                 tracing::error!(error = %e, "service failed");

@@ -1,0 +1,138 @@
+//! [`DbError`]: what a handler using [`DbConn`](crate::DbConn) or
+//! [`DbTx`](crate::DbTx) can fail with, and the answer for each.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+use crate::{
+    error::PoolError,
+    extract::{LeaseRejection, PrepareFailed},
+    problem::Problem,
+};
+
+/// What a handler using [`DbConn`](crate::DbConn) or [`DbTx`](crate::DbTx)
+/// can fail with: a lease refused, or a query failed. Handlers return
+/// `Result<_, DbError>` and use `?` on both.
+///
+/// | error | status |
+/// |---|---|
+/// | [`DbError::Pool`] | as [`PoolError`] (503 with `Retry-After`, or 500) |
+/// | `NotFound` from diesel | 404 |
+/// | unique violation | 409 |
+/// | a failed commit | 500, "nothing was stored" |
+/// | an option the backend does not support | 500 naming it |
+/// | any other diesel error | 500 |
+///
+/// The body never holds SQL, values or credentials: the detail goes to the
+/// log (`tracing`, level `error` for 500s).
+///
+/// ```
+/// use axum::{http::StatusCode, response::IntoResponse};
+/// use axum_pools::DbError;
+///
+/// let response = DbError::from(diesel::result::Error::NotFound).into_response();
+/// assert_eq!(response.status(), StatusCode::NOT_FOUND);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// No connection could be leased.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// A query (or `BEGIN`) failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// `COMMIT` failed: the transaction's changes were not stored.
+    #[error("the transaction could not be committed: {0}")]
+    Commit(#[source] diesel::result::Error),
+    /// A transaction option the backend does not support.
+    #[error("{backend} does not support {option}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// The option and what to do instead.
+        option: &'static str,
+    },
+}
+
+impl DbError {
+    /// The HTTP status this error answers with.
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// let e = axum_pools::DbError::from(diesel::result::Error::RollbackTransaction);
+    /// assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    /// ```
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            Self::Pool(e) => e.status(),
+            Self::Query(Error::NotFound) => StatusCode::NOT_FOUND,
+            Self::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                StatusCode::CONFLICT
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl DbError {
+    /// Status, problem slug, title and the detail that may be sent (no
+    /// SQL, no values).
+    fn problem(&self) -> (StatusCode, &'static str, &'static str, String) {
+        let status = self.status();
+        let (slug, title, detail) = match self {
+            Self::Pool(e) => (e.slug(), "Pool error", e.to_string()),
+            Self::Query(_) if status == StatusCode::NOT_FOUND => {
+                ("not-found", "Not found", "no matching row".to_owned())
+            }
+            Self::Query(_) if status == StatusCode::CONFLICT => (
+                "conflict",
+                "Conflict",
+                "a row with the same unique values already exists".to_owned(),
+            ),
+            Self::Query(_) => (
+                "database-error",
+                "Database error",
+                "the database query failed".to_owned(),
+            ),
+            Self::Commit(_) => (
+                "commit-failed",
+                "Transaction not committed",
+                "the transaction could not be committed; nothing was stored".to_owned(),
+            ),
+            Self::Unsupported { .. } => ("unsupported", "Unsupported option", self.to_string()),
+        };
+        (status, slug, title, detail)
+    }
+}
+
+impl IntoResponse for DbError {
+    fn into_response(self) -> Response {
+        if let Self::Pool(e) = self {
+            return e.into_response();
+        }
+        let (status, slug, title, detail) = self.problem();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "database error answered {status}");
+        } else {
+            tracing::debug!(error = %self, "database error answered {status}");
+        }
+        Problem::new(status, slug, title, detail).into_response()
+    }
+}
+
+/// A `DbTx` that could not begin rejects the request as the error would
+/// answer.
+impl From<DbError> for LeaseRejection {
+    fn from(e: DbError) -> Self {
+        if let DbError::Pool(e) = e {
+            return Self::Pool(e);
+        }
+        let (status, slug, title, detail) = e.problem();
+        Self::Prepare(PrepareFailed::new(status, slug, title, detail).caused_by(None, e))
+    }
+}
