@@ -7,114 +7,38 @@
 //! connection ([`Backend`]); everything a pool promises lives here, so it
 //! holds for every extractor.
 
+mod backend;
 pub(crate) mod clock;
+mod erased;
 pub(crate) mod hooks;
 pub(crate) mod leaks;
 mod lease;
+mod maintain;
 mod managed;
 
 use std::{
-    any::Any,
     collections::BTreeMap,
     future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use deadpool::managed::{Object, PoolError as DpError, QueueMode, TimeoutType, Timeouts};
-use futures_util::future::{BoxFuture, join_all};
 use tokio::{sync::Notify, time::Instant};
 
-pub(crate) use self::lease::Lease;
 use self::managed::Managed;
+pub(crate) use self::{backend::Backend, erased::ErasedPool, lease::Lease};
 use crate::{
-    breaker::{Admission, Breaker, BreakerState},
+    breaker::{Admission, Breaker},
     config::PoolConfig,
     error::{BackendError, PoolError},
     health::{HealthStatus, PoolHealth},
     redact::Redactor,
-    stats::{PoolStats, StatsSnapshot, inc},
+    stats::{PoolStats, inc},
 };
-
-/// What a backend must provide; the pool core does the rest.
-///
-/// Public only so the extractor [`Pooled`](crate::extract::Pooled) can name
-/// it in its bounds; it sits in a private module, so no user can implement
-/// or call it.
-pub trait Backend: Send + Sync + 'static {
-    /// The connection a lease derefs to.
-    type Connection: Send + 'static;
-
-    /// The connection type as errors name it ("no pool of .. is
-    /// registered").
-    fn type_name() -> &'static str {
-        std::any::type_name::<Self::Connection>()
-    }
-
-    /// The health draft's component type of a pool of this backend.
-    const COMPONENT_TYPE: &'static str = "datastore";
-
-    /// Whether the backend reports each call's outcome to the breaker itself
-    /// (the HTTP pool: an attempt's result, not the lease, is the call).
-    const RECORDS_OUTCOMES: bool = false;
-
-    /// Short name of the backend (`postgres`, `mysql`, `sqlite`, ...).
-    fn kind(&self) -> &'static str;
-
-    /// Opens a connection. Errors are raw driver text; the pool scrubs them.
-    fn connect(&self) -> impl Future<Output = Result<Self::Connection, String>> + Send;
-
-    /// One round trip proving the connection works.
-    fn ping(&self, conn: &mut Self::Connection) -> impl Future<Output = Result<(), String>> + Send;
-
-    /// The health check's round trip; by default the [`ping`](Self::ping).
-    fn health_check(
-        &self,
-        conn: &mut Self::Connection,
-    ) -> impl Future<Output = Result<(), String>> + Send {
-        self.ping(conn)
-    }
-
-    /// A local, non-blocking check that the connection is unusable.
-    fn is_broken(&self, conn: &mut Self::Connection) -> bool;
-
-    /// Whether the build fails when no connection can be opened (a
-    /// database: yes; an upstream HTTP service: no, it may come later).
-    fn required_at_build(&self) -> bool {
-        true
-    }
-
-    /// Adds what the backend counts itself (the HTTP pool: its requests)
-    /// to a stats snapshot.
-    fn fill_stats(&self, _snapshot: &mut StatsSnapshot) {}
-
-    /// A local check that the last user left state behind (an open `MULTI`,
-    /// another database selected) that [`reset`](Self::reset) must undo.
-    fn needs_reset(&self, _conn: &Self::Connection) -> bool {
-        false
-    }
-
-    /// Puts a used connection back in its initial state before the next
-    /// user gets it; an error discards the connection.
-    fn reset(
-        &self,
-        _conn: &mut Self::Connection,
-    ) -> impl Future<Output = Result<(), String>> + Send {
-        async { Ok(()) }
-    }
-
-    /// Facts about the server for the stats (version, clients), read after
-    /// a passing health check.
-    fn server_info(
-        &self,
-        _conn: &mut Self::Connection,
-    ) -> impl Future<Output = Option<BTreeMap<String, String>>> + Send {
-        async { None }
-    }
-}
 
 /// The state of one pool that connections and leases point back to.
 pub(crate) struct Shared {
@@ -581,196 +505,6 @@ impl<B: Backend> Pool<B> {
             },
         }
     }
-
-    /// Opens `max(min_size, 1)` connections at once: proves the backend is
-    /// reachable and leaves them idle.
-    pub(crate) async fn warm_up(&self) -> Result<(), BackendError> {
-        let n = self.shared.config.min_size.max(1);
-        let got = join_all((0..n).map(|_| self.dp.get())).await;
-        for result in got {
-            if let Err(e) = result {
-                return Err(match e {
-                    DpError::Backend(e) => e,
-                    other => BackendError::new(other.to_string()),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// A real round trip, bounded by `validation_timeout`; the result is
-    /// cached and returned.
-    pub(crate) async fn check_health(&self) -> PoolHealth {
-        let shared = &*self.shared;
-        inc(&shared.stats.health_checks);
-        let start = Instant::now();
-        let deadline = start + shared.config.validation_timeout;
-        let limit = humantime::format_duration(shared.config.validation_timeout);
-        let outcome = if shared.is_draining() {
-            Err((HealthStatus::Fail, "pool is draining".to_owned()))
-        } else {
-            match tokio::time::timeout_at(deadline, self.clean_checkout()).await {
-                Err(_) => {
-                    let status = self.dp.status();
-                    if status.size >= status.max_size && status.available == 0 {
-                        Err((
-                            HealthStatus::Warn,
-                            format!("pool saturated: no connection free within {limit}"),
-                        ))
-                    } else {
-                        Err((HealthStatus::Fail, format!("no connection within {limit}")))
-                    }
-                }
-                Ok(Err(e)) => Err((HealthStatus::Fail, self.map_error(e).to_string())),
-                Ok(Ok(mut obj)) => {
-                    obj.in_doubt = true;
-                    match tokio::time::timeout_at(
-                        deadline,
-                        self.backend().health_check(&mut obj.conn),
-                    )
-                    .await
-                    {
-                        Ok(Ok(())) => {
-                            let info = self.backend().server_info(&mut obj.conn);
-                            if let Ok(Some(info)) = tokio::time::timeout_at(deadline, info).await {
-                                *shared.server.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some(info);
-                            }
-                            obj.since = clock::now();
-                            obj.in_doubt = false;
-                            Ok(())
-                        }
-                        failed => {
-                            inc(&shared.stats.backend_errors);
-                            drop(Object::take(obj));
-                            Err((
-                                HealthStatus::Fail,
-                                match failed {
-                                    Ok(Err(msg)) => shared.redactor.scrub(&msg),
-                                    _ => format!("ping timed out after {limit}"),
-                                },
-                            ))
-                        }
-                    }
-                }
-            }
-        };
-        let latency = Instant::now() - start;
-        let (mut status, mut error) = match outcome {
-            Ok(()) => (HealthStatus::Pass, None),
-            Err((status, error)) => (status, Some(error)),
-        };
-        match shared.breaker.state() {
-            BreakerState::Open | BreakerState::ForcedOpen => {
-                status = HealthStatus::Fail;
-                error.get_or_insert_with(|| "circuit breaker open".to_owned());
-            }
-            BreakerState::HalfOpen if status == HealthStatus::Pass => {
-                status = HealthStatus::Warn;
-                error = Some("circuit breaker half-open: probing".to_owned());
-            }
-            _ => {}
-        }
-        let health = PoolHealth {
-            pool: shared.name.clone(),
-            backend: shared.kind.to_owned(),
-            status,
-            latency_ms: Some((latency.as_secs_f64() * 1e6).round() / 1e3),
-            checked_at: Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
-            error,
-            utilization_percent: None,
-            required: shared.config.required,
-            saturated: false,
-            component_type: shared.component_type,
-        };
-        shared.store_health(health.clone());
-        health
-    }
-
-    /// Closes expired and (above `min_size`) long-idle connections, then
-    /// opens connections up to `min_size`. Connections in use are untouched.
-    pub(crate) async fn maintain(&self) {
-        let shared = &*self.shared;
-        let config = &shared.config;
-        let now = clock::now();
-        let mut removable_idle = self.dp.status().size.saturating_sub(config.min_size);
-        let removed = self
-            .dp
-            .retain(|conn, _| {
-                if conn.expired(now) {
-                    return false;
-                }
-                match config.idle_timeout {
-                    Some(idle) if removable_idle > 0 && now.duration_since(conn.since) >= idle => {
-                        removable_idle -= 1;
-                        false
-                    }
-                    _ => true,
-                }
-            })
-            .removed;
-        if !removed.is_empty() {
-            tracing::debug!(pool = %shared.name, closed = removed.len(), "reaped idle or expired connections");
-        }
-        drop(removed);
-        let mut held = Vec::new();
-        while !shared.is_draining() && self.dp.status().size < config.min_size {
-            match self.dp.timeout_get(&NO_WAIT).await {
-                Ok(obj) => held.push(obj),
-                Err(_) => break,
-            }
-        }
-    }
-
-    pub(crate) fn snapshot(&self) -> StatsSnapshot {
-        let shared = &*self.shared;
-        let s = &shared.stats;
-        let status = self.dp.status();
-        let returned = s.use_time.count();
-        let wait = s.acquire_wait.snapshot();
-        #[allow(clippy::needless_update)]
-        let mut snapshot = StatsSnapshot {
-            pool: shared.name.clone(),
-            backend: shared.kind.to_owned(),
-            max_size: shared.config.max_size,
-            min_size: shared.config.min_size,
-            size: status.size,
-            active: wait.count.saturating_sub(returned),
-            idle: status.available,
-            waiting: s.waiting.load(Ordering::Relaxed),
-            leases: wait.count,
-            timeouts: s.timeouts.load(Ordering::Relaxed),
-            shed: s.shed.load(Ordering::Relaxed),
-            rejected_draining: s.rejected_draining.load(Ordering::Relaxed),
-            backend_errors: s.backend_errors.load(Ordering::Relaxed),
-            created: s.created.load(Ordering::Relaxed),
-            closed: s.closed.load(Ordering::Relaxed),
-            validations: s.validations.load(Ordering::Relaxed),
-            broken: s.broken.load(Ordering::Relaxed),
-            health_checks: s.health_checks.load(Ordering::Relaxed),
-            tx_committed: s.tx_committed.load(Ordering::Relaxed),
-            tx_rolled_back: s.tx_rolled_back.load(Ordering::Relaxed),
-            tx_abandoned: s.tx_abandoned.load(Ordering::Relaxed),
-            resets: s.resets.load(Ordering::Relaxed),
-            leaks: shared.leaks.detected.load(Ordering::Relaxed),
-            breaker: shared.breaker.stats(),
-            server: shared
-                .server
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            acquire_wait: wait,
-            // Fields a backend fills in (`fill_stats`), present with its
-            // feature only: the core names none of them.
-            ..StatsSnapshot::default()
-        };
-        self.backend().fill_stats(&mut snapshot);
-        snapshot
-    }
-
-    pub(crate) fn close(&self) {
-        self.dp.close();
-    }
 }
 
 /// Logs an acquisition that waited longer than `slow_acquire_threshold`
@@ -816,86 +550,5 @@ struct DecrementOnDrop<'a>(&'a std::sync::atomic::AtomicUsize);
 impl Drop for DecrementOnDrop<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A pool with its backend type erased, as the manager holds it.
-pub(crate) trait ErasedPool: Send + Sync + 'static {
-    fn shared(&self) -> &Arc<Shared>;
-    fn snapshot(&self) -> StatsSnapshot;
-    fn check_health(&self) -> BoxFuture<'_, PoolHealth>;
-    fn maintain(&self) -> BoxFuture<'_, ()>;
-    fn close(&self);
-    fn as_any(&self) -> &dyn Any;
-}
-
-impl<B: Backend> ErasedPool for Pool<B> {
-    fn shared(&self) -> &Arc<Shared> {
-        Pool::shared(self)
-    }
-    fn snapshot(&self) -> StatsSnapshot {
-        Pool::snapshot(self)
-    }
-    fn check_health(&self) -> BoxFuture<'_, PoolHealth> {
-        Box::pin(Pool::check_health(self))
-    }
-    fn maintain(&self) -> BoxFuture<'_, ()> {
-        Box::pin(Pool::maintain(self))
-    }
-    fn close(&self) {
-        Pool::close(self);
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl dyn ErasedPool {
-    /// Starts draining: new acquisitions and current waiters are refused.
-    pub(crate) fn begin_drain(&self) {
-        let shared = self.shared();
-        shared.draining.store(true, Ordering::Release);
-        shared.drain_started.notify_waiters();
-    }
-
-    /// Waits until every lease is back or `deadline` passes; returns how
-    /// many are still out.
-    pub(crate) async fn wait_returned(&self, deadline: Instant) -> u64 {
-        let shared = self.shared();
-        loop {
-            let returned = shared.lease_returned.notified();
-            let active = shared.stats.active();
-            if active == 0 {
-                return 0;
-            }
-            if Instant::now() >= deadline {
-                return active;
-            }
-            // Re-check at least every 50 ms: a lease returned just as draining
-            // began may have missed the flag and not notified.
-            let recheck = deadline.min(Instant::now() + Duration::from_millis(50));
-            let _ = tokio::time::timeout_at(recheck, returned).await;
-        }
-    }
-
-    /// The cached health, refreshed on demand (at most once a second) when
-    /// periodic checks are off.
-    pub(crate) async fn health(&self) -> PoolHealth {
-        let shared = self.shared();
-        if shared.is_draining() {
-            // No I/O: reports "draining" at once.
-            return self.check_health().await;
-        }
-        let (cached, at) = shared.cached_health();
-        if shared.config.health_check_interval.is_some() {
-            return cached;
-        }
-        if at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
-            return cached;
-        }
-        match shared.checking.try_lock() {
-            Ok(_guard) => self.check_health().await,
-            Err(_) => cached,
-        }
     }
 }
