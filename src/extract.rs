@@ -6,7 +6,7 @@
 //! The backends name it: [`DbConn`](crate::DbConn) is
 //! `Pooled<Diesel<C>, N>`, [`RedisConn`](crate::RedisConn) is
 //! `Pooled<Redis, N>`. [`DbTx`](crate::DbTx) and
-//! [`HttpClient`](crate::HttpClient) are built on the same lookup. Every one
+//! [`HttpClient`] are built on the same lookup. Every one
 //! of them rejects with a [`LeaseRejection`].
 //!
 //! The manager comes from [`PoolLayer`](crate::PoolLayer), which makes it
@@ -194,7 +194,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PoolManager {
 
 /// Why an extractor of this crate gave the handler no connection: the
 /// rejection of [`DbConn`](crate::DbConn), [`DbTx`](crate::DbTx),
-/// [`RedisConn`](crate::RedisConn), [`HttpClient`](crate::HttpClient) and
+/// [`RedisConn`](crate::RedisConn), [`HttpClient`] and
 /// [`PoolManager`] alike.
 ///
 /// | variant | status |

@@ -11,8 +11,8 @@
 //! `PoolLayer` inside such layers.
 //!
 //! The other tower layers of the crate live with their capability:
-//! [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer) in
-//! [`breaker`](crate::breaker), [`RateLimitLayer`](crate::rate_limit::RateLimitLayer)
+//! [`CircuitBreakerLayer`] in
+//! [`breaker`](crate::breaker), [`RateLimitLayer`]
 //! in [`rate_limit`](crate::rate_limit); they are re-exported here as before.
 //!
 //! ```no_run

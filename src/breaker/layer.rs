@@ -81,7 +81,7 @@ impl<B, E> Classify<http::Response<B>, E> for ServerErrors {
     }
 }
 
-/// Layer wrapping a service in a circuit breaker. See the [module docs](self).
+/// Layer wrapping a service in a circuit breaker. See the [module docs](crate::breaker).
 #[derive(Clone)]
 #[must_use]
 pub struct CircuitBreakerLayer<C = ServerErrors> {

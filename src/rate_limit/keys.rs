@@ -13,7 +13,7 @@ use axum::{
     http::{HeaderName, header, request::Parts},
 };
 
-/// What one client is, for the limiter. See the [module docs](self).
+/// What one client is, for the limiter. See the [module docs](crate::rate_limit).
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum KeyBy {

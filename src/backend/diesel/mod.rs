@@ -84,7 +84,7 @@ mod sealed {
 /// A diesel-async connection type that can be pooled: implemented for
 /// `AsyncPgConnection` (feature `postgres`), `AsyncMysqlConnection`
 /// (feature `mysql`) and `SyncConnectionWrapper<SqliteConnection>`
-/// (feature `sqlite`, re-exported as [`SqliteConnection`](crate::SqliteConnection)).
+/// (feature `sqlite`, re-exported as [`SqliteConnection`]).
 ///
 /// ```
 /// fn pooled<C: axum_pools::DbConnection>() -> &'static str { C::BACKEND }

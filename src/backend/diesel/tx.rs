@@ -172,7 +172,7 @@ impl<C: DbConnection, N: PoolSelector> DbTx<C, N> {
     ///
     /// # Errors
     ///
-    /// The lease's [`PoolError`](crate::PoolError) or the failed `BEGIN`.
+    /// The lease's [`PoolError`] or the failed `BEGIN`.
     pub async fn begin(manager: &PoolManager) -> Result<Self, DbError> {
         Self::begin_with(manager, TxOptions::default()).await
     }
