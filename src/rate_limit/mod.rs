@@ -35,7 +35,6 @@
 use std::{
     fmt,
     future::Future,
-    num::NonZeroU32,
     pin::Pin,
     sync::{
         Arc, OnceLock,
@@ -49,48 +48,30 @@ use axum::{
     http::{HeaderValue, Request, StatusCode},
     response::{IntoResponse, Response},
 };
-use governor::{
-    Quota, RateLimiter, clock::Clock, middleware::StateInformationMiddleware,
-    state::keyed::DashMapStateStore,
-};
+use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 mod keys;
+mod store;
 
-use self::keys::Key;
 pub use self::keys::{KeyBy, KeyFn, TrustedProxies};
+use self::store::{Check, Decision, Local, Store};
 use crate::problem::{Problem, retry_after_secs};
 
-/// A monotonic clock on tokio's time, so tests can pause it.
-#[derive(Clone, Debug)]
-struct TokioClock {
-    base: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Duration;
-    fn now(&self) -> Duration {
-        tokio::time::Instant::now().saturating_duration_since(self.base)
-    }
-}
-
-type Limiter = RateLimiter<Key, DashMapStateStore<Key>, TokioClock, StateInformationMiddleware>;
-
 struct Shared {
-    limiter: Limiter,
-    clock: TokioClock,
+    store: Box<dyn Store>,
     key: KeyBy,
     burst: u32,
     per_cell: Duration,
-    max_keys: usize,
     headers: bool,
-    calls: AtomicU64,
+    /// What to do when a shared store gives no answer.
+    on_error: FailPolicy,
+    /// Times the store gave no answer.
+    store_errors: AtomicU64,
     /// Shared with the manager when the limiter reports to `/pools/metrics`.
     rejected: Arc<AtomicU64>,
-    #[cfg(feature = "redis")]
-    distributed: Option<distributed::Distributed>,
 }
 
 impl Shared {
@@ -109,14 +90,9 @@ impl Shared {
         .expect("digits and ASCII")
     }
 
-    /// Drops keys that are back to a fresh state once too many are held.
-    fn bound_memory(&self) {
-        if self.calls.fetch_add(1, Ordering::Relaxed) % 1024 == 1023
-            && self.limiter.len() > self.max_keys
-        {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
+    /// The headers an allowed request's response carries, if any.
+    fn allowed_headers(&self, remaining: u32) -> Option<(HeaderValue, HeaderValue)> {
+        self.headers.then(|| (self.policy(), self.state(remaining)))
     }
 }
 
@@ -137,7 +113,8 @@ pub struct RateLimitLayer {
     /// The rejection counter `/pools/metrics` reports, once registered.
     counter: Option<Arc<AtomicU64>>,
     #[cfg(feature = "redis")]
-    distributed: Option<(crate::PoolManager, String, FailPolicy)>,
+    distributed: Option<(crate::PoolManager, String)>,
+    on_error: FailPolicy,
 }
 
 /// What a Redis-backed limiter does when Redis cannot answer.
@@ -193,6 +170,7 @@ impl RateLimitLayer {
             counter: None,
             #[cfg(feature = "redis")]
             distributed: None,
+            on_error: FailPolicy::Open,
         }
     }
 
@@ -231,7 +209,8 @@ impl RateLimitLayer {
         pool: impl Into<String>,
         on_error: FailPolicy,
     ) -> Self {
-        self.distributed = Some((manager, pool.into(), on_error));
+        self.distributed = Some((manager, pool.into()));
+        self.on_error = on_error;
         self.changed()
     }
 
@@ -295,25 +274,28 @@ impl RateLimitLayer {
     fn build(&self) -> Arc<Shared> {
         let burst = self.burst.unwrap_or(self.count);
         let per_cell = (self.per / self.count).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(per_cell)
-            .expect("a non-zero period")
-            .allow_burst(NonZeroU32::new(burst).expect("burst >= 1"));
-        let clock = TokioClock {
-            base: tokio::time::Instant::now(),
+        let local = || Box::new(Local::new(burst, per_cell, self.max_keys)) as Box<dyn Store>;
+        #[cfg(feature = "redis")]
+        let store = match &self.distributed {
+            Some((manager, pool)) => Box::new(redis::RedisStore::new(
+                manager.clone(),
+                pool.clone(),
+                burst,
+                per_cell,
+            )) as Box<dyn Store>,
+            None => local(),
         };
+        #[cfg(not(feature = "redis"))]
+        let store = local();
         Arc::new(Shared {
-            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone())
-                .with_middleware::<StateInformationMiddleware>(),
-            clock,
+            store,
             key: self.key.clone(),
             burst,
             per_cell,
-            max_keys: self.max_keys,
             headers: self.headers,
-            calls: AtomicU64::new(0),
+            on_error: self.on_error,
+            store_errors: AtomicU64::new(0),
             rejected: self.counter.clone().unwrap_or_default(),
-            #[cfg(feature = "redis")]
-            distributed: self.distributed.clone().map(distributed::Distributed::new),
         })
     }
 }
@@ -342,7 +324,7 @@ pub struct RateLimit<S> {
 impl<S> fmt::Debug for RateLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
-            .field("keys", &self.shared.limiter.len())
+            .field("keys", &self.shared.store.keys())
             .field("rejected", &self.shared.rejected.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -362,7 +344,8 @@ impl<S> RateLimit<S> {
         self.shared.rejected.load(Ordering::Relaxed)
     }
 
-    /// Times the Redis-backed limiter could not decide (feature `redis`).
+    /// Times a shared store (Redis, feature `redis`) could not decide; always
+    /// 0 for the in-process limiter.
     ///
     /// ```
     /// # use axum_pools::layer::RateLimitLayer;
@@ -370,13 +353,9 @@ impl<S> RateLimit<S> {
     /// # let svc = RateLimitLayer::new(1, std::time::Duration::from_secs(1)).layer(());
     /// assert_eq!(svc.backend_errors(), 0);
     /// ```
-    #[cfg(feature = "redis")]
     #[must_use]
     pub fn backend_errors(&self) -> u64 {
-        self.shared
-            .distributed
-            .as_ref()
-            .map_or(0, |d| d.errors.load(Ordering::Relaxed))
+        self.shared.store_errors.load(Ordering::Relaxed)
     }
 
     /// Clients (keys) whose state is held now.
@@ -389,7 +368,7 @@ impl<S> RateLimit<S> {
     /// ```
     #[must_use]
     pub fn keys(&self) -> usize {
-        self.shared.limiter.len()
+        self.shared.store.keys()
     }
 }
 
@@ -412,29 +391,59 @@ where
         let shared = &self.shared;
         let (parts, body) = req.into_parts();
         let key = shared.key.key(&parts);
-        #[cfg(feature = "redis")]
-        if shared.distributed.is_some() {
-            // The ready service goes into the future; a clone stays here.
-            let clone = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, clone);
-            let shared = self.shared.clone();
-            let req = Request::from_parts(parts, body);
-            return RateLimitFuture::boxed(Box::pin(distributed::call(shared, key, inner, req)));
-        }
-        shared.bound_memory();
-        match shared.limiter.check_key(&key) {
-            Ok(snapshot) => {
-                let headers = shared.headers.then(|| {
-                    (
-                        shared.policy(),
-                        shared.state(snapshot.remaining_burst_capacity()),
-                    )
-                });
-                RateLimitFuture::allowed(self.inner.call(Request::from_parts(parts, body)), headers)
+        let req = Request::from_parts(parts, body);
+        match shared.store.check(key) {
+            Check::Decided(Decision::Allowed { remaining }) => {
+                RateLimitFuture::allowed(self.inner.call(req), shared.allowed_headers(remaining))
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(shared.clock.now());
+            Check::Decided(Decision::Limited { wait }) => {
                 RateLimitFuture::limited(shared.limited(wait))
+            }
+            Check::Asking(answer) => {
+                // The ready service goes into the future; a clone stays here.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                RateLimitFuture::boxed(Box::pin(asked(shared.clone(), answer, inner, req)))
+            }
+        }
+    }
+}
+
+/// Serves `req` by a shared store's `answer`; `on_error` decides when there
+/// is none.
+async fn asked<S, B>(
+    shared: Arc<Shared>,
+    answer: BoxFuture<'static, Result<Decision, String>>,
+    mut inner: S,
+    req: Request<B>,
+) -> Result<Response, S::Error>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    match answer.await {
+        Ok(Decision::Allowed { remaining }) => {
+            let mut response = inner.call(req).await?;
+            if let Some((policy, state)) = shared.allowed_headers(remaining) {
+                let h = response.headers_mut();
+                h.insert("ratelimit-policy", policy);
+                h.insert("ratelimit", state);
+            }
+            Ok(response)
+        }
+        Ok(Decision::Limited { wait }) => Ok(shared.limited(wait)),
+        Err(error) => {
+            shared.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, policy = ?shared.on_error, "the rate limiter's store did not answer");
+            match shared.on_error {
+                FailPolicy::Open => inner.call(req).await,
+                FailPolicy::Closed => Ok(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "rate-limiter-unavailable",
+                    "Rate limiter unavailable",
+                    "the rate limiter cannot decide; retry later".to_owned(),
+                )
+                .retry_after(Some(Duration::from_secs(1)))
+                .into_response()),
             }
         }
     }
@@ -464,8 +473,6 @@ impl Shared {
 
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "redis")]
-use self::redis as distributed;
 
 pin_project! {
     /// The response future of [`RateLimit`].
@@ -490,7 +497,6 @@ pin_project! {
 }
 
 impl<F, E> RateLimitFuture<F, E> {
-    #[cfg(feature = "redis")]
     fn boxed(future: futures_util::future::BoxFuture<'static, Result<Response, E>>) -> Self {
         Self {
             state: State::Boxed { future },

@@ -1,19 +1,15 @@
-//! The distributed limiter: GCRA in one Lua script on a Redis pool, so
-//! every replica of the service draws from the same budget.
+//! The distributed store: GCRA in one Lua script on a Redis pool, so every
+//! replica of the service draws from the same budget.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
+
+use super::{
+    keys::Key,
+    store::{Check, Decision, Store},
 };
-
-use axum::{
-    http::{Request, StatusCode},
-    response::{IntoResponse, Response},
-};
-use tower_service::Service;
-
-use super::{FailPolicy, Key, Shared};
-use crate::{PoolManager, backend::redis::Redis, problem::Problem};
+use crate::{PoolManager, backend::redis::Redis};
 
 /// GCRA on Redis' clock, atomically: returns {allowed, retry_after_us,
 /// remaining}. KEYS[1]: the client's key; ARGV: emission interval (µs),
@@ -35,31 +31,45 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(tolerance / 1000) + 1000)
 return {1, 0, math.floor((now + tolerance - new_tat) / interval)}
 ";
 
-pub(super) struct Distributed {
-    manager: PoolManager,
-    pool: String,
-    on_error: FailPolicy,
-    script: redis::Script,
-    pub(super) errors: AtomicU64,
+/// The state in Redis, through the manager's Redis pool called `pool`.
+pub(super) struct RedisStore {
+    inner: Arc<Inner>,
 }
 
-impl Distributed {
-    pub(super) fn new((manager, pool, on_error): (PoolManager, String, FailPolicy)) -> Self {
+struct Inner {
+    manager: PoolManager,
+    pool: String,
+    script: redis::Script,
+    interval_us: u64,
+    burst: u32,
+}
+
+impl RedisStore {
+    pub(super) fn new(manager: PoolManager, pool: String, burst: u32, per_cell: Duration) -> Self {
         Self {
-            manager,
-            pool,
-            on_error,
-            script: redis::Script::new(GCRA),
-            errors: AtomicU64::new(0),
+            inner: Arc::new(Inner {
+                manager,
+                pool,
+                script: redis::Script::new(GCRA),
+                interval_us: u64::try_from(per_cell.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+                burst,
+            }),
         }
     }
+}
 
-    /// `Ok(Ok(remaining))` allowed, `Ok(Err(retry_after))` limited.
-    async fn check(
-        &self,
-        shared: &Shared,
-        key: &Key,
-    ) -> Result<Result<u32, std::time::Duration>, String> {
+impl Store for RedisStore {
+    fn check(&self, key: Key) -> Check {
+        let inner = self.inner.clone();
+        Check::Asking(async move { inner.ask(&key).await }.boxed())
+    }
+}
+
+impl Inner {
+    /// One round trip: the script's decision for `key`.
+    async fn ask(&self, key: &Key) -> Result<Decision, String> {
         let pool = self
             .manager
             .pool::<Redis>(Some(&self.pool), "redis::aio::MultiplexedConnection")
@@ -70,62 +80,22 @@ impl Distributed {
             Key::Text(t) => format!("axum-pools:rl:k:{t}"),
             Key::Unknown => "axum-pools:rl:-".to_owned(),
         };
-        let interval_us = u64::try_from(shared.per_cell.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
         let (allowed, retry_us, remaining): (i64, i64, i64) = self
             .script
             .key(redis_key)
-            .arg(interval_us)
-            .arg(shared.burst)
+            .arg(self.interval_us)
+            .arg(self.burst)
             .invoke_async(&mut *conn)
             .await
             .map_err(|e| e.to_string())?;
         Ok(if allowed == 1 {
-            Ok(u32::try_from(remaining).unwrap_or(0))
+            Decision::Allowed {
+                remaining: u32::try_from(remaining).unwrap_or(0),
+            }
         } else {
-            Err(std::time::Duration::from_micros(
-                u64::try_from(retry_us).unwrap_or(0),
-            ))
+            Decision::Limited {
+                wait: Duration::from_micros(u64::try_from(retry_us).unwrap_or(0)),
+            }
         })
-    }
-}
-
-pub(super) async fn call<S, B>(
-    shared: Arc<Shared>,
-    key: Key,
-    mut inner: S,
-    req: Request<B>,
-) -> Result<Response, S::Error>
-where
-    S: Service<Request<B>, Response = Response>,
-{
-    let d = shared.distributed.as_ref().expect("distributed limiter");
-    match d.check(&shared, &key).await {
-        Ok(Ok(remaining)) => {
-            let mut response = inner.call(req).await?;
-            if shared.headers {
-                let h = response.headers_mut();
-                h.insert("ratelimit-policy", shared.policy());
-                h.insert("ratelimit", shared.state(remaining));
-            }
-            Ok(response)
-        }
-        Ok(Err(wait)) => Ok(shared.limited(wait)),
-        Err(error) => {
-            d.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, policy = ?d.on_error, "the Redis rate limiter did not answer");
-            match d.on_error {
-                FailPolicy::Open => inner.call(req).await,
-                FailPolicy::Closed => Ok(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "rate-limiter-unavailable",
-                    "Rate limiter unavailable",
-                    "the rate limiter cannot decide; retry later".to_owned(),
-                )
-                .retry_after(Some(std::time::Duration::from_secs(1)))
-                .into_response()),
-            }
-        }
     }
 }
