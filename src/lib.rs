@@ -134,6 +134,10 @@ pub mod stats;
 
 #[cfg(feature = "sqlite")]
 pub use crate::backend::diesel::SqliteConnection;
+#[cfg(feature = "http")]
+pub use crate::backend::http::{
+    ConnectionGuard, HttpClient, HttpConfig, HttpError, HttpResponse, HttpStats, RequestBuilder,
+};
 pub use crate::pool::{
     breaker::{BreakerState, BreakerStats},
     hooks::{ConnectionHook, Hooks, LeaseHook, Leased, ReleaseHook, Released},
@@ -151,9 +155,3 @@ pub use crate::{
 };
 #[cfg(feature = "redis")]
 pub use crate::{backend::redis::RedisConnection, config::RedisConfig, extract::RedisConn};
-#[cfg(feature = "http")]
-pub use crate::{
-    config::HttpConfig,
-    extract::{ConnectionGuard, HttpClient, HttpError, HttpResponse, RequestBuilder},
-    stats::HttpStats,
-};

@@ -606,7 +606,7 @@ impl PoolManagerBuilder {
     /// Unlike a database, an upstream that is down does not fail the build:
     /// its pool starts unhealthy and recovers when the upstream does.
     #[cfg(feature = "http")]
-    pub fn http(self, name: impl Into<String>, config: crate::config::HttpConfig) -> Self {
+    pub fn http(self, name: impl Into<String>, config: crate::backend::http::HttpConfig) -> Self {
         let url = config.base_url.clone();
         let pool = config.pool.clone();
         self.register(

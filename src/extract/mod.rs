@@ -28,14 +28,10 @@
 //! ```
 
 pub(crate) mod conn;
-#[cfg(feature = "http")]
-mod http;
 #[cfg(feature = "redis")]
 mod redis;
 pub mod tx;
 
-#[cfg(feature = "http")]
-pub use self::http::{ConnectionGuard, HttpClient, HttpError, HttpResponse, RequestBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis::RedisConn;
 

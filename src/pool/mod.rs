@@ -80,7 +80,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Per-request statistics of backends that count requests themselves
     /// (the HTTP pool).
     #[cfg(feature = "http")]
-    fn http_stats(&self) -> Option<crate::stats::HttpStats> {
+    fn http_stats(&self) -> Option<crate::backend::http::HttpStats> {
         None
     }
 

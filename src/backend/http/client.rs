@@ -1,23 +1,20 @@
-//! [`HttpClient`]: requests to an upstream through its pool (feature `http`).
+//! [`HttpClient`] and [`RequestBuilder`]: requests to an upstream through
+//! its pool.
 
 use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
-use axum::{
-    extract::FromRequestParts,
-    http::request::Parts,
-    response::{IntoResponse, Response},
-};
+use axum::{extract::FromRequestParts, http::request::Parts};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{ByType, PoolSelector, conn};
+use super::{Http, HttpError, HttpResponse};
 use crate::{
-    backend::http::Http,
-    error::{PoolError, Problem, problem_type},
+    error::PoolError,
+    extract::{ByType, PoolSelector, RequiresPool, conn},
     manager::PoolManager,
     pool::{ErasedPool, Lease, Pool},
     stats::inc,
@@ -181,7 +178,7 @@ impl<N: PoolSelector> HttpClient<N> {
     }
 }
 
-impl<N: PoolSelector> super::RequiresPool for HttpClient<N> {
+impl<N: PoolSelector> RequiresPool for HttpClient<N> {
     fn check(manager: &PoolManager) -> Result<(), PoolError> {
         Self::from_manager(manager).map(|_| ())
     }
@@ -367,11 +364,7 @@ impl<N: PoolSelector> RequestBuilder<N> {
                         uri = next;
                         continue;
                     }
-                    return Ok(HttpResponse {
-                        response,
-                        lease,
-                        read_timeout: config.request_timeout,
-                    });
+                    return Ok(HttpResponse::new(response, lease, config.request_timeout));
                 }
                 Ok(Err(e)) => HttpError::Upstream {
                     pool: name.to_owned(),
@@ -421,225 +414,4 @@ fn same_upstream_location(response: &http::Response<Incoming>, http: &Http) -> O
         path.to_owned()
     };
     uri.parse().ok()
-}
-
-/// A response from the upstream. Holds its pooled connection until the body
-/// is read ([`bytes`](Self::bytes), [`json`](Self::json), [`text`](Self::text))
-/// or the response is dropped.
-pub struct HttpResponse {
-    response: http::Response<Incoming>,
-    lease: Lease<Http>,
-    read_timeout: Duration,
-}
-
-impl fmt::Debug for HttpResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpResponse")
-            .field("status", &self.response.status())
-            .finish_non_exhaustive()
-    }
-}
-
-impl HttpResponse {
-    /// The status.
-    ///
-    /// ```no_run
-    /// # fn demo(r: axum_pools::HttpResponse) { let ok = r.status().is_success(); }
-    /// ```
-    #[must_use]
-    pub fn status(&self) -> StatusCode {
-        self.response.status()
-    }
-
-    /// The headers.
-    ///
-    /// ```no_run
-    /// # fn demo(r: axum_pools::HttpResponse) { let etag = r.headers().get("etag"); }
-    /// ```
-    #[must_use]
-    pub fn headers(&self) -> &HeaderMap {
-        self.response.headers()
-    }
-
-    /// Reads the whole body (bounded by the pool's `request_timeout`), then
-    /// returns the connection to the pool.
-    ///
-    /// ```no_run
-    /// # async fn demo(r: axum_pools::HttpResponse) -> Result<(), axum_pools::HttpError> {
-    /// let bytes = r.bytes().await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`HttpError::Timeout`] or [`HttpError::Upstream`] when the body does
-    /// not arrive.
-    pub async fn bytes(self) -> Result<Bytes, HttpError> {
-        let Self {
-            response,
-            mut lease,
-            read_timeout,
-        } = self;
-        let pool = lease.pool_name().to_owned();
-        match tokio::time::timeout(read_timeout, response.into_body().collect()).await {
-            Ok(Ok(body)) => Ok(body.to_bytes()),
-            Ok(Err(e)) => {
-                lease.poisoned = true;
-                Err(HttpError::Upstream {
-                    pool,
-                    message: e.to_string(),
-                })
-            }
-            Err(_) => {
-                lease.poisoned = true;
-                Err(HttpError::Timeout {
-                    pool,
-                    after: read_timeout,
-                })
-            }
-        }
-    }
-
-    /// Reads the body as UTF-8 text.
-    ///
-    /// ```no_run
-    /// # async fn demo(r: axum_pools::HttpResponse) -> Result<(), axum_pools::HttpError> {
-    /// let text = r.text().await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`bytes`](Self::bytes), or [`HttpError::Decode`] for invalid UTF-8.
-    pub async fn text(self) -> Result<String, HttpError> {
-        let bytes = self.bytes().await?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| HttpError::Decode(e.to_string()))
-    }
-
-    /// Reads the body as JSON.
-    ///
-    /// ```no_run
-    /// # async fn demo(r: axum_pools::HttpResponse) -> Result<(), axum_pools::HttpError> {
-    /// let v: serde_json::Value = r.json().await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`bytes`](Self::bytes), or [`HttpError::Decode`] when it is not
-    /// the expected JSON.
-    pub async fn json<T: DeserializeOwned>(self) -> Result<T, HttpError> {
-        let bytes = self.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode(e.to_string()))
-    }
-
-    /// The response with its body stream; the connection returns to the
-    /// pool when `guard` is dropped (after the body is read).
-    ///
-    /// ```no_run
-    /// # fn demo(r: axum_pools::HttpResponse) { let (response, guard) = r.into_parts(); }
-    /// ```
-    pub fn into_parts(self) -> (http::Response<Incoming>, ConnectionGuard) {
-        (self.response, ConnectionGuard(self.lease))
-    }
-}
-
-/// Keeps an [`HttpResponse`]'s connection leased while its body is streamed.
-pub struct ConnectionGuard(Lease<Http>);
-
-impl fmt::Debug for ConnectionGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ConnectionGuard")
-            .field(&self.0.pool_name())
-            .finish()
-    }
-}
-
-/// What a request through an [`HttpClient`] can fail with.
-///
-/// | error | status |
-/// |---|---|
-/// | [`HttpError::Pool`] | as [`PoolError`] (503 with `Retry-After` when the pool is exhausted) |
-/// | [`HttpError::Timeout`] | 504 |
-/// | [`HttpError::Upstream`], [`HttpError::Decode`] | 502 |
-/// | [`HttpError::InvalidRequest`] | 500 |
-///
-/// ```
-/// use axum::{http::StatusCode, response::IntoResponse};
-/// let e = axum_pools::HttpError::Timeout { pool: "billing".into(), after: std::time::Duration::from_secs(3) };
-/// assert_eq!(e.into_response().status(), StatusCode::GATEWAY_TIMEOUT);
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HttpError {
-    /// No connection could be leased.
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-    /// No response within `request_timeout` (after the allowed attempts).
-    #[error("upstream '{pool}' did not answer within {}", humantime::format_duration(*after))]
-    Timeout {
-        /// The pool.
-        pool: String,
-        /// The bound that passed.
-        after: Duration,
-    },
-    /// The upstream refused, reset or closed the connection.
-    #[error("upstream '{pool}' failed: {message}")]
-    Upstream {
-        /// The pool.
-        pool: String,
-        /// What failed.
-        message: String,
-    },
-    /// The response body was not what the caller asked for.
-    #[error("the upstream's response could not be decoded: {0}")]
-    Decode(String),
-    /// The request could not be built.
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let this = match self {
-            Self::Pool(e) => return e.into_response(),
-            other => other,
-        };
-        let (status, slug, title) = match &this {
-            Self::Pool(_) => unreachable!("answered above"),
-            Self::Timeout { .. } => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream-timeout",
-                "Upstream timed out",
-            ),
-            Self::Upstream { .. } => (
-                StatusCode::BAD_GATEWAY,
-                "upstream-failed",
-                "Upstream failed",
-            ),
-            Self::Decode(_) => (
-                StatusCode::BAD_GATEWAY,
-                "upstream-response",
-                "Bad upstream response",
-            ),
-            Self::InvalidRequest(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "invalid-upstream-request",
-                "Invalid upstream request",
-            ),
-        };
-        tracing::warn!(error = %this, "upstream request failed");
-        let pool = match &this {
-            Self::Timeout { pool, .. } | Self::Upstream { pool, .. } => Some(pool.as_str()),
-            _ => None,
-        };
-        Problem {
-            kind: problem_type(slug),
-            title,
-            status: status.as_u16(),
-            detail: this.to_string(),
-            pool,
-        }
-        .into_response_with(status)
-    }
 }

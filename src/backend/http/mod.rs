@@ -29,11 +29,21 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::{
+mod client;
+mod config;
+mod error;
+mod response;
+mod stats;
+
+use self::stats::HttpCounters;
+pub use self::{
+    client::{HttpClient, RequestBuilder},
     config::HttpConfig,
-    pool::Backend,
-    stats::{HttpCounters, HttpStats},
+    error::HttpError,
+    response::{ConnectionGuard, HttpResponse},
+    stats::HttpStats,
 };
+use crate::pool::Backend;
 
 /// One open connection to the upstream.
 pub(crate) struct HttpConnection {

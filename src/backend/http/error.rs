@@ -1,0 +1,98 @@
+//! [`HttpError`]: what a request through an [`HttpClient`](super::HttpClient)
+//! can fail with, answered as problem+json.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+use crate::error::{PoolError, Problem, problem_type};
+
+/// What a request through an [`HttpClient`](super::HttpClient) can fail with.
+///
+/// | error | status |
+/// |---|---|
+/// | [`HttpError::Pool`] | as [`PoolError`] (503 with `Retry-After` when the pool is exhausted) |
+/// | [`HttpError::Timeout`] | 504 |
+/// | [`HttpError::Upstream`], [`HttpError::Decode`] | 502 |
+/// | [`HttpError::InvalidRequest`] | 500 |
+///
+/// ```
+/// use axum::{http::StatusCode, response::IntoResponse};
+/// let e = axum_pools::HttpError::Timeout { pool: "billing".into(), after: std::time::Duration::from_secs(3) };
+/// assert_eq!(e.into_response().status(), StatusCode::GATEWAY_TIMEOUT);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// No connection could be leased.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// No response within `request_timeout` (after the allowed attempts).
+    #[error("upstream '{pool}' did not answer within {}", humantime::format_duration(*after))]
+    Timeout {
+        /// The pool.
+        pool: String,
+        /// The bound that passed.
+        after: Duration,
+    },
+    /// The upstream refused, reset or closed the connection.
+    #[error("upstream '{pool}' failed: {message}")]
+    Upstream {
+        /// The pool.
+        pool: String,
+        /// What failed.
+        message: String,
+    },
+    /// The response body was not what the caller asked for.
+    #[error("the upstream's response could not be decoded: {0}")]
+    Decode(String),
+    /// The request could not be built.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let this = match self {
+            Self::Pool(e) => return e.into_response(),
+            other => other,
+        };
+        let (status, slug, title) = match &this {
+            Self::Pool(_) => unreachable!("answered above"),
+            Self::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Upstream timed out",
+            ),
+            Self::Upstream { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-failed",
+                "Upstream failed",
+            ),
+            Self::Decode(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-response",
+                "Bad upstream response",
+            ),
+            Self::InvalidRequest(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid-upstream-request",
+                "Invalid upstream request",
+            ),
+        };
+        tracing::warn!(error = %this, "upstream request failed");
+        let pool = match &this {
+            Self::Timeout { pool, .. } | Self::Upstream { pool, .. } => Some(pool.as_str()),
+            _ => None,
+        };
+        Problem {
+            kind: problem_type(slug),
+            title,
+            status: status.as_u16(),
+            detail: this.to_string(),
+            pool,
+        }
+        .into_response_with(status)
+    }
+}
