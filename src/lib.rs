@@ -117,6 +117,9 @@
 mod backend;
 /// Backend notes: what each backend does on checkout, reset and health.
 pub mod backend_docs {
+    #[cfg(feature = "http")]
+    #[doc(inline)]
+    pub use crate::backend::http;
     #[cfg(feature = "redis")]
     #[doc(inline)]
     pub use crate::backend::redis;
@@ -136,7 +139,8 @@ pub mod stats;
 pub use crate::backend::diesel::SqliteConnection;
 #[cfg(feature = "http")]
 pub use crate::backend::http::{
-    ConnectionGuard, HttpClient, HttpConfig, HttpError, HttpResponse, HttpStats, RequestBuilder,
+    ConnectionGuard, HttpBody, HttpClient, HttpConfig, HttpError, HttpResponse, HttpStats,
+    RequestBuilder,
 };
 pub use crate::pool::{
     breaker::{BreakerState, BreakerStats},

@@ -3,6 +3,6 @@
 
 pub(crate) mod diesel;
 #[cfg(feature = "http")]
-pub(crate) mod http;
+pub mod http;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -1,23 +1,20 @@
 //! [`HttpClient`] and [`RequestBuilder`]: requests to an upstream through
 //! its pool.
 
-use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+use std::{fmt, marker::PhantomData, sync::Arc};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use serde::Serialize;
-use tokio::time::Instant;
+use tower::ServiceExt;
 
-use super::{Http, HttpError, HttpResponse};
+use super::{Http, HttpError, HttpResponse, service};
 use crate::{
     error::PoolError,
     extract::{ByType, PoolSelector, RequiresPool, conn},
     manager::PoolManager,
-    pool::{ErasedPool, Lease, Pool},
-    stats::inc,
+    pool::{ErasedPool, Pool},
 };
 
 /// A client bound to one upstream's pool: `client.get("/invoices/1").send().await`.
@@ -277,8 +274,10 @@ impl<N: PoolSelector> RequestBuilder<N> {
         self
     }
 
-    /// Sends the request: leases a connection per attempt, retries what may
-    /// be retried, follows redirects if configured.
+    /// Sends the request through the pool's stack (see the
+    /// [module docs](crate::backend_docs::http)): leases a connection per
+    /// attempt, retries what may be retried, follows redirects if
+    /// configured.
     ///
     /// ```no_run
     /// # async fn demo(c: axum_pools::HttpClient) -> Result<(), axum_pools::HttpError> {
@@ -298,120 +297,16 @@ impl<N: PoolSelector> RequestBuilder<N> {
         }
         let Self {
             client,
-            mut method,
+            method,
             path,
             headers,
-            mut body,
+            body,
             ..
         } = self;
-        let pool = client.pool();
-        let http = pool.backend();
-        let config = &http.config;
-        let counters = &http.counters;
-        let name = client.pool_name();
-        let retry_allowed = config.retry_non_idempotent || method.is_idempotent();
-        let mut uri = http.uri(&path).map_err(HttpError::InvalidRequest)?;
-        let mut attempt = 0u32;
-        let mut redirects = 0u32;
-        loop {
-            let mut lease: Lease<Http> = pool.acquire().await?;
-            inc(&counters.requests);
-            if attempt > 0 {
-                inc(&counters.retries);
-            }
-            let may_retry = retry_allowed && attempt < config.retries;
-            let start = Instant::now();
-            let request = http.request(method.clone(), uri.clone(), &headers, body.clone());
-            let outcome = tokio::time::timeout(config.request_timeout, lease.send(request)).await;
-            let breaker = &lease.shared().breaker;
-            let admission = lease.admission();
-            let failure = match outcome {
-                Ok(Ok(response)) => {
-                    counters.latency.0.record(start.elapsed());
-                    let status = response.status();
-                    if status.is_server_error() {
-                        breaker.failure(&admission);
-                    } else {
-                        breaker.success(&admission);
-                    }
-                    let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-                    inc(&counters.status_classes[class]);
-                    let retry_status = matches!(
-                        status,
-                        StatusCode::BAD_GATEWAY
-                            | StatusCode::SERVICE_UNAVAILABLE
-                            | StatusCode::GATEWAY_TIMEOUT
-                    );
-                    if retry_status && may_retry {
-                        tracing::debug!(pool = name, %status, attempt, "upstream answered a retryable status");
-                        lease.poisoned = true; // the unread body makes it unusable
-                        drop((response, lease));
-                        backoff(config.retry_backoff, attempt).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    if status.is_redirection()
-                        && redirects < config.max_redirects
-                        && let Some(next) = same_upstream_location(&response, http)
-                    {
-                        redirects += 1;
-                        if status == StatusCode::SEE_OTHER {
-                            method = Method::GET;
-                            body = Bytes::new();
-                        }
-                        let _ = response.into_body().collect().await;
-                        drop(lease);
-                        uri = next;
-                        continue;
-                    }
-                    return Ok(HttpResponse::new(response, lease, config.request_timeout));
-                }
-                Ok(Err(e)) => HttpError::Upstream {
-                    pool: name.to_owned(),
-                    message: e.to_string(),
-                },
-                Err(_) => {
-                    inc(&counters.timeouts);
-                    HttpError::Timeout {
-                        pool: name.to_owned(),
-                        after: config.request_timeout,
-                    }
-                }
-            };
-            inc(&counters.errors);
-            lease.shared().breaker.failure(&lease.admission());
-            // Whatever state the connection is in, nobody gets it again.
-            lease.poisoned = true;
-            drop(lease);
-            if !may_retry {
-                return Err(failure);
-            }
-            tracing::debug!(pool = name, error = %failure, attempt, "retrying");
-            backoff(config.retry_backoff, attempt).await;
-            attempt += 1;
-        }
+        let http = client.pool().backend();
+        let uri = http.uri(&path).map_err(HttpError::InvalidRequest)?;
+        let request = http.request(method, uri, headers, body);
+        let response = service::stack(&client.pool, http).oneshot(request).await?;
+        Ok(HttpResponse::new(response, http.config.request_timeout))
     }
-}
-
-async fn backoff(base: Duration, attempt: u32) {
-    tokio::time::sleep(base.saturating_mul(1 << attempt.min(10))).await;
-}
-
-/// The `Location` of a redirect, if it stays on this pool's upstream.
-fn same_upstream_location(response: &http::Response<Incoming>, http: &Http) -> Option<http::Uri> {
-    let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
-    let target: http::Uri = location.parse().ok()?;
-    if let Some(authority) = target.authority()
-        && authority.as_str() != http.authority.to_str().ok()?
-    {
-        return None;
-    }
-    let path = target.path_and_query()?.as_str();
-    // A Location is relative to the upstream's root, not to the base path.
-    let uri = if http.config.http2 {
-        format!("http://{}{path}", http.authority.to_str().ok()?)
-    } else {
-        path.to_owned()
-    };
-    uri.parse().ok()
 }

@@ -34,7 +34,10 @@ pub struct HttpConfig {
     /// The pool knobs.
     #[serde(flatten)]
     pub pool: PoolConfig,
-    /// Bound on one attempt, until the response headers arrive.
+    /// Bound on one attempt, from sending it until the response headers
+    /// arrive (waiting for a pooled connection is bounded by
+    /// `acquire_timeout` instead), and on reading a body with
+    /// [`HttpResponse::bytes`](super::HttpResponse::bytes) and its kin.
     ///
     /// Default: `30s`.
     #[serde(with = "humantime_serde", default = "default_request_timeout")]
@@ -57,7 +60,9 @@ pub struct HttpConfig {
     /// Default: `2`.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Wait before the first retry; doubled for each further one.
+    /// Wait before the first retry; doubled for each further one (up to
+    /// 1024 times this), each plus up to half of itself at random so that
+    /// clients do not retry in step. `0` retries at once.
     ///
     /// Default: `100ms`.
     #[serde(with = "humantime_serde", default = "default_retry_backoff")]
@@ -67,7 +72,10 @@ pub struct HttpConfig {
     /// Default: `false`.
     #[serde(default)]
     pub retry_non_idempotent: bool,
-    /// Redirects followed (same upstream only); `0` returns the 3xx as is.
+    /// Redirects followed, to the same upstream (origin) only; `0` returns
+    /// the 3xx as is. A 303, and a 301 or 302 answering a `POST`, is
+    /// followed with a `GET` without body; 307 and 308 send the same
+    /// method and body again.
     ///
     /// Default: `0`.
     #[serde(default)]
