@@ -386,13 +386,7 @@ impl PoolConfig {
             }
         })?;
         env.read("LEAK_THRESHOLD", &mut c.leak_threshold, parse_opt_duration)?;
-        env.read("REQUIRED", &mut c.required, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Ok(true),
-                "false" | "no" | "0" | "off" => Ok(false),
-                _ => Err("must be true or false".to_owned()),
-            }
-        })?;
+        env.read("REQUIRED", &mut c.required, parse_bool)?;
         Ok(c)
     }
 
@@ -695,13 +689,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-struct EnvReader<'a, L> {
-    prefix: &'a str,
-    lookup: L,
+pub(crate) struct EnvReader<'a, L> {
+    pub(crate) prefix: &'a str,
+    pub(crate) lookup: L,
 }
 
 impl<L: Fn(&str) -> Option<String>> EnvReader<'_, L> {
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         name: &str,
         slot: &mut T,
@@ -721,12 +715,20 @@ fn is_off(v: &str) -> bool {
         .any(|w| v.eq_ignore_ascii_case(w))
 }
 
-fn parse_count(v: &str) -> Result<usize, String> {
+pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err("must be true or false".to_owned()),
+    }
+}
+
+pub(crate) fn parse_count(v: &str) -> Result<usize, String> {
     v.parse()
         .map_err(|_| "must be a whole number, e.g. 16".to_owned())
 }
 
-fn parse_duration(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(v)
         .map_err(|e| format!("must be a duration like `5s` or `250ms` ({e})"))
 }

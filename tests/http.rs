@@ -156,6 +156,7 @@ async fn upstream() -> Upstream {
             get(|| async { Redirect::temporary("http://127.0.0.1:1/json") }),
         )
         .route("/echo", post(|body: String| async move { body }))
+        .route("/big", get(|| async { "x".repeat(64 * 1024) }))
         .layer(axum::middleware::from_fn_with_state(
             seen.clone(),
             |State(s): State<Seen>,
@@ -616,4 +617,52 @@ async fn redirects_keep_to_the_upstream_and_follow_http_method_rules() {
         (1, 0),
         "empty redirect bodies do not cost connections: {s:?}"
     );
+}
+
+#[tokio::test]
+async fn a_body_over_max_response_body_fails_naming_the_knob_and_closes_its_connection() {
+    let up = upstream().await;
+    let m = manager(config(&up.url()).max_response_body(1024)).await;
+    let err = client(&m)
+        .get("/big")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpError::BodyTooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("max_response_body"), "{err}");
+    assert_eq!(err.into_response().status(), StatusCode::BAD_GATEWAY);
+    // Within the limit, and on a new connection: the cut one was closed.
+    let text = client(&m)
+        .get("/")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "ok");
+    let (big, next) = (up.seen.peers_of("/big"), up.seen.peers_of("/"));
+    assert_ne!(big[0], *next.last().unwrap());
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!((s.active, s.broken), (0, 1), "{s:?}");
+
+    // A streamed body is the reader's to bound.
+    let (response, _guard) = client(&m).get("/big").send().await.unwrap().into_parts();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes().len(), 64 * 1024);
+
+    let err = PoolManager::builder()
+        .http("quotes", config(&up.url()).max_response_body(0))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_response_body = 0"), "{err}");
 }

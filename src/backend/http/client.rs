@@ -307,6 +307,11 @@ impl<N: PoolSelector> RequestBuilder<N> {
         let uri = http.uri(&path).map_err(HttpError::InvalidRequest)?;
         let request = http.request(method, uri, headers, body);
         let response = service::stack(&client.pool, http).oneshot(request).await?;
-        Ok(HttpResponse::new(response, http.config.request_timeout))
+        let config = &http.config;
+        Ok(HttpResponse::new(
+            response,
+            config.request_timeout,
+            config.max_response_body,
+        ))
     }
 }

@@ -6,7 +6,10 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{ConfigError, PoolConfig, pool_setters, setters},
+    config::{
+        ConfigError, DbConfig, EnvReader, PoolConfig, parse_bool, parse_count, parse_duration,
+        pool_setters, setters,
+    },
     redact::redact_url,
 };
 
@@ -80,6 +83,17 @@ pub struct HttpConfig {
     /// Default: `0`.
     #[serde(default)]
     pub max_redirects: u32,
+    /// Largest response body, in bytes, that
+    /// [`HttpResponse::bytes`](super::HttpResponse::bytes) (and `text`,
+    /// `json`) reads into memory. A longer one fails with
+    /// [`HttpError::BodyTooLarge`](super::HttpError::BodyTooLarge) (502) and
+    /// its connection is closed. A body streamed through
+    /// [`HttpResponse::into_parts`](super::HttpResponse::into_parts) is not
+    /// bounded: its reader decides what to keep.
+    ///
+    /// Default: `10485760` (10 MiB).
+    #[serde(default = "default_max_response_body")]
+    pub max_response_body: u64,
     /// Path the health check sends `HEAD` to (then `GET` on 405).
     ///
     /// Default: `/`.
@@ -99,6 +113,9 @@ fn default_retries() -> u32 {
 fn default_retry_backoff() -> Duration {
     Duration::from_millis(100)
 }
+fn default_max_response_body() -> u64 {
+    10 * 1024 * 1024
+}
 fn default_health_path() -> String {
     "/".to_owned()
 }
@@ -116,8 +133,71 @@ impl HttpConfig {
             retry_backoff: default_retry_backoff(),
             retry_non_idempotent: false,
             max_redirects: 0,
+            max_response_body: default_max_response_body(),
             health_path: default_health_path(),
         }
+    }
+
+    /// Reads `{PREFIX}_URL` (the base URL, required), the pool knobs of
+    /// [`PoolConfig::from_env`] and the HTTP settings
+    /// `{PREFIX}_REQUEST_TIMEOUT`, `{PREFIX}_CONNECT_TIMEOUT`,
+    /// `{PREFIX}_HTTP2`, `{PREFIX}_RETRIES`, `{PREFIX}_RETRY_BACKOFF`,
+    /// `{PREFIX}_RETRY_NON_IDEMPOTENT`, `{PREFIX}_MAX_REDIRECTS`,
+    /// `{PREFIX}_MAX_RESPONSE_BODY` (bytes) and `{PREFIX}_HEALTH_PATH`; an
+    /// unset variable keeps the default.
+    ///
+    /// ```no_run
+    /// let config = axum_pools::HttpConfig::from_env("HTTP")?; // HTTP_URL, HTTP_MAX_SIZE, HTTP_RETRIES, ...
+    /// # Ok::<(), axum_pools::ConfigError>(())
+    /// ```
+    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        Self::from_lookup(prefix, |key| std::env::var(key).ok())
+    }
+
+    /// [`HttpConfig::from_env`] over any source of variables.
+    ///
+    /// ```
+    /// use std::{collections::HashMap, time::Duration};
+    /// use axum_pools::HttpConfig;
+    ///
+    /// let vars = HashMap::from([
+    ///     ("BILLING_URL", "http://billing.internal:8080"),
+    ///     ("BILLING_MAX_SIZE", "32"),
+    ///     ("BILLING_REQUEST_TIMEOUT", "3s"),
+    ///     ("BILLING_MAX_RESPONSE_BODY", "1048576"),
+    /// ]);
+    /// let config = HttpConfig::from_lookup("BILLING", |k| vars.get(k).map(|v| v.to_string()))?;
+    /// assert_eq!(config.pool.max_size, 32);
+    /// assert_eq!(config.request_timeout, Duration::from_secs(3));
+    /// assert_eq!(config.max_response_body, 1 << 20);
+    ///
+    /// let bad = HashMap::from([("B_URL", "http://b"), ("B_MAX_RESPONSE_BODY", "lots")]);
+    /// let err = HttpConfig::from_lookup("B", |k| bad.get(k).map(|v| v.to_string())).unwrap_err();
+    /// assert_eq!(err.field(), "B_MAX_RESPONSE_BODY");
+    /// # Ok::<(), axum_pools::ConfigError>(())
+    /// ```
+    pub fn from_lookup(
+        prefix: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let DbConfig { url, pool } = DbConfig::from_lookup(prefix, &lookup)?;
+        let mut c = Self::new(url);
+        c.pool = pool;
+        let env = EnvReader { prefix, lookup };
+        env.read("REQUEST_TIMEOUT", &mut c.request_timeout, parse_duration)?;
+        env.read("CONNECT_TIMEOUT", &mut c.connect_timeout, parse_duration)?;
+        env.read("HTTP2", &mut c.http2, parse_bool)?;
+        env.read("RETRIES", &mut c.retries, parse_number)?;
+        env.read("RETRY_BACKOFF", &mut c.retry_backoff, parse_duration)?;
+        env.read(
+            "RETRY_NON_IDEMPOTENT",
+            &mut c.retry_non_idempotent,
+            parse_bool,
+        )?;
+        env.read("MAX_REDIRECTS", &mut c.max_redirects, parse_number)?;
+        env.read("MAX_RESPONSE_BODY", &mut c.max_response_body, parse_number)?;
+        env.read("HEALTH_PATH", &mut c.health_path, |v| Ok(v.to_owned()))?;
+        Ok(c)
     }
 
     fn knobs(&mut self) -> &mut PoolConfig {
@@ -145,6 +225,8 @@ impl HttpConfig {
         retry_non_idempotent: bool,
         /// Sets [`HttpConfig::max_redirects`].
         max_redirects: u32,
+        /// Sets [`HttpConfig::max_response_body`].
+        max_response_body: u64,
     }
 
     /// Sets [`HttpConfig::health_path`].
@@ -162,6 +244,13 @@ impl HttpConfig {
             if value.is_zero() {
                 return Err(ConfigError::new(field, "0s", "must be greater than zero"));
             }
+        }
+        if self.max_response_body == 0 {
+            return Err(ConfigError::new(
+                "max_response_body",
+                "0",
+                "must be at least 1 (bytes)",
+            ));
         }
         if !self.health_path.starts_with('/') {
             return Err(ConfigError::new(
@@ -182,6 +271,14 @@ impl fmt::Debug for HttpConfig {
             .field("request_timeout", &self.request_timeout)
             .field("http2", &self.http2)
             .field("retries", &self.retries)
+            .field("max_response_body", &self.max_response_body)
             .finish_non_exhaustive()
     }
+}
+
+/// A non-negative whole number (a count, or bytes).
+fn parse_number<T: TryFrom<usize>>(v: &str) -> Result<T, String> {
+    parse_count(v)?
+        .try_into()
+        .map_err(|_| "is too large".to_owned())
 }

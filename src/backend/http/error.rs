@@ -14,7 +14,7 @@ use crate::error::{PoolError, Problem, problem_type};
 /// |---|---|
 /// | [`HttpError::Pool`] | as [`PoolError`] (503 with `Retry-After` when the pool is exhausted) |
 /// | [`HttpError::Timeout`] | 504 |
-/// | [`HttpError::Upstream`], [`HttpError::Decode`] | 502 |
+/// | [`HttpError::Upstream`], [`HttpError::BodyTooLarge`], [`HttpError::Decode`] | 502 |
 /// | [`HttpError::InvalidRequest`] | 500 |
 ///
 /// ```
@@ -44,6 +44,17 @@ pub enum HttpError {
         /// What failed.
         message: String,
     },
+    /// The response body is longer than the pool's `max_response_body`; it
+    /// was not read further and its connection is closed.
+    #[error(
+        "the response body from upstream '{pool}' is larger than max_response_body ({limit} bytes); raise it in the pool's HttpConfig or stream the body with into_parts"
+    )]
+    BodyTooLarge {
+        /// The pool.
+        pool: String,
+        /// The pool's `max_response_body`.
+        limit: u64,
+    },
     /// The response body was not what the caller asked for.
     #[error("the upstream's response could not be decoded: {0}")]
     Decode(String),
@@ -70,6 +81,11 @@ impl IntoResponse for HttpError {
                 "upstream-failed",
                 "Upstream failed",
             ),
+            Self::BodyTooLarge { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-response-too-large",
+                "Upstream response too large",
+            ),
             Self::Decode(_) => (
                 StatusCode::BAD_GATEWAY,
                 "upstream-response",
@@ -83,7 +99,9 @@ impl IntoResponse for HttpError {
         };
         tracing::warn!(error = %this, "upstream request failed");
         let pool = match &this {
-            Self::Timeout { pool, .. } | Self::Upstream { pool, .. } => Some(pool.as_str()),
+            Self::Timeout { pool, .. }
+            | Self::Upstream { pool, .. }
+            | Self::BodyTooLarge { pool, .. } => Some(pool.as_str()),
             _ => None,
         };
         Problem {

@@ -11,7 +11,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use serde::de::DeserializeOwned;
 
@@ -34,6 +34,7 @@ use crate::pool::Lease;
 pub struct HttpResponse {
     response: http::Response<HttpBody>,
     read_timeout: Duration,
+    max_body: u64,
 }
 
 impl fmt::Debug for HttpResponse {
@@ -45,10 +46,15 @@ impl fmt::Debug for HttpResponse {
 }
 
 impl HttpResponse {
-    pub(crate) fn new(response: http::Response<HttpBody>, read_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        response: http::Response<HttpBody>,
+        read_timeout: Duration,
+        max_body: u64,
+    ) -> Self {
         Self {
             response,
             read_timeout,
+            max_body,
         }
     }
 
@@ -72,8 +78,9 @@ impl HttpResponse {
         self.response.headers()
     }
 
-    /// Reads the whole body (bounded by the pool's `request_timeout`); the
-    /// connection goes back to the pool as the body ends.
+    /// Reads the whole body (bounded by the pool's `request_timeout` and
+    /// `max_response_body`); the connection goes back to the pool as the
+    /// body ends.
     ///
     /// ```no_run
     /// # async fn demo(r: axum_pools::HttpResponse) -> Result<(), axum_pools::HttpError> {
@@ -84,16 +91,29 @@ impl HttpResponse {
     /// # Errors
     ///
     /// [`HttpError::Timeout`] or [`HttpError::Upstream`] when the body does
-    /// not arrive; the connection is then closed.
+    /// not arrive, [`HttpError::BodyTooLarge`] when it is longer than
+    /// `max_response_body`; the connection is then closed.
     pub async fn bytes(self) -> Result<Bytes, HttpError> {
         let mut body = self.response.into_body();
-        match tokio::time::timeout(self.read_timeout, (&mut body).collect()).await {
-            Ok(collected) => Ok(collected?.to_bytes()),
-            Err(_) => Err(HttpError::Timeout {
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        let limited = Limited::new(&mut body, limit).collect();
+        let failed = match tokio::time::timeout(self.read_timeout, limited).await {
+            Ok(Ok(collected)) => return Ok(collected.to_bytes()),
+            Ok(Err(e)) => match e.downcast::<HttpError>() {
+                Ok(e) => return Err(*e),
+                // The only other error `Limited` makes.
+                Err(_) => HttpError::BodyTooLarge {
+                    pool: body.pool_name().to_owned(),
+                    limit: self.max_body,
+                },
+            },
+            Err(_) => HttpError::Timeout {
                 pool: body.pool_name().to_owned(),
                 after: self.read_timeout,
-            }),
-        }
+            },
+        };
+        // `body` still holds the connection, in doubt: dropped, it is closed.
+        Err(failed)
     }
 
     /// Reads the body as UTF-8 text.
