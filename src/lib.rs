@@ -94,7 +94,7 @@
 //! | `postgres` | no | `diesel_async::AsyncPgConnection` pools |
 //! | `mysql` | no | `diesel_async::AsyncMysqlConnection` pools (MySQL, MariaDB) |
 //! | `redis` | no | Redis pools and the `RedisConn` extractor |
-//! | `http` | no | outbound HTTP pools (hyper) and the `HttpClient` extractor |
+//! | `http` | no | outbound HTTP pools (hyper, tower, tower-http) and the `HttpClient` extractor |
 //! | `test-util` | no | for dev-dependencies: connection ageing (idle for, lifetime, hold time, leak watch) follows tokio's clock, so tests that pause and advance time see it; also enables `tokio/test-util` |
 //!
 //! ## What answers what
