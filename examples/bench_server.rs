@@ -5,16 +5,20 @@
 //! |---|---|
 //! | `GET /db` | `DbConn<AsyncPgConnection>`, `SELECT 1` through diesel, returns `1` |
 //! | `GET /redis` | `RedisConn`, `PING`, returns `PONG` |
+//! | `GET /http` | `HttpClient` `GET` of the upstream's `/plain`, returns its body |
 //! | `GET /plain` | returns `ok` |
 //!
-//! Env: `DATABASE_URL`, `REDIS_URL` (required), `BIND` (`127.0.0.1:3003`),
-//! `POOL_MAX` (16, both pools).
+//! Env: `DATABASE_URL`, `REDIS_URL` (required), `UPSTREAM_URL` (the base URL
+//! of `/http`'s upstream, e.g. `http://127.0.0.1:3007`; unset, there is no
+//! HTTP pool and `/http` answers 500), `BIND` (`127.0.0.1:3003`),
+//! `POOL_MAX` (16, every pool).
 
 #![allow(missing_docs)]
 
 use axum::{Router, routing::get};
 use axum_pools::{
-    DbConfig, DbConn, DbError, PoolError, PoolLayer, PoolManager, RedisConfig, RedisConn,
+    DbConfig, DbConn, DbError, HttpClient, HttpConfig, HttpError, PoolError, PoolLayer,
+    PoolManager, RedisConfig, RedisConn,
 };
 use diesel::{IntoSql, sql_types::Integer};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -33,6 +37,10 @@ async fn redis_ping(mut redis: RedisConn) -> Result<String, PoolError> {
         .unwrap_or_else(|e| e.to_string()))
 }
 
+async fn http(upstream: HttpClient) -> Result<String, HttpError> {
+    upstream.get("/plain").send().await?.text().await
+}
+
 async fn plain() -> &'static str {
     "ok"
 }
@@ -43,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool_max: usize = std::env::var("POOL_MAX")
         .unwrap_or_else(|_| "16".into())
         .parse()?;
-    let manager = PoolManager::builder()
+    let mut builder = PoolManager::builder()
         .database::<AsyncPgConnection>(
             "db",
             DbConfig::from_url(env("DATABASE_URL")?).max_size(pool_max),
@@ -51,12 +59,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .redis(
             "redis",
             RedisConfig::from_url(env("REDIS_URL")?).max_size(pool_max),
-        )
-        .build()
-        .await?;
+        );
+    if let Ok(upstream) = std::env::var("UPSTREAM_URL") {
+        builder = builder.http("upstream", HttpConfig::new(upstream).max_size(pool_max));
+    }
+    let manager = builder.build().await?;
     let app = Router::new()
         .route("/db", get(db))
         .route("/redis", get(redis_ping))
+        .route("/http", get(http))
         .route("/plain", get(plain))
         .merge(manager.router())
         .layer(PoolLayer::new(manager.clone()));

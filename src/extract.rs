@@ -6,7 +6,7 @@
 //! The backends name it: [`DbConn`](crate::DbConn) is
 //! `Pooled<Diesel<C>, N>`, [`RedisConn`](crate::RedisConn) is
 //! `Pooled<Redis, N>`. [`DbTx`](crate::DbTx) and
-//! [`HttpClient`] are built on the same lookup. Every one
+//! [`HttpClient`](crate::HttpClient) are built on the same lookup. Every one
 //! of them rejects with a [`LeaseRejection`].
 //!
 //! The manager comes from [`PoolLayer`](crate::PoolLayer), which makes it
@@ -42,10 +42,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-#[cfg(feature = "http")]
-mod http;
-#[cfg(feature = "http")]
-pub use self::http::{ConnectionGuard, HttpClient, HttpError, HttpResponse, RequestBuilder};
 use crate::{
     error::PoolError,
     layer,
@@ -194,7 +190,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PoolManager {
 
 /// Why an extractor of this crate gave the handler no connection: the
 /// rejection of [`DbConn`](crate::DbConn), [`DbTx`](crate::DbTx),
-/// [`RedisConn`](crate::RedisConn), [`HttpClient`] and
+/// [`RedisConn`](crate::RedisConn), [`HttpClient`](crate::HttpClient) and
 /// [`PoolManager`] alike.
 ///
 /// | variant | status |

@@ -94,7 +94,7 @@
 //! | `postgres` | no | `diesel_async::AsyncPgConnection` pools |
 //! | `mysql` | no | `diesel_async::AsyncMysqlConnection` pools (MySQL, MariaDB) |
 //! | `redis` | no | Redis pools and the `RedisConn` extractor |
-//! | `http` | no | outbound HTTP pools (hyper) and the `HttpClient` extractor |
+//! | `http` | no | outbound HTTP pools (hyper, tower, tower-http) and the `HttpClient` extractor |
 //! | `test-util` | no | for dev-dependencies: connection ageing (idle for, lifetime, hold time, leak watch) follows tokio's clock, so tests that pause and advance time see it; also enables `tokio/test-util` |
 //!
 //! ## What answers what
@@ -160,6 +160,11 @@ pub mod stats;
 
 #[cfg(feature = "sqlite")]
 pub use crate::backend::diesel::SqliteConnection;
+#[cfg(feature = "http")]
+pub use crate::backend::http::{
+    ConnectionGuard, HttpBody, HttpClient, HttpConfig, HttpError, HttpResponse, HttpStats,
+    RequestBuilder,
+};
 #[cfg(feature = "redis")]
 pub use crate::backend::redis::{RedisConfig, RedisConn, RedisConnection};
 pub use crate::{
@@ -178,10 +183,4 @@ pub use crate::{
     rate_limit::{FailPolicy, KeyBy, RateLimitLayer, TrustedProxies},
     redact::{Redactor, redact_url},
     stats::{StatsSnapshot, WaitStats},
-};
-#[cfg(feature = "http")]
-pub use crate::{
-    config::HttpConfig,
-    extract::{ConnectionGuard, HttpClient, HttpError, HttpResponse, RequestBuilder},
-    stats::HttpStats,
 };

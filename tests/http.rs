@@ -7,9 +7,10 @@
 mod common;
 
 use std::{
+    convert::Infallible,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -17,7 +18,8 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    body::{Body, Bytes},
+    extract::{ConnectInfo, Path, State},
     http::{Method, StatusCode, header},
     response::{IntoResponse, Redirect},
     routing::{any, get, post},
@@ -27,7 +29,11 @@ use axum_pools::{
     SqliteConnection, pool_name,
 };
 use common::{body_json, eventually, get as req};
-use tokio::{net::TcpListener, sync::Semaphore};
+use futures_util::StreamExt;
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, Semaphore},
+};
 use tower::ServiceExt;
 
 /// Calls seen by the upstream, per route.
@@ -37,6 +43,22 @@ struct Seen {
     flaky_post: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
     gate: Arc<Semaphore>,
+    /// Notified when `/held` has a request.
+    held: Arc<Notify>,
+    /// Each request's path and the client's address (its TCP connection).
+    peers: Arc<Mutex<Vec<(String, SocketAddr)>>>,
+}
+
+impl Seen {
+    /// The client addresses (TCP connections) requests to `path` came on.
+    fn peers_of(&self, path: &str) -> Vec<SocketAddr> {
+        let peers = self.peers.lock().unwrap();
+        peers
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, a)| *a)
+            .collect()
+    }
 }
 
 struct Upstream {
@@ -65,68 +87,96 @@ async fn upstream() -> Upstream {
         flaky_post: Arc::default(),
         total: Arc::default(),
         gate: Arc::new(Semaphore::new(0)),
+        held: Arc::default(),
+        peers: Arc::default(),
     };
-    let app =
-        Router::new()
-            .route("/", get(|| async { "ok" }))
-            .route(
-                "/json",
-                get(|| async { Json(serde_json::json!({"quote": 42})) }),
-            )
-            .route(
-                "/status/{code}",
-                any(|Path(code): Path<u16>| async move { StatusCode::from_u16(code).unwrap() }),
-            )
-            .route(
-                "/get-only",
-                any(|method: Method| async move {
-                    if method == Method::GET {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::METHOD_NOT_ALLOWED
-                    }
-                }),
-            )
-            .route(
-                "/flaky",
-                get(|State(s): State<Seen>| async move {
-                    if s.flaky.fetch_add(1, Ordering::SeqCst) < 2 {
-                        StatusCode::SERVICE_UNAVAILABLE.into_response()
-                    } else {
-                        "recovered".into_response()
-                    }
-                }),
-            )
-            .route(
-                "/flaky-post",
-                post(|State(s): State<Seen>| async move {
-                    s.flaky_post.fetch_add(1, Ordering::SeqCst);
-                    StatusCode::SERVICE_UNAVAILABLE
-                }),
-            )
-            .route(
-                "/held",
-                get(|State(s): State<Seen>| async move {
-                    let _permit = s.gate.acquire().await.unwrap();
-                    "released"
-                }),
-            )
-            .route("/redirect", get(|| async { Redirect::to("/json") }))
-            .route("/echo", post(|body: String| async move { body }))
-            .layer(axum::middleware::from_fn_with_state(
-                seen.clone(),
-                |State(s): State<Seen>,
-                 req: axum::extract::Request,
-                 next: axum::middleware::Next| async move {
-                    s.total.fetch_add(1, Ordering::SeqCst);
-                    next.run(req).await
-                },
-            ))
-            .with_state(seen.clone());
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/json",
+            get(|| async { Json(serde_json::json!({"quote": 42})) }),
+        )
+        .route(
+            "/status/{code}",
+            any(|Path(code): Path<u16>| async move { StatusCode::from_u16(code).unwrap() }),
+        )
+        .route(
+            "/get-only",
+            any(|method: Method| async move {
+                if method == Method::GET {
+                    StatusCode::OK
+                } else {
+                    StatusCode::METHOD_NOT_ALLOWED
+                }
+            }),
+        )
+        .route(
+            "/flaky",
+            get(|State(s): State<Seen>| async move {
+                if s.flaky.fetch_add(1, Ordering::SeqCst) < 2 {
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    "recovered".into_response()
+                }
+            }),
+        )
+        .route(
+            "/flaky-post",
+            post(|State(s): State<Seen>| async move {
+                s.flaky_post.fetch_add(1, Ordering::SeqCst);
+                StatusCode::SERVICE_UNAVAILABLE
+            }),
+        )
+        .route(
+            "/held",
+            get(|State(s): State<Seen>| async move {
+                s.held.notify_one();
+                let _permit = s.gate.acquire().await.unwrap();
+                "released"
+            }),
+        )
+        .route(
+            // The head and a first chunk, then nothing, ever.
+            "/endless",
+            get(|| async {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, Infallible>(Bytes::from_static(b"partial"))
+                });
+                Body::from_stream(first.chain(futures_util::stream::pending()))
+            }),
+        )
+        .route("/redirect", get(|| async { Redirect::to("/json") }))
+        .route("/post-redirect", post(|| async { Redirect::to("/json") }))
+        .route(
+            "/echo-again",
+            post(|| async { Redirect::temporary("/echo") }),
+        )
+        .route(
+            "/elsewhere",
+            get(|| async { Redirect::temporary("http://127.0.0.1:1/json") }),
+        )
+        .route("/echo", post(|body: String| async move { body }))
+        .route("/big", get(|| async { "x".repeat(64 * 1024) }))
+        .layer(axum::middleware::from_fn_with_state(
+            seen.clone(),
+            |State(s): State<Seen>,
+             ConnectInfo(peer): ConnectInfo<SocketAddr>,
+             req: axum::extract::Request,
+             next: axum::middleware::Next| async move {
+                s.total.fetch_add(1, Ordering::SeqCst);
+                s.peers
+                    .lock()
+                    .unwrap()
+                    .push((req.uri().path().to_owned(), peer));
+                next.run(req).await
+            },
+        ))
+        .with_state(seen.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;
@@ -476,4 +526,143 @@ async fn an_unreachable_upstream_does_not_fail_the_build_but_bad_urls_do() {
         assert!(msg.contains(why), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
     }
+}
+
+#[tokio::test]
+async fn a_response_dropped_before_its_body_ended_does_not_hand_its_connection_on() {
+    let up = upstream().await;
+    // No retry: a request sent on the abandoned connection would fail.
+    let m = manager(config(&up.url()).retries(0)).await;
+    let r = client(&m).get("/endless").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(r); // the body never ends; hyper still expects to read it
+    let text = client(&m)
+        .get("/json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, r#"{"quote":42}"#);
+    let (endless, next) = (up.seen.peers_of("/endless"), up.seen.peers_of("/json"));
+    assert_eq!((endless.len(), next.len()), (1, 1));
+    assert_ne!(
+        endless[0], next[0],
+        "the next request came on a new connection"
+    );
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!(s.http.as_ref().unwrap().errors, 0, "{s:?}");
+    assert_eq!(s.active, 0);
+}
+
+#[tokio::test]
+async fn a_request_cancelled_mid_flight_does_not_hand_its_connection_on() {
+    let up = upstream().await;
+    let m = manager(config(&up.url()).retries(0)).await;
+    let mut send = Box::pin(client(&m).get("/held").send());
+    tokio::select! {
+        r = &mut send => panic!("/held answered before its gate opened: {r:?}"),
+        () = up.seen.held.notified() => {}
+    }
+    // The request is on the wire and its response not read: cancel it.
+    drop(send);
+    let text = client(&m)
+        .get("/json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, r#"{"quote":42}"#);
+    let (held, next) = (up.seen.peers_of("/held"), up.seen.peers_of("/json"));
+    assert_eq!((held.len(), next.len()), (1, 1));
+    assert_ne!(
+        held[0], next[0],
+        "the next request came on a new connection"
+    );
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!(s.http.as_ref().unwrap().errors, 0, "{s:?}");
+    assert_eq!(s.active, 0);
+    up.seen.gate.add_permits(1);
+}
+
+#[tokio::test]
+async fn redirects_keep_to_the_upstream_and_follow_http_method_rules() {
+    let up = upstream().await;
+    let m = manager(config(&up.url()).max_redirects(2)).await;
+    // 303 after a POST: a GET without the body.
+    let r = client(&m)
+        .post("/post-redirect")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["quote"], 42);
+    // 307: the same method and body again.
+    let r = client(&m)
+        .post("/echo-again")
+        .body("twice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "twice");
+    // Another origin: not followed, the 3xx is the caller's.
+    let r = client(&m).get("/elsewhere").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!(
+        (s.created, s.active),
+        (1, 0),
+        "empty redirect bodies do not cost connections: {s:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_max_response_body_fails_naming_the_knob_and_closes_its_connection() {
+    let up = upstream().await;
+    let m = manager(config(&up.url()).max_response_body(1024)).await;
+    let err = client(&m)
+        .get("/big")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpError::BodyTooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("max_response_body"), "{err}");
+    assert_eq!(err.into_response().status(), StatusCode::BAD_GATEWAY);
+    // Within the limit, and on a new connection: the cut one was closed.
+    let text = client(&m)
+        .get("/")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "ok");
+    let (big, next) = (up.seen.peers_of("/big"), up.seen.peers_of("/"));
+    assert_ne!(big[0], *next.last().unwrap());
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!((s.active, s.broken), (0, 1), "{s:?}");
+
+    // A streamed body is the reader's to bound.
+    let (response, _guard) = client(&m).get("/big").send().await.unwrap().into_parts();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes().len(), 64 * 1024);
+
+    let err = PoolManager::builder()
+        .http("quotes", config(&up.url()).max_response_body(0))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_response_body = 0"), "{err}");
 }

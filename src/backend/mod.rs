@@ -11,6 +11,6 @@
 
 pub mod diesel;
 #[cfg(feature = "http")]
-pub(crate) mod http;
+pub mod http;
 #[cfg(feature = "redis")]
 pub mod redis;

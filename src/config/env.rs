@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use super::ConfigError;
 
-pub(super) struct EnvReader<'a, L> {
-    pub(super) prefix: &'a str,
-    pub(super) lookup: L,
+pub(crate) struct EnvReader<'a, L> {
+    pub(crate) prefix: &'a str,
+    pub(crate) lookup: L,
 }
 
 impl<L: Fn(&str) -> Option<String>> EnvReader<'_, L> {
-    pub(super) fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         name: &str,
         slot: &mut T,
@@ -25,23 +25,31 @@ impl<L: Fn(&str) -> Option<String>> EnvReader<'_, L> {
     }
 }
 
-pub(super) fn is_off(v: &str) -> bool {
+pub(crate) fn is_off(v: &str) -> bool {
     ["off", "none", "disabled"]
         .iter()
         .any(|w| v.eq_ignore_ascii_case(w))
 }
 
-pub(super) fn parse_count(v: &str) -> Result<usize, String> {
+pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err("must be true or false".to_owned()),
+    }
+}
+
+pub(crate) fn parse_count(v: &str) -> Result<usize, String> {
     v.parse()
         .map_err(|_| "must be a whole number, e.g. 16".to_owned())
 }
 
-pub(super) fn parse_duration(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(v)
         .map_err(|e| format!("must be a duration like `5s` or `250ms` ({e})"))
 }
 
-pub(super) fn parse_opt_duration(v: &str) -> Result<Option<Duration>, String> {
+pub(crate) fn parse_opt_duration(v: &str) -> Result<Option<Duration>, String> {
     if is_off(v) {
         Ok(None)
     } else {
@@ -50,22 +58,19 @@ pub(super) fn parse_opt_duration(v: &str) -> Result<Option<Duration>, String> {
 }
 
 /// serde for `Option<Duration>` as `"5s"` or `"off"`/`null`.
-pub(super) mod opt_duration {
+pub(crate) mod opt_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(in crate::config) fn serialize<S: Serializer>(
-        v: &Option<Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
             None => s.serialize_str("off"),
         }
     }
 
-    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 mod env;
 mod error;
 
-use self::env::{EnvReader, is_off, opt_duration, parse_count, parse_duration, parse_opt_duration};
+pub(crate) use self::env::{
+    EnvReader, is_off, opt_duration, parse_bool, parse_count, parse_duration, parse_opt_duration,
+};
 pub use self::error::ConfigError;
 
 /// The knobs every pool shares.
@@ -389,13 +391,7 @@ impl PoolConfig {
             }
         })?;
         env.read("LEAK_THRESHOLD", &mut c.leak_threshold, parse_opt_duration)?;
-        env.read("REQUIRED", &mut c.required, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Ok(true),
-                "false" | "no" | "0" | "off" => Ok(false),
-                _ => Err("must be true or false".to_owned()),
-            }
-        })?;
+        env.read("REQUIRED", &mut c.required, parse_bool)?;
         Ok(c)
     }
 
@@ -470,187 +466,6 @@ pub(crate) fn url_and_knobs(
         reason: "is not set: set it to the server URL".into(),
     })?;
     Ok((url, PoolConfig::from_lookup(prefix, lookup)?))
-}
-
-#[cfg(feature = "http")]
-pub use self::http_config::*;
-
-#[cfg(feature = "http")]
-mod http_config {
-    use std::{fmt, time::Duration};
-
-    use serde::{Deserialize, Serialize};
-
-    use super::{ConfigError, PoolConfig};
-    use crate::redact::redact_url;
-
-    /// Configuration of one outbound HTTP pool (feature `http`): the upstream's
-    /// base URL, the pool knobs (`max_size` is a real cap on open connections;
-    /// a request waits for one under `acquire_timeout`), and HTTP settings.
-    ///
-    /// Only `http://` upstreams: no TLS stack is compiled in.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use axum_pools::HttpConfig;
-    ///
-    /// let config = HttpConfig::new("http://billing.internal:8080/api")
-    ///     .max_size(32)
-    ///     .request_timeout(Duration::from_secs(3))
-    ///     .retries(1);
-    /// assert_eq!(config.pool.max_size, 32);
-    /// ```
-    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[must_use]
-    pub struct HttpConfig {
-        /// `http://host[:port][/base/path]`; request paths are appended to it.
-        pub base_url: String,
-        /// The pool knobs.
-        #[serde(flatten)]
-        pub pool: PoolConfig,
-        /// Bound on one attempt, until the response headers arrive.
-        ///
-        /// Default: `30s`.
-        #[serde(with = "humantime_serde", default = "default_request_timeout")]
-        pub request_timeout: Duration,
-        /// Bound on opening a TCP connection.
-        ///
-        /// Default: `5s`.
-        #[serde(with = "humantime_serde", default = "default_connect_timeout")]
-        pub connect_timeout: Duration,
-        /// Speak HTTP/2 (prior knowledge) instead of HTTP/1.1.
-        ///
-        /// Default: `false`.
-        #[serde(default)]
-        pub http2: bool,
-        /// Further attempts after a failed one, for idempotent methods (`GET`,
-        /// `HEAD`, `PUT`, `DELETE`, `OPTIONS`) only, unless
-        /// `retry_non_idempotent`. An attempt fails when no response arrives
-        /// (refused, reset, timed out) or it answers 502, 503 or 504.
-        ///
-        /// Default: `2`.
-        #[serde(default = "default_retries")]
-        pub retries: u32,
-        /// Wait before the first retry; doubled for each further one.
-        ///
-        /// Default: `100ms`.
-        #[serde(with = "humantime_serde", default = "default_retry_backoff")]
-        pub retry_backoff: Duration,
-        /// Retry `POST` and `PATCH` too (only if the upstream deduplicates them).
-        ///
-        /// Default: `false`.
-        #[serde(default)]
-        pub retry_non_idempotent: bool,
-        /// Redirects followed (same upstream only); `0` returns the 3xx as is.
-        ///
-        /// Default: `0`.
-        #[serde(default)]
-        pub max_redirects: u32,
-        /// Path the health check sends `HEAD` to (then `GET` on 405).
-        ///
-        /// Default: `/`.
-        #[serde(default = "default_health_path")]
-        pub health_path: String,
-    }
-
-    fn default_request_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    fn default_connect_timeout() -> Duration {
-        Duration::from_secs(5)
-    }
-    fn default_retries() -> u32 {
-        2
-    }
-    fn default_retry_backoff() -> Duration {
-        Duration::from_millis(100)
-    }
-    fn default_health_path() -> String {
-        "/".to_owned()
-    }
-
-    impl HttpConfig {
-        /// A config for the upstream at `base_url` with default settings.
-        pub fn new(base_url: impl Into<String>) -> Self {
-            Self {
-                base_url: base_url.into(),
-                pool: PoolConfig::default(),
-                request_timeout: default_request_timeout(),
-                connect_timeout: default_connect_timeout(),
-                http2: false,
-                retries: default_retries(),
-                retry_backoff: default_retry_backoff(),
-                retry_non_idempotent: false,
-                max_redirects: 0,
-                health_path: default_health_path(),
-            }
-        }
-
-        fn knobs(&mut self) -> &mut PoolConfig {
-            &mut self.pool
-        }
-
-        fn this(&mut self) -> &mut Self {
-            self
-        }
-
-        pool_setters!();
-
-        setters! { this;
-            /// Sets [`HttpConfig::request_timeout`].
-            request_timeout: Duration,
-            /// Sets [`HttpConfig::connect_timeout`].
-            connect_timeout: Duration,
-            /// Sets [`HttpConfig::http2`].
-            http2: bool,
-            /// Sets [`HttpConfig::retries`].
-            retries: u32,
-            /// Sets [`HttpConfig::retry_backoff`].
-            retry_backoff: Duration,
-            /// Sets [`HttpConfig::retry_non_idempotent`].
-            retry_non_idempotent: bool,
-            /// Sets [`HttpConfig::max_redirects`].
-            max_redirects: u32,
-        }
-
-        /// Sets [`HttpConfig::health_path`].
-        pub fn health_path(mut self, path: impl Into<String>) -> Self {
-            self.health_path = path.into();
-            self
-        }
-
-        /// Checks the HTTP settings; the error names the field and the value.
-        pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-            for (field, value) in [
-                ("request_timeout", self.request_timeout),
-                ("connect_timeout", self.connect_timeout),
-            ] {
-                if value.is_zero() {
-                    return Err(ConfigError::new(field, "0s", "must be greater than zero"));
-                }
-            }
-            if !self.health_path.starts_with('/') {
-                return Err(ConfigError::new(
-                    "health_path",
-                    &self.health_path,
-                    "must start with '/'",
-                ));
-            }
-            Ok(())
-        }
-    }
-
-    impl fmt::Debug for HttpConfig {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("HttpConfig")
-                .field("base_url", &redact_url(&self.base_url))
-                .field("pool", &self.pool)
-                .field("request_timeout", &self.request_timeout)
-                .field("http2", &self.http2)
-                .field("retries", &self.retries)
-                .finish_non_exhaustive()
-        }
-    }
 }
 
 #[cfg(test)]

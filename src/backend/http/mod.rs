@@ -1,14 +1,49 @@
 //! Outbound HTTP pools (feature `http`): real connections to one upstream,
-//! opened with hyper's connection API and pooled by the same core as the
-//! database pools.
+//! opened with hyper's connection API, pooled by the same core as the
+//! database pools, and used through a request path built from tower parts.
+//!
+//! ```no_run
+//! use axum::{Json, Router, routing::get};
+//! use axum_pools::{HttpClient, HttpConfig, HttpError, PoolLayer, PoolManager, pool_name};
+//!
+//! pool_name!(Billing = "billing");
+//!
+//! async fn invoice(billing: HttpClient<Billing>) -> Result<Json<serde_json::Value>, HttpError> {
+//!     Ok(Json(billing.get("/invoices/1").send().await?.json().await?))
+//! }
+//!
+//! # async fn demo() -> Result<(), axum_pools::PoolError> {
+//! let manager = PoolManager::builder()
+//!     .http("billing", HttpConfig::new("http://billing.internal:8080").max_size(16))
+//!     .build()
+//!     .await?;
+//! let app: Router = Router::new()
+//!     .route("/invoice", get(invoice))
+//!     .layer(PoolLayer::new(manager));
+//! # Ok(()) }
+//! ```
+//!
+//! One [`send`](RequestBuilder::send) runs through this stack, outermost
+//! first:
+//!
+//! | layer | from | does |
+//! |---|---|---|
+//! | `FollowRedirect` | tower-http | only when `max_redirects > 0`; same origin only; 303 (and 301/302 after a `POST`) becomes a `GET` without body |
+//! | `Retry` | tower | idempotent methods (all with `retry_non_idempotent`); on no response, a timeout, 502, 503 or 504; at most `retries` times, exponential backoff from `retry_backoff` with jitter |
+//! | leasing | here | leases a connection (`acquire_timeout`, breaker, load shedding, drain), counts the attempt, tells the breaker its outcome |
+//! | `Timeout` | tower | `request_timeout` on one attempt, from sending until the response head |
+//! | send | here | sends on the leased connection (hyper `client::conn`) |
 //!
 //! - `max_size` caps the open connections; a request that finds none free
 //!   waits under `acquire_timeout` and is answered 503 with `Retry-After`
 //!   like a database lease (hyper-util's legacy client has no such cap).
-//! - Each attempt leases one connection for as long as its response body is
-//!   being read; HTTP/1.1 keep-alive connections go back to the pool after.
-//! - A connection that closed (the upstream went away, a timed-out attempt
-//!   abandoned it) is discarded at its next checkout.
+//! - The response body ([`HttpBody`]) holds the lease until it has been
+//!   read to its end. A connection is *in doubt* from the moment a request is
+//!   sent on it until then: if its body is dropped unread, fails, or the
+//!   request is cancelled or times out, the connection is discarded, never
+//!   handed to the next request.
+//! - A connection that closed (the upstream went away) is discarded at its
+//!   next checkout.
 //! - Health: `HEAD {health_path}`, then `GET` if it answers 405. A 5xx fails
 //!   the check; another 4xx passes and is shown in the stats as
 //!   `health_status`.
@@ -22,22 +57,41 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{
-    Method, Request, StatusCode, Uri,
+    HeaderMap, Method, Request, StatusCode, Uri, Version,
     body::Incoming,
     client::conn::{http1, http2},
     header::{HOST, HeaderValue},
+    http::uri::PathAndQuery,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::{config::HttpConfig, pool::Backend, stats::HttpCounters};
+mod client;
+mod config;
+mod error;
+mod response;
+mod service;
+mod stats;
+
+use self::stats::HttpCounters;
+pub use self::{
+    client::{HttpClient, RequestBuilder},
+    config::HttpConfig,
+    error::HttpError,
+    response::{ConnectionGuard, HttpBody, HttpResponse},
+    stats::HttpStats,
+};
+use crate::pool::Backend;
 
 /// One open connection to the upstream.
-#[allow(unreachable_pub, missing_debug_implementations)]
+#[doc(hidden)]
+#[allow(missing_debug_implementations)] // holds hyper's senders only
 pub struct HttpConnection {
     sender: Sender,
-    /// Set when an attempt was abandoned mid-flight: the connection's state
-    /// is unknown, so it is never reused.
-    pub(crate) poisoned: bool,
+    /// Set when a request is sent on it; cleared only when its response
+    /// body has been read to its end. Still set when the lease returns (the
+    /// body dropped unread or failed, the attempt cancelled or timed out),
+    /// the connection's state is unknown and it is discarded.
+    pub(crate) in_doubt: bool,
 }
 
 enum Sender {
@@ -72,7 +126,8 @@ impl HttpConnection {
 }
 
 /// The backend of an HTTP pool.
-#[allow(unreachable_pub, missing_debug_implementations)]
+#[doc(hidden)]
+#[allow(missing_debug_implementations)] // its config's Debug is redacted, but nothing needs it
 pub struct Http {
     /// `host:port` to connect to.
     addr: String,
@@ -118,18 +173,16 @@ impl Http {
         })
     }
 
-    /// The request URI for `path_and_query` (which starts with '/').
+    /// The absolute URI of `path_and_query` (which starts with '/') under
+    /// the base URL; [`prepare`](Self::prepare) puts it in the form the
+    /// connection speaks.
     pub(crate) fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
-        let full = format!("{}{path_and_query}", self.base_path);
-        let uri = if self.config.http2 {
-            format!(
-                "http://{}{full}",
-                self.authority.to_str().unwrap_or_default()
-            )
-        } else {
-            full
-        };
-        uri.parse()
+        if !path_and_query.is_empty() && !path_and_query.starts_with(['/', '?']) {
+            return Err(format!("path {path_and_query:?} must start with '/'"));
+        }
+        let authority = self.authority.to_str().unwrap_or_default();
+        format!("http://{authority}{}{path_and_query}", self.base_path)
+            .parse()
             .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))
     }
 
@@ -137,25 +190,37 @@ impl Http {
         &self,
         method: Method,
         uri: Uri,
-        headers: &hyper::HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
     ) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
-        *request.headers_mut() = headers.clone();
-        if !self.config.http2 {
+        *request.headers_mut() = headers;
+        request
+    }
+
+    /// Turns a request with an absolute URI (as the redirect layer needs it)
+    /// into what the connection sends: HTTP/1.1 in origin form with `Host`,
+    /// HTTP/2 absolute.
+    pub(crate) fn prepare(&self, request: &mut Request<Full<Bytes>>) {
+        if self.config.http2 {
+            *request.version_mut() = Version::HTTP_2;
+        } else {
+            let path = request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *request.uri_mut() = Uri::from(path);
             request.headers_mut().insert(HOST, self.authority.clone());
         }
-        if self.config.http2 {
-            *request.version_mut() = hyper::Version::HTTP_2;
-        }
-        request
     }
 
     async fn probe(&self, conn: &mut HttpConnection, method: Method) -> Result<StatusCode, String> {
         let uri = self.uri(&self.config.health_path)?;
-        let request = self.request(method, uri, &hyper::HeaderMap::new(), Bytes::new());
+        let mut request = self.request(method, uri, HeaderMap::new(), Bytes::new());
+        self.prepare(&mut request);
         let response = conn.send(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
         // Read the (empty or small) body so the connection can be reused.
@@ -204,7 +269,7 @@ impl Backend for Http {
         };
         Ok(HttpConnection {
             sender,
-            poisoned: false,
+            in_doubt: false,
         })
     }
 
@@ -235,7 +300,7 @@ impl Backend for Http {
     }
 
     fn is_broken(&self, conn: &mut HttpConnection) -> bool {
-        conn.poisoned || conn.is_closed()
+        conn.in_doubt || conn.is_closed()
     }
 
     fn required_at_build(&self) -> bool {
@@ -278,7 +343,7 @@ impl crate::manager::PoolManagerBuilder {
     ///
     /// Unlike a database, an upstream that is down does not fail the build:
     /// its pool starts unhealthy and recovers when the upstream does.
-    pub fn http(self, name: impl Into<String>, config: crate::config::HttpConfig) -> Self {
+    pub fn http(self, name: impl Into<String>, config: HttpConfig) -> Self {
         let url = config.base_url.clone();
         let pool = config.pool.clone();
         self.register(
