@@ -11,17 +11,19 @@
 //! Env: `DATABASE_URL`, `REDIS_URL` (required), `UPSTREAM_URL` (the base URL
 //! of `/http`'s upstream, e.g. `http://127.0.0.1:3007`; unset, there is no
 //! HTTP pool and `/http` answers 500), `BIND` (`127.0.0.1:3003`),
-//! `POOL_MAX` (16, every pool).
+//! `POOL_MAX` (16, every pool), `LAYER` (`router` puts `PoolLayer` on the
+//! router with `Router::layer`; by default it wraps the whole router).
 
 #![allow(missing_docs)]
 
-use axum::{Router, routing::get};
+use axum::{Router, ServiceExt, routing::get};
 use axum_pools::{
     DbConfig, DbConn, DbError, HttpClient, HttpConfig, HttpError, PoolError, PoolLayer,
     PoolManager, RedisConfig, RedisConn,
 };
 use diesel::{IntoSql, sql_types::Integer};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use tower::Layer;
 
 async fn db(mut db: DbConn<AsyncPgConnection>) -> Result<String, DbError> {
     let one: i32 = diesel::select(1.into_sql::<Integer>())
@@ -69,21 +71,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/redis", get(redis_ping))
         .route("/http", get(http))
         .route("/plain", get(plain))
-        .merge(manager.router())
-        .layer(PoolLayer::new(manager.clone()));
+        .merge(manager.router());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3003".into());
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     eprintln!("bench_server listening on {bind} (POOL_MAX={pool_max})");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(manager.drain_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }))
-        .await?;
+    let shutdown = manager.drain_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+    let layer = PoolLayer::new(manager.clone());
+    if std::env::var("LAYER").is_ok_and(|v| v == "router") {
+        // `Router::layer`: every route wrapped in a boxed service cloned per
+        // request, a cost axum charges for any layer placed this way.
+        let app = app.layer(layer);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    } else {
+        // Around the whole router: the layer's own cost only.
+        let app = ServiceExt::<axum::extract::Request>::into_make_service(layer.layer(app));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    }
     Ok(())
 }

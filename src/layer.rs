@@ -10,6 +10,11 @@
 //! the layer from the extractors (500 "no PoolLayer on this route"); put
 //! `PoolLayer` inside such layers.
 //!
+//! `Router::layer` wraps every route in a boxed service that axum clones per
+//! request, whatever the layer. Where that cost matters, wrap the whole
+//! router instead: `PoolLayer::new(manager).layer(router)`, served with
+//! `axum::ServiceExt::into_make_service`.
+//!
 //! The other tower layers of the crate live with their capability:
 //! [`CircuitBreakerLayer`] in
 //! [`breaker`](crate::breaker), [`RateLimitLayer`]

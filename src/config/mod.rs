@@ -313,27 +313,101 @@ macro_rules! pool_setters {
     };
 }
 
-pub(crate) use {pool_setters, setters};
+/// `from_env(prefix)`: the type's `from_lookup` over the process
+/// environment, with the docs given.
+macro_rules! from_env {
+    ($(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn from_env(prefix: &str) -> Result<Self, $crate::ConfigError> {
+            Self::from_lookup(prefix, |key| ::std::env::var(key).ok())
+        }
+    };
+}
+
+/// The methods of a config that is a server URL plus the shared knobs
+/// (`DbConfig`, `RedisConfig`): `from_url`, `from_env`, `from_lookup`, the
+/// knob setters, and a `Debug` that redacts the URL. `$prefix` and `$url`
+/// make the examples.
+macro_rules! url_config {
+    ($name:ident, $prefix:literal, $url:literal) => {
+        impl $name {
+            /// A config for `url` with default knobs.
+            pub fn from_url(url: impl Into<String>) -> Self {
+                Self {
+                    url: url.into(),
+                    pool: $crate::PoolConfig::default(),
+                }
+            }
+
+            $crate::config::from_env! {
+                #[doc = concat!(
+                    "Reads `{PREFIX}_URL` (required) and the knobs of ",
+                    "[`PoolConfig::from_env`](crate::PoolConfig::from_env).\n\n",
+                    "```no_run\nlet config = axum_pools::", stringify!($name),
+                    "::from_env(\"", $prefix, "\")?; // ", $prefix, "_URL, ", $prefix,
+                    "_MAX_SIZE, ...\n# Ok::<(), axum_pools::ConfigError>(())\n```"
+                )]
+            }
+
+            #[doc = concat!(
+                "[`", stringify!($name), "::from_env`] over any source of variables.\n\n",
+                "```\nuse std::collections::HashMap;\nuse axum_pools::", stringify!($name), ";\n\n",
+                "let vars = HashMap::from([(\"", $prefix, "_URL\", \"", $url, "\"), (\"", $prefix,
+                "_MAX_SIZE\", \"4\")]);\n",
+                "let config = ", stringify!($name), "::from_lookup(\"", $prefix,
+                "\", |k| vars.get(k).map(|v| v.to_string()))?;\n",
+                "assert_eq!((config.url.as_str(), config.pool.max_size), (\"", $url, "\", 4));\n\n",
+                "let err = ", stringify!($name), "::from_lookup(\"", $prefix, "\", |_| None).unwrap_err();\n",
+                "assert_eq!(err.to_string(), \"invalid pool config: ", $prefix,
+                "_URL is not set: set it to the server URL\");\n",
+                "# Ok::<(), axum_pools::ConfigError>(())\n```"
+            )]
+            pub fn from_lookup(
+                prefix: &str,
+                lookup: impl Fn(&str) -> Option<String>,
+            ) -> Result<Self, $crate::ConfigError> {
+                let (url, pool) = $crate::config::url_and_knobs(prefix, lookup)?;
+                Ok(Self { url, pool })
+            }
+
+            fn knobs(&mut self) -> &mut $crate::PoolConfig {
+                &mut self.pool
+            }
+
+            $crate::config::pool_setters!();
+        }
+
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("url", &$crate::redact::redact_url(&self.url))
+                    .field("pool", &self.pool)
+                    .finish()
+            }
+        }
+    };
+}
+
+pub(crate) use {from_env, pool_setters, setters, url_config};
 
 impl PoolConfig {
-    /// Reads the knobs from environment variables named `{PREFIX}_MIN_SIZE`,
-    /// `{PREFIX}_MAX_SIZE`, `{PREFIX}_ACQUIRE_TIMEOUT`,
-    /// `{PREFIX}_IDLE_TIMEOUT`, `{PREFIX}_MAX_LIFETIME`,
-    /// `{PREFIX}_HEALTH_CHECK_INTERVAL`, `{PREFIX}_VALIDATION_TIMEOUT`,
-    /// `{PREFIX}_ALIVE_BYPASS_WINDOW`, `{PREFIX}_MAX_WAITING`,
-    /// `{PREFIX}_LEAK_THRESHOLD` and `{PREFIX}_REQUIRED`; an unset variable
-    /// keeps the default.
-    /// Durations are written like `5s`, `250ms`, `1m 30s`; `off` turns an
-    /// optional knob off.
-    ///
-    /// The error names the variable and its value.
-    ///
-    /// ```no_run
-    /// let config = axum_pools::PoolConfig::from_env("DB")?; // DB_MAX_SIZE=16 ...
-    /// # Ok::<(), axum_pools::ConfigError>(())
-    /// ```
-    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        Self::from_lookup(prefix, |key| std::env::var(key).ok())
+    from_env! {
+        /// Reads the knobs from environment variables named `{PREFIX}_MIN_SIZE`,
+        /// `{PREFIX}_MAX_SIZE`, `{PREFIX}_ACQUIRE_TIMEOUT`,
+        /// `{PREFIX}_IDLE_TIMEOUT`, `{PREFIX}_MAX_LIFETIME`,
+        /// `{PREFIX}_HEALTH_CHECK_INTERVAL`, `{PREFIX}_VALIDATION_TIMEOUT`,
+        /// `{PREFIX}_ALIVE_BYPASS_WINDOW`, `{PREFIX}_MAX_WAITING`,
+        /// `{PREFIX}_LEAK_THRESHOLD` and `{PREFIX}_REQUIRED`; an unset variable
+        /// keeps the default.
+        /// Durations are written like `5s`, `250ms`, `1m 30s`; `off` turns an
+        /// optional knob off.
+        ///
+        /// The error names the variable and its value.
+        ///
+        /// ```no_run
+        /// let config = axum_pools::PoolConfig::from_env("DB")?; // DB_MAX_SIZE=16 ...
+        /// # Ok::<(), axum_pools::ConfigError>(())
+        /// ```
     }
 
     /// [`PoolConfig::from_env`] over any source of variables.

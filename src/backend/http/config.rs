@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{
-        ConfigError, EnvReader, PoolConfig, parse_bool, parse_count, parse_duration, pool_setters,
-        setters, url_and_knobs,
+        ConfigError, EnvReader, PoolConfig, from_env, parse_bool, parse_count, parse_duration,
+        pool_setters, setters, url_and_knobs,
     },
     redact::redact_url,
 };
@@ -138,20 +138,19 @@ impl HttpConfig {
         }
     }
 
-    /// Reads `{PREFIX}_URL` (the base URL, required), the pool knobs of
-    /// [`PoolConfig::from_env`] and the HTTP settings
-    /// `{PREFIX}_REQUEST_TIMEOUT`, `{PREFIX}_CONNECT_TIMEOUT`,
-    /// `{PREFIX}_HTTP2`, `{PREFIX}_RETRIES`, `{PREFIX}_RETRY_BACKOFF`,
-    /// `{PREFIX}_RETRY_NON_IDEMPOTENT`, `{PREFIX}_MAX_REDIRECTS`,
-    /// `{PREFIX}_MAX_RESPONSE_BODY` (bytes) and `{PREFIX}_HEALTH_PATH`; an
-    /// unset variable keeps the default.
-    ///
-    /// ```no_run
-    /// let config = axum_pools::HttpConfig::from_env("HTTP")?; // HTTP_URL, HTTP_MAX_SIZE, HTTP_RETRIES, ...
-    /// # Ok::<(), axum_pools::ConfigError>(())
-    /// ```
-    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
-        Self::from_lookup(prefix, |key| std::env::var(key).ok())
+    from_env! {
+        /// Reads `{PREFIX}_URL` (the base URL, required), the pool knobs of
+        /// [`PoolConfig::from_env`] and the HTTP settings
+        /// `{PREFIX}_REQUEST_TIMEOUT`, `{PREFIX}_CONNECT_TIMEOUT`,
+        /// `{PREFIX}_HTTP2`, `{PREFIX}_RETRIES`, `{PREFIX}_RETRY_BACKOFF`,
+        /// `{PREFIX}_RETRY_NON_IDEMPOTENT`, `{PREFIX}_MAX_REDIRECTS`,
+        /// `{PREFIX}_MAX_RESPONSE_BODY` (bytes) and `{PREFIX}_HEALTH_PATH`; an
+        /// unset variable keeps the default.
+        ///
+        /// ```no_run
+        /// let config = axum_pools::HttpConfig::from_env("HTTP")?; // HTTP_URL, HTTP_MAX_SIZE, HTTP_RETRIES, ...
+        /// # Ok::<(), axum_pools::ConfigError>(())
+        /// ```
     }
 
     /// [`HttpConfig::from_env`] over any source of variables.
