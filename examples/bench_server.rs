@@ -12,7 +12,8 @@
 //! of `/http`'s upstream, e.g. `http://127.0.0.1:3007`; unset, there is no
 //! HTTP pool and `/http` answers 500), `BIND` (`127.0.0.1:3003`),
 //! `POOL_MAX` (16, every pool), `LAYER` (`router` puts `PoolLayer` on the
-//! router with `Router::layer`; by default it wraps the whole router).
+//! router with `Router::layer`, `none` leaves it out so only `/plain`
+//! works; by default it wraps the whole router).
 
 #![allow(missing_docs)]
 
@@ -84,7 +85,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let layer = PoolLayer::new(manager.clone());
-    if std::env::var("LAYER").is_ok_and(|v| v == "router") {
+    let placement = std::env::var("LAYER").unwrap_or_default();
+    if placement == "none" {
+        // No PoolLayer: only routes that never lease answer (the baseline
+        // of the layer's own cost on `/plain`).
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    } else if placement == "router" {
         // `Router::layer`: every route wrapped in a boxed service cloned per
         // request, a cost axum charges for any layer placed this way.
         let app = app.layer(layer);
@@ -93,7 +101,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
     } else {
         // Around the whole router: the layer's own cost only.
-        let app = ServiceExt::<axum::extract::Request>::into_make_service(layer.layer(app));
+        // `with_state(())` turns the handlers into routes once, as
+        // `axum::serve(listener, router)` would; without it the router
+        // would do that again for every request.
+        let app = layer.layer(app.with_state::<()>(()));
+        let app = ServiceExt::<axum::extract::Request>::into_make_service(app);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;

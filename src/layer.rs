@@ -12,8 +12,9 @@
 //!
 //! `Router::layer` wraps every route in a boxed service that axum clones per
 //! request, whatever the layer. Where that cost matters, wrap the whole
-//! router instead: `PoolLayer::new(manager).layer(router)`, served with
-//! `axum::ServiceExt::into_make_service`.
+//! router instead: `PoolLayer::new(manager).layer(router.with_state(()))`
+//! (`with_state` turns the handlers into routes once, as `axum::serve` does
+//! for a bare router), served with `axum::ServiceExt::into_make_service`.
 //!
 //! The other tower layers of the crate live with their capability:
 //! [`CircuitBreakerLayer`] in
