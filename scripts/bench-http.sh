@@ -19,7 +19,9 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
-export DATABASE_URL=${DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test}
+# Plaintext for both apps (the peer has no TLS); ours would otherwise
+# negotiate TLS with a server that offers it (sslmode=prefer, as libpq).
+export DATABASE_URL=${DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test?sslmode=disable}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/}
 export POOL_MAX=${POOL_MAX:-16}
 

@@ -157,6 +157,10 @@ pub mod rate_limit;
 pub mod redact;
 pub mod routes;
 pub mod stats;
+#[cfg(feature = "tls")]
+// Only Postgres pools use it so far: alone, `tls` compiles an unused stack.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+mod tls;
 
 #[cfg(feature = "sqlite")]
 pub use crate::backend::diesel::SqliteConnection;

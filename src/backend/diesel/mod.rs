@@ -6,13 +6,15 @@
 //! `is_broken` check runs on every checkout, and a real `SELECT 1` only when
 //! the connection sat idle longer than `alive_bypass_window`.
 
-use std::marker::PhantomData;
+use std::{collections::BTreeMap, marker::PhantomData};
 
 use diesel_async::{AsyncConnection, pooled_connection::PoolableConnection};
 
 mod config;
 mod conn;
 mod error;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub mod tx;
 
 pub use self::{
@@ -67,13 +69,7 @@ impl PoolManagerBuilder {
         hooks: Hooks<C>,
     ) -> Self {
         let DbConfig { url, pool } = config;
-        self.register(
-            name.into(),
-            Ok(Diesel::<C>::new(url.clone())),
-            &url,
-            pool,
-            hooks,
-        )
+        self.register(name.into(), Diesel::<C>::new(&url), &url, pool, hooks)
     }
 }
 
@@ -106,10 +102,25 @@ pub trait DbConnection:
     #[doc(hidden)]
     const FIRST_SETUP_SQL: Option<&'static str> = None;
 
-    /// The URL as the driver wants it.
+    /// How a pool opens connections, made once from its URL (Postgres:
+    /// the driver's config and the TLS settings taken out of the URL).
     #[doc(hidden)]
-    fn driver_url(url: &str) -> &str {
-        url
+    type Connector: Send + Sync + 'static;
+
+    /// Parses the pool's URL; the error says what is wrong with it.
+    #[doc(hidden)]
+    fn connector(url: &str) -> Result<Self::Connector, String>;
+
+    /// Opens one connection. Errors are raw driver text; the pool scrubs
+    /// them.
+    #[doc(hidden)]
+    fn connect(connector: &Self::Connector) -> impl Future<Output = Result<Self, String>> + Send;
+
+    /// What the stats show of the transport (`tls`: a TLS version or
+    /// `off`), for backends that can tell.
+    #[doc(hidden)]
+    fn transport(_connector: &Self::Connector) -> Option<String> {
+        None
     }
 
     /// Begins a transaction with `options`.
@@ -129,6 +140,19 @@ impl sealed::Sealed for diesel_async::AsyncPgConnection {}
 #[cfg(feature = "postgres")]
 impl DbConnection for diesel_async::AsyncPgConnection {
     const BACKEND: &'static str = "postgres";
+    type Connector = postgres::PgConnector;
+
+    fn connector(url: &str) -> Result<Self::Connector, String> {
+        postgres::PgConnector::new(url)
+    }
+
+    async fn connect(connector: &Self::Connector) -> Result<Self, String> {
+        connector.connect().await
+    }
+
+    fn transport(connector: &Self::Connector) -> Option<String> {
+        Some(connector.transport())
+    }
 
     async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
         if options == TxOptions::default() {
@@ -151,6 +175,15 @@ impl sealed::Sealed for diesel_async::AsyncMysqlConnection {}
 #[cfg(feature = "mysql")]
 impl DbConnection for diesel_async::AsyncMysqlConnection {
     const BACKEND: &'static str = "mysql";
+    type Connector = String;
+
+    fn connector(url: &str) -> Result<String, String> {
+        Ok(url.to_owned())
+    }
+
+    async fn connect(url: &String) -> Result<Self, String> {
+        Self::establish(url).await.map_err(|e| e.to_string())
+    }
 
     async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
         use diesel_async::SimpleAsyncConnection as _;
@@ -193,10 +226,18 @@ impl DbConnection for SqliteConnection {
     // while the pool's other connections wait (it persists in the file).
     const FIRST_SETUP_SQL: Option<&'static str> = Some("PRAGMA journal_mode = WAL;");
 
-    fn driver_url(url: &str) -> &str {
-        url.strip_prefix("sqlite://")
+    type Connector = String;
+
+    fn connector(url: &str) -> Result<String, String> {
+        Ok(url
+            .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .unwrap_or(url)
+            .to_owned())
+    }
+
+    async fn connect(path: &String) -> Result<Self, String> {
+        Self::establish(path).await.map_err(|e| e.to_string())
     }
 
     /// SQLite transactions are always serializable, so any isolation level
@@ -214,25 +255,27 @@ impl DbConnection for SqliteConnection {
 
 /// The backend of a SQL pool of connection type `C`.
 #[doc(hidden)]
-pub struct Diesel<C> {
-    url: String,
+pub struct Diesel<C: DbConnection> {
+    connector: C::Connector,
     first_setup: tokio::sync::OnceCell<()>,
     _conn: PhantomData<fn() -> C>,
 }
 
-impl<C> std::fmt::Debug for Diesel<C> {
+impl<C: DbConnection> std::fmt::Debug for Diesel<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Diesel").finish_non_exhaustive()
     }
 }
 
-impl<C> Diesel<C> {
-    pub(crate) fn new(url: String) -> Self {
-        Self {
-            url,
+impl<C: DbConnection> Diesel<C> {
+    /// The backend of a pool at `url`; the error says what is wrong with
+    /// the URL.
+    pub(crate) fn new(url: &str) -> Result<Self, String> {
+        Ok(Self {
+            connector: C::connector(url)?,
             first_setup: tokio::sync::OnceCell::new(),
             _conn: PhantomData,
-        }
+        })
     }
 }
 
@@ -244,9 +287,7 @@ impl<C: DbConnection> Backend for Diesel<C> {
     }
 
     async fn connect(&self) -> Result<C, String> {
-        let mut conn = C::establish(C::driver_url(&self.url))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut conn = C::connect(&self.connector).await?;
         if let Some(sql) = C::SETUP_SQL {
             conn.batch_execute(sql).await.map_err(|e| e.to_string())?;
         }
@@ -267,5 +308,9 @@ impl<C: DbConnection> Backend for Diesel<C> {
 
     fn is_broken(&self, conn: &mut C) -> bool {
         PoolableConnection::is_broken(conn)
+    }
+
+    async fn server_info(&self, _conn: &mut C) -> Option<BTreeMap<String, String>> {
+        C::transport(&self.connector).map(|tls| BTreeMap::from([("tls".to_owned(), tls)]))
     }
 }

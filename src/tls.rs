@@ -1,0 +1,269 @@
+//! The one TLS stack of every backend (feature `tls`): rustls with the
+//! `ring` crypto provider (it builds with a C compiler alone; aws-lc-rs
+//! would add minutes of CMake-free but large C builds), trust roots from the
+//! platform (`rustls-native-certs`, which honours `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR`) plus an optional CA file per pool, and an optional
+//! client certificate and key (mutual TLS).
+//!
+//! How much of the server's certificate is checked follows libpq's
+//! `sslmode`s:
+//!
+//! | [`Verify`] | the chain | the host name |
+//! |---|---|---|
+//! | `Nothing` (`require`, `prefer`) | no | no |
+//! | `Chain` (`verify-ca`) | yes | no |
+//! | `Full` (`verify-full`) | yes | yes |
+//!
+//! The handshake's signatures are checked in every mode.
+
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
+    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+};
+
+/// How much of the server's certificate is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verify {
+    /// Encrypt, check nothing (libpq's `require` and `prefer`).
+    Nothing,
+    /// The chain up to a trusted root, not the host name (`verify-ca`).
+    Chain,
+    /// The chain and the host name (`verify-full`).
+    Full,
+}
+
+/// What a pool's TLS needs besides its mode: extra trust and a client
+/// identity, as files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Files {
+    /// A PEM file of CA certificates trusted besides the platform's.
+    pub(crate) ca: Option<PathBuf>,
+    /// A PEM client certificate chain, with `key`.
+    pub(crate) cert: Option<PathBuf>,
+    /// The PEM private key of `cert`.
+    pub(crate) key: Option<PathBuf>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls client config for `verify` with `files`; `alpn` is offered in
+/// that order. The error says which file or setting is wrong.
+pub(crate) fn client_config(
+    verify: Verify,
+    files: &Files,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match verify {
+        Verify::Full => builder.with_root_certificates(roots(files)?),
+        Verify::Chain => {
+            let inner = WebPkiServerVerifier::builder_with_provider(roots(files)?, provider)
+                .build()
+                .map_err(|e| format!("TLS setup: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+        }
+        Verify::Nothing => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoCheck(provider))),
+    };
+    let mut config = match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("sslkey {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("sslcert/sslkey: {e}"))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("sslcert and sslkey go together: set both or neither".to_owned()),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The platform's roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` when set) and the
+/// CA file's.
+fn roots(files: &Files) -> Result<Arc<RootCertStore>, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = &files.ca {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("sslrootcert {}: {e}", ca.display()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!(
+                "sslrootcert {}: no CA certificate in it",
+                ca.display()
+            ));
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted CA certificates: set sslrootcert or SSL_CERT_FILE, or install the platform's CA bundle"
+                .to_owned(),
+        );
+    }
+    Ok(Arc::new(roots))
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the name is not
+/// checked (webpki checks the chain before the name, so a name error means
+/// the chain passed).
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError::*, Error::InvalidCertificate};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `require`/`prefer`: any certificate; the handshake's signatures are still
+/// checked.
+struct NoCheck(Arc<CryptoProvider>);
+
+impl fmt::Debug for NoCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NoCheck")
+    }
+}
+
+impl ServerCertVerifier for NoCheck {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS failure in words a user can act on, found anywhere in `error`'s
+/// chain; `None` when the chain holds no TLS error.
+pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::{CertificateError as C, Error as E};
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<E>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<E>())
+        });
+        if let Some(tls) = tls {
+            return Some(match tls {
+                E::InvalidCertificate(C::UnknownIssuer) => {
+                    "server certificate is not trusted: unknown issuer; set sslrootcert or SSL_CERT_FILE".to_owned()
+                }
+                E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                    "server certificate does not match the host name (host name mismatch); connect by the name on the certificate, or use sslmode=verify-ca".to_owned()
+                }
+                E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                    "server certificate has expired".to_owned()
+                }
+                other => format!("TLS handshake failed: {other}"),
+            });
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The negotiated protocol as the stats show it (`TLSv1.3`).
+pub(crate) fn version_name(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
