@@ -158,7 +158,8 @@ pub mod redact;
 pub mod routes;
 pub mod stats;
 #[cfg(feature = "tls")]
-// Only Postgres pools use it so far: alone, `tls` compiles an unused stack.
+// Only Postgres and Redis pools use it so far: alone, `tls` compiles an
+// unused stack.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 mod tls;
 

@@ -229,6 +229,11 @@ impl ServerCertVerifier for NoCheck {
     }
 }
 
+const UNTRUSTED: &str =
+    "server certificate is not trusted: unknown issuer; set sslrootcert or SSL_CERT_FILE";
+const MISMATCH: &str = "server certificate does not match the host name (host name mismatch); connect by the name on the certificate, or use sslmode=verify-ca";
+const EXPIRED: &str = "server certificate has expired";
+
 /// A TLS failure in words a user can act on, found anywhere in `error`'s
 /// chain; `None` when the chain holds no TLS error.
 pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
@@ -242,21 +247,36 @@ pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> Option<String
         });
         if let Some(tls) = tls {
             return Some(match tls {
-                E::InvalidCertificate(C::UnknownIssuer) => {
-                    "server certificate is not trusted: unknown issuer; set sslrootcert or SSL_CERT_FILE".to_owned()
-                }
+                E::InvalidCertificate(C::UnknownIssuer) => UNTRUSTED.to_owned(),
                 E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-                    "server certificate does not match the host name (host name mismatch); connect by the name on the certificate, or use sslmode=verify-ca".to_owned()
+                    MISMATCH.to_owned()
                 }
-                E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-                    "server certificate has expired".to_owned()
-                }
+                E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => EXPIRED.to_owned(),
                 other => format!("TLS handshake failed: {other}"),
             });
         }
         next = e.source();
     }
-    None
+    reason_in_text(&error.to_string())
+}
+
+/// The same from an error's text, for drivers that keep rustls' error out
+/// of the source chain (the redis crate stores it behind an `Arc<dyn
+/// Error>` whose chain skips it): rustls' own wording of the certificate
+/// errors.
+fn reason_in_text(text: &str) -> Option<String> {
+    if !text.contains("invalid peer certificate") {
+        return None;
+    }
+    Some(if text.contains("UnknownIssuer") {
+        UNTRUSTED.to_owned()
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+        MISMATCH.to_owned()
+    } else if text.contains("Expired") || text.contains("expired") {
+        EXPIRED.to_owned()
+    } else {
+        format!("TLS handshake failed: {text}")
+    })
 }
 
 /// The negotiated protocol as the stats show it (`TLSv1.3`).

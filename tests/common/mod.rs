@@ -9,6 +9,8 @@ use std::{
 };
 
 use axum::{body::Body, http::Request, response::Response};
+
+pub mod certs;
 use http_body_util::BodyExt;
 
 /// Under CI (`CI=true`) a missing server fails the test instead of skipping it.
