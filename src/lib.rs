@@ -158,8 +158,8 @@ pub mod redact;
 pub mod routes;
 pub mod stats;
 #[cfg(feature = "tls")]
-// Only Postgres and Redis pools use it so far: alone, `tls` compiles an
-// unused stack.
+// Only Postgres takes every verification mode; without it (or alone) some
+// of the stack goes unused.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 mod tls;
 

@@ -17,7 +17,9 @@ use crate::{
 /// base URL, the pool knobs (`max_size` is a real cap on open connections;
 /// a request waits for one under `acquire_timeout`), and HTTP settings.
 ///
-/// Only `http://` upstreams: no TLS stack is compiled in.
+/// `https://` upstreams are checked against the platform's roots and
+/// [`tls_ca_file`](Self::tls_ca_file), and speak HTTP/2 or HTTP/1.1 as ALPN
+/// decides.
 ///
 /// ```
 /// use std::time::Duration;
@@ -99,6 +101,12 @@ pub struct HttpConfig {
     /// Default: `/`.
     #[serde(default = "default_health_path")]
     pub health_path: String,
+    /// For an `https://` upstream: a PEM file of CA certificates trusted
+    /// besides the platform's roots (which honour `SSL_CERT_FILE`).
+    ///
+    /// Default: none.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_request_timeout() -> Duration {
@@ -135,6 +143,7 @@ impl HttpConfig {
             max_redirects: 0,
             max_response_body: default_max_response_body(),
             health_path: default_health_path(),
+            tls_ca_file: None,
         }
     }
 
@@ -144,7 +153,8 @@ impl HttpConfig {
         /// `{PREFIX}_REQUEST_TIMEOUT`, `{PREFIX}_CONNECT_TIMEOUT`,
         /// `{PREFIX}_HTTP2`, `{PREFIX}_RETRIES`, `{PREFIX}_RETRY_BACKOFF`,
         /// `{PREFIX}_RETRY_NON_IDEMPOTENT`, `{PREFIX}_MAX_REDIRECTS`,
-        /// `{PREFIX}_MAX_RESPONSE_BODY` (bytes) and `{PREFIX}_HEALTH_PATH`; an
+        /// `{PREFIX}_MAX_RESPONSE_BODY` (bytes), `{PREFIX}_HEALTH_PATH` and
+        /// `{PREFIX}_TLS_CA_FILE`; an
         /// unset variable keeps the default.
         ///
         /// ```no_run
@@ -196,6 +206,7 @@ impl HttpConfig {
         env.read("MAX_REDIRECTS", &mut c.max_redirects, parse_number)?;
         env.read("MAX_RESPONSE_BODY", &mut c.max_response_body, parse_number)?;
         env.read("HEALTH_PATH", &mut c.health_path, |v| Ok(v.to_owned()))?;
+        env.read("TLS_CA_FILE", &mut c.tls_ca_file, |v| Ok(Some(v.into())))?;
         Ok(c)
     }
 
@@ -231,6 +242,17 @@ impl HttpConfig {
     /// Sets [`HttpConfig::health_path`].
     pub fn health_path(mut self, path: impl Into<String>) -> Self {
         self.health_path = path.into();
+        self
+    }
+
+    /// Sets [`HttpConfig::tls_ca_file`].
+    ///
+    /// ```
+    /// let config = axum_pools::HttpConfig::new("https://billing.internal").tls_ca_file("/etc/ssl/internal-ca.pem");
+    /// assert!(config.tls_ca_file.is_some());
+    /// ```
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
         self
     }
 

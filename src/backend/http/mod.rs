@@ -47,7 +47,12 @@
 //! - Health: `HEAD {health_path}`, then `GET` if it answers 405. A 5xx fails
 //!   the check; another 4xx passes and is shown in the stats as
 //!   `health_status`.
-//! - Only `http://` upstreams: no TLS stack is compiled in.
+//! - `https://` upstreams speak TLS on the crate's one stack (rustls with
+//!   `ring`), checking the certificate and host name against the
+//!   platform's roots (`SSL_CERT_FILE` honoured) and `tls_ca_file`, and
+//!   offer ALPN `h2` and `http/1.1`: each connection speaks what the
+//!   upstream picked. `http2` is for plaintext (prior knowledge). Stats show
+//!   `tls`: the TLS version, or `off`.
 
 use std::{
     collections::BTreeMap,
@@ -87,6 +92,8 @@ use crate::pool::Backend;
 #[allow(missing_debug_implementations)] // holds hyper's senders only
 pub struct HttpConnection {
     sender: Sender,
+    /// The TLS version, for an `https://` upstream.
+    tls: Option<String>,
     /// Set when a request is sent on it; cleared only when its response
     /// body has been read to its end. Still set when the lease returns (the
     /// body dropped unread or failed, the attempt cancelled or timed out),
@@ -100,6 +107,11 @@ enum Sender {
 }
 
 impl HttpConnection {
+    /// Whether the connection speaks HTTP/2.
+    pub(crate) fn is_h2(&self) -> bool {
+        matches!(self.sender, Sender::H2(_))
+    }
+
     fn is_closed(&self) -> bool {
         match &self.sender {
             Sender::H1(s) => s.is_closed(),
@@ -131,6 +143,14 @@ impl HttpConnection {
 pub struct Http {
     /// `host:port` to connect to.
     addr: String,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// For `https://`: the rustls config and the name the certificate must
+    /// carry.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     pub(crate) authority: HeaderValue,
     /// Base path without a trailing '/', e.g. `/api` or ``.
     pub(crate) base_path: String,
@@ -147,24 +167,39 @@ impl Http {
             .base_url
             .parse()
             .map_err(|e| format!("base_url is not a URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(
-                    "https upstreams are not supported yet (no TLS stack is compiled in); use http://"
-                        .into(),
-                );
-            }
-            _ => return Err("base_url must start with http://".into()),
-        }
+        let (scheme, default_port) = match uri.scheme_str() {
+            Some("http") => ("http", 80),
+            Some("https") => ("https", 443),
+            _ => return Err("base_url must start with http:// or https://".into()),
+        };
         let authority = uri.authority().ok_or("base_url has no host")?.clone();
         if authority.as_str().contains('@') {
             return Err("base_url must not carry credentials; send them as a header".into());
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(default_port);
         let addr = format!("{}:{port}", authority.host());
+        let tls = if scheme == "https" {
+            let files = crate::tls::Files {
+                ca: config.tls_ca_file.clone(),
+                ..crate::tls::Files::default()
+            };
+            let client =
+                crate::tls::client_config(crate::tls::Verify::Full, &files, &[b"h2", b"http/1.1"])
+                    .map_err(|e| e.replace("sslrootcert", "tls_ca_file"))?;
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("base_url's host {host:?}: {e}"))?;
+            Some((client, name))
+        } else {
+            None
+        };
         Ok(Self {
             addr,
+            scheme,
+            tls,
             authority: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             counters: Arc::default(),
@@ -181,9 +216,12 @@ impl Http {
             return Err(format!("path {path_and_query:?} must start with '/'"));
         }
         let authority = self.authority.to_str().unwrap_or_default();
-        format!("http://{authority}{}{path_and_query}", self.base_path)
-            .parse()
-            .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))
+        format!(
+            "{}://{authority}{}{path_and_query}",
+            self.scheme, self.base_path
+        )
+        .parse()
+        .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))
     }
 
     pub(crate) fn request(
@@ -201,10 +239,10 @@ impl Http {
     }
 
     /// Turns a request with an absolute URI (as the redirect layer needs it)
-    /// into what the connection sends: HTTP/1.1 in origin form with `Host`,
-    /// HTTP/2 absolute.
-    pub(crate) fn prepare(&self, request: &mut Request<Full<Bytes>>) {
-        if self.config.http2 {
+    /// into what the connection (`h2` or not) sends: HTTP/1.1 in origin
+    /// form with `Host`, HTTP/2 absolute.
+    pub(crate) fn prepare(&self, request: &mut Request<Full<Bytes>>, h2: bool) {
+        if h2 {
             *request.version_mut() = Version::HTTP_2;
         } else {
             let path = request
@@ -220,7 +258,7 @@ impl Http {
     async fn probe(&self, conn: &mut HttpConnection, method: Method) -> Result<StatusCode, String> {
         let uri = self.uri(&self.config.health_path)?;
         let mut request = self.request(method, uri, HeaderMap::new(), Bytes::new());
-        self.prepare(&mut request);
+        self.prepare(&mut request, conn.is_h2());
         let response = conn.send(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
         // Read the (empty or small) body so the connection can be reused.
@@ -255,20 +293,30 @@ impl Backend for Http {
         })?
         .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
-        let sender = if self.config.http2 {
-            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            Sender::H2(sender)
-        } else {
-            let (sender, connection) = http1::handshake(io).await.map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            Sender::H1(sender)
+        let Some((config, name)) = &self.tls else {
+            let sender = handshake(TokioIo::new(stream), self.config.http2).await?;
+            return Ok(HttpConnection {
+                sender,
+                tls: None,
+                in_doubt: false,
+            });
         };
+        let connecting =
+            tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), stream);
+        let tls = tokio::time::timeout(self.config.connect_timeout, connecting)
+            .await
+            .map_err(|_| format!("TLS handshake with {} timed out", self.addr))?
+            .map_err(|e| match crate::tls::reason(&e) {
+                Some(reason) => reason.replace("sslrootcert", "tls_ca_file"),
+                None => format!("TLS handshake with {}: {e}", self.addr),
+            })?;
+        let session = tls.get_ref().1;
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let version = session.protocol_version().map(crate::tls::version_name);
+        let sender = handshake(TokioIo::new(tls), h2).await?;
         Ok(HttpConnection {
             sender,
+            tls: version,
             in_doubt: false,
         })
     }
@@ -307,8 +355,14 @@ impl Backend for Http {
         false
     }
 
-    async fn server_info(&self, _conn: &mut HttpConnection) -> Option<BTreeMap<String, String>> {
-        let mut info = BTreeMap::from([("upstream".to_owned(), self.addr.clone())]);
+    async fn server_info(&self, conn: &mut HttpConnection) -> Option<BTreeMap<String, String>> {
+        let mut info = BTreeMap::from([
+            ("upstream".to_owned(), self.addr.clone()),
+            (
+                "tls".to_owned(),
+                conn.tls.clone().unwrap_or_else(|| "off".to_owned()),
+            ),
+        ]);
         if let Some(note) = self
             .health_note
             .lock()
@@ -325,6 +379,25 @@ impl Backend for Http {
     fn fill_stats(&self, snapshot: &mut crate::stats::StatsSnapshot) {
         snapshot.http = Some(self.counters.snapshot());
     }
+}
+
+/// hyper's client handshake on `io`: HTTP/2 or HTTP/1.1; the connection
+/// task is spawned.
+async fn handshake<T>(io: T, h2: bool) -> Result<Sender, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    Ok(if h2 {
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Sender::H2(sender)
+    } else {
+        let (sender, connection) = http1::handshake(io).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Sender::H1(sender)
+    })
 }
 
 impl crate::manager::PoolManagerBuilder {

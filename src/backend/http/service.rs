@@ -118,7 +118,7 @@ impl Service<Request<Body>> for Leasing {
                 shared: pool.shared().clone(),
                 admission: Some(lease.admission()),
             };
-            http.prepare(&mut request);
+            http.prepare(&mut request, lease.is_h2());
             let start = Instant::now();
             match send.oneshot((lease, request)).await {
                 Ok((lease, response)) => {
