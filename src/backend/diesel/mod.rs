@@ -13,6 +13,8 @@ use diesel_async::{AsyncConnection, pooled_connection::PoolableConnection};
 mod config;
 mod conn;
 mod error;
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub mod tx;
@@ -175,14 +177,18 @@ impl sealed::Sealed for diesel_async::AsyncMysqlConnection {}
 #[cfg(feature = "mysql")]
 impl DbConnection for diesel_async::AsyncMysqlConnection {
     const BACKEND: &'static str = "mysql";
-    type Connector = String;
+    type Connector = mysql::MysqlConnector;
 
-    fn connector(url: &str) -> Result<String, String> {
-        Ok(url.to_owned())
+    fn connector(url: &str) -> Result<Self::Connector, String> {
+        mysql::MysqlConnector::new(url)
     }
 
-    async fn connect(url: &String) -> Result<Self, String> {
-        Self::establish(url).await.map_err(|e| e.to_string())
+    async fn connect(connector: &Self::Connector) -> Result<Self, String> {
+        connector.connect().await
+    }
+
+    fn transport(connector: &Self::Connector) -> Option<String> {
+        Some(connector.transport())
     }
 
     async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {

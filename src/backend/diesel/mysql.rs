@@ -1,0 +1,210 @@
+//! Opening MySQL/MariaDB connections, with the MySQL client's TLS
+//! parameters in the URL (feature `tls`): `ssl-mode` = `DISABLED` |
+//! `PREFERRED` (the default, as the MySQL client) | `REQUIRED` |
+//! `VERIFY_IDENTITY`, and `ssl-ca` (a CA file trusted besides the
+//! platform's roots), e.g. `mysql://app@db/app?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ssl/ca.pem`.
+//!
+//! | `ssl-mode` | TLS | the server's certificate |
+//! |---|---|---|
+//! | `DISABLED` | never | – |
+//! | `PREFERRED` | if the server offers it, else plaintext | not checked |
+//! | `REQUIRED` | always; a server without TLS is an error | not checked |
+//! | `VERIFY_IDENTITY` | always | chain and host name |
+//!
+//! `VERIFY_CA` is refused with the reason: the driver (mysql_async) cannot
+//! check the chain without the name on this rustls version. Connections go
+//! over TCP even to a local server (the driver would otherwise switch to
+//! the server's unix socket, without TLS).
+
+use diesel_async::AsyncMysqlConnection;
+use mysql_async::{DriverError, Opts, OptsBuilder, SslOpts};
+
+use crate::tls;
+
+/// How a MySQL pool opens its connections: the driver's options, made once
+/// from the pool's URL.
+pub struct MysqlConnector {
+    opts: Opts,
+    /// `PREFERRED`: the options without TLS, for a server that has none.
+    plain: Option<Opts>,
+    mode: &'static str,
+    /// Whether the last connection opened is encrypted.
+    encrypted: std::sync::atomic::AtomicBool,
+}
+
+/// Not derived: the driver's options hold the password.
+impl std::fmt::Debug for MysqlConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlConnector")
+            .field("ssl_mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MysqlConnector {
+    /// Parses `url`, taking the TLS parameters out of it.
+    pub(super) fn new(url: &str) -> Result<Self, String> {
+        let (rest, mode, ca) = take_ssl_params(url);
+        let mode = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("PREFERRED") => "PREFERRED",
+            Some("DISABLED") => "DISABLED",
+            Some("REQUIRED") => "REQUIRED",
+            Some("VERIFY_IDENTITY") => "VERIFY_IDENTITY",
+            Some("VERIFY_CA") => {
+                return Err("ssl-mode=VERIFY_CA is not supported by the MySQL driver (it cannot check the chain without the host name); use VERIFY_IDENTITY".to_owned());
+            }
+            Some(other) => {
+                return Err(format!(
+                    "ssl-mode={other}: must be one of DISABLED, PREFERRED, REQUIRED, VERIFY_IDENTITY"
+                ));
+            }
+        };
+        let base = Opts::from_url(&rest).map_err(|e| format!("invalid connection string: {e}"))?;
+        let builder = OptsBuilder::from_opts(base)
+            // Our own statement cache, found rows as Postgres counts them:
+            // what diesel-async's own `establish` sets.
+            .stmt_cache_size(0)
+            .client_found_rows(true)
+            .prefer_socket(false);
+        let ssl = match mode {
+            "DISABLED" => None,
+            "VERIFY_IDENTITY" => Some(verified(ca.as_deref())?),
+            _ => Some(SslOpts::default().with_danger_accept_invalid_certs(true)),
+        };
+        let plain = (mode == "PREFERRED").then(|| Opts::from(builder.clone()));
+        Ok(Self {
+            opts: builder.ssl_opts(ssl).into(),
+            plain,
+            mode,
+            encrypted: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Opens one connection; the error names the TLS reason when there is
+    /// one.
+    pub(super) async fn connect(&self) -> Result<AsyncMysqlConnection, String> {
+        let store = |encrypted| {
+            self.encrypted
+                .store(encrypted, std::sync::atomic::Ordering::Relaxed)
+        };
+        let conn = match mysql_async::Conn::new(self.opts.clone()).await {
+            Ok(conn) => {
+                store(self.opts.ssl_opts().is_some());
+                conn
+            }
+            Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer)) => {
+                let Some(plain) = &self.plain else {
+                    return Err(format!(
+                        "server does not support TLS but ssl-mode={}; enable TLS on the server or use ssl-mode=PREFERRED",
+                        self.mode
+                    ));
+                };
+                let conn = mysql_async::Conn::new(plain.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store(false);
+                conn
+            }
+            Err(e) => {
+                return Err(match tls::reason(&e) {
+                    Some(reason) => format!(
+                        "{} (ssl-mode={})",
+                        reason.replace("sslrootcert", "ssl-ca"),
+                        self.mode
+                    ),
+                    None => e.to_string(),
+                });
+            }
+        };
+        AsyncMysqlConnection::try_from(conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// What the stats show of the last connection opened: `on` or `off`
+    /// (the driver does not tell the TLS version).
+    pub(super) fn transport(&self) -> String {
+        if self.encrypted.load(std::sync::atomic::Ordering::Relaxed) {
+            "on"
+        } else {
+            "off"
+        }
+        .to_owned()
+    }
+}
+
+/// `VERIFY_IDENTITY`: the platform's roots and `ssl-ca`, no built-in list.
+fn verified(ca: Option<&str>) -> Result<SslOpts, String> {
+    // DER of the platform's roots, then the PEM of `ssl-ca`.
+    let mut roots: Vec<Vec<u8>> = Vec::new();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // Only what rustls accepts: the driver fails on the first it cannot.
+        if rustls::RootCertStore::empty().add(cert.clone()).is_ok() {
+            roots.push(cert.to_vec());
+        }
+    }
+    if let Some(ca) = ca {
+        roots.push(std::fs::read(ca).map_err(|e| format!("ssl-ca {ca}: {e}"))?);
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted CA certificates: set ssl-ca or SSL_CERT_FILE, or install the platform's CA bundle"
+                .to_owned(),
+        );
+    }
+    Ok(SslOpts::default()
+        .with_disable_built_in_roots(true)
+        .with_root_certs(roots.into_iter().map(Into::into).collect()))
+}
+
+/// Splits `ssl-mode` and `ssl-ca` (also spelled with `_`) off the URL's
+/// query.
+fn take_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None, None);
+    };
+    let (mut mode, mut ca) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8_lossy()
+            .into_owned();
+        match key {
+            "ssl-mode" | "ssl_mode" => mode = Some(value),
+            "ssl-ca" | "ssl_ca" => ca = Some(value),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (rest, mode, ca)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssl_parameters_are_taken_out_and_checked() {
+        let (rest, mode, ca) =
+            take_ssl_params("mysql://u:p@db/app?pool_min=1&ssl-mode=REQUIRED&ssl-ca=%2Fca.pem");
+        assert_eq!(rest, "mysql://u:p@db/app?pool_min=1");
+        assert_eq!(mode.as_deref(), Some("REQUIRED"));
+        assert_eq!(ca.as_deref(), Some("/ca.pem"));
+        let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=VERIFY_CA")
+            .err()
+            .unwrap();
+        assert!(e.contains("use VERIFY_IDENTITY"), "{e}");
+        let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=ALWAYS")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("DISABLED, PREFERRED, REQUIRED, VERIFY_IDENTITY"),
+            "{e}"
+        );
+    }
+}

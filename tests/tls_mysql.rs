@@ -1,0 +1,163 @@
+//! MySQL/MariaDB over TLS against a throwaway MariaDB this test starts
+//! (`mariadb-install-db` into a temp dir, its own port) with a CA and a
+//! `localhost` certificate made here; and against the shared server, which
+//! has no TLS.
+#![cfg(feature = "mysql")]
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use axum_pools::{DbConfig, DbConn, PoolManager};
+use common::certs::{Certs, make_certs};
+use diesel::sql_types::Text;
+use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(certs: &Certs, dir: &std::path::Path) -> Option<(Server, u16)> {
+    let data = dir.join("data");
+    let installed = Command::new("mariadb-install-db")
+        .args(["--no-defaults", "--user=root", "--skip-test-db"])
+        .arg(format!("--datadir={}", data.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match installed {
+        Ok(status) => assert!(status.success(), "mariadb-install-db failed"),
+        Err(e) => {
+            assert!(!common::in_ci(), "mariadb-install-db: {e}");
+            eprintln!("skipping: mariadb-install-db: {e}");
+            return None;
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("mariadbd")
+        .args(["--no-defaults", "--user=root", "--skip-grant-tables"])
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", dir.join("s.sock").display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--ssl-cert={}", certs.cert.display()))
+        .arg(format!("--ssl-key={}", certs.key.display()))
+        .arg(format!("--ssl-ca={}", certs.ca.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((Server(child), port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("mariadbd did not listen on {port}");
+}
+
+async fn build(url: String) -> Result<PoolManager, axum_pools::PoolError> {
+    PoolManager::builder()
+        .database::<AsyncMysqlConnection>("tls", DbConfig::from_url(url).max_size(2))
+        .build()
+        .await
+}
+
+/// The server's view of the session's cipher ("" when plaintext).
+async fn cipher(manager: &PoolManager) -> String {
+    let mut db = DbConn::<AsyncMysqlConnection>::acquire(manager)
+        .await
+        .unwrap();
+    diesel::select(diesel::dsl::sql::<Text>(
+        "(SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher')",
+    ))
+    .get_result::<String>(&mut db)
+    .await
+    .unwrap()
+}
+
+fn tls_in_stats(manager: &PoolManager) -> Option<String> {
+    manager.stats_of("tls")?.server?.get("tls").cloned()
+}
+
+#[tokio::test]
+async fn each_ssl_mode_against_a_tls_only_mariadb() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let Some((_server, port)) = start(&certs, dir.path()) else {
+        return;
+    };
+    let url = |host: &str, query: &str| format!("mysql://root@{host}:{port}/mysql?{query}");
+    let ca = certs.ca.display().to_string();
+
+    let m = build(url(
+        "localhost",
+        &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}"),
+    ))
+    .await
+    .unwrap();
+    assert!(!cipher(&m).await.is_empty());
+    assert_eq!(tls_in_stats(&m).as_deref(), Some("on"));
+
+    let other = certs.other_ca.display().to_string();
+    let e = build(url(
+        "localhost",
+        &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={other}"),
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not trusted: unknown issuer; set ssl-ca"), "{e}");
+
+    for query in ["ssl-mode=REQUIRED", "ssl-mode=PREFERRED", ""] {
+        let m = build(url("127.0.0.1", query)).await.unwrap();
+        assert!(!cipher(&m).await.is_empty(), "{query:?}");
+    }
+
+    // DISABLED: plaintext, though the server offers TLS. (With
+    // `--skip-grant-tables` MariaDB does not enforce
+    // `require_secure_transport`, so the server lets it in.)
+    let m = build(url("127.0.0.1", "ssl-mode=DISABLED")).await.unwrap();
+    assert_eq!(cipher(&m).await, "");
+    assert_eq!(tls_in_stats(&m).as_deref(), Some("off"));
+}
+
+#[tokio::test]
+async fn the_shared_server_without_tls_prefer_falls_back_and_required_says_why() {
+    let Some(url) = common::mysql_url() else {
+        return;
+    };
+    let with = |query: &str| {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{query}")
+    };
+    let m = build(with("ssl-mode=PREFERRED")).await.unwrap();
+    if !cipher(&m).await.is_empty() {
+        eprintln!("skipping: the shared server speaks TLS");
+        return;
+    }
+    assert_eq!(tls_in_stats(&m).as_deref(), Some("off"));
+    let e = build(with("ssl-mode=REQUIRED"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("server does not support TLS but ssl-mode=REQUIRED"),
+        "{e}"
+    );
+}
