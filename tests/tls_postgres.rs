@@ -44,9 +44,18 @@ fn pg_bin(name: &str) -> Option<PathBuf> {
     found.pop()
 }
 
+/// `program` as the `postgres` user; `setpriv` execs it (`runuser` would
+/// fork, and killing it would leave the server running).
 fn as_postgres(program: &Path) -> Command {
-    let mut command = Command::new("runuser");
-    command.args(["-u", "postgres", "--"]).arg(program);
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
     command
 }
 
