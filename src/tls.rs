@@ -68,17 +68,19 @@ pub(crate) fn client_config(
         .map_err(|e| format!("TLS setup: {e}"))?;
     let builder = match verify {
         Verify::Full => builder.with_root_certificates(roots(files)?),
-        Verify::Chain => {
-            let inner = WebPkiServerVerifier::builder_with_provider(roots(files)?, provider)
-                .build()
-                .map_err(|e| format!("TLS setup: {e}"))?;
+        Verify::Chain | Verify::Nothing => {
+            let chain = match verify {
+                Verify::Chain => Some(
+                    WebPkiServerVerifier::builder_with_provider(roots(files)?, provider.clone())
+                        .build()
+                        .map_err(|e| format!("TLS setup: {e}"))?,
+                ),
+                _ => None,
+            };
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_custom_certificate_verifier(Arc::new(Partial { chain, provider }))
         }
-        Verify::Nothing => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCheck(provider))),
     };
     let mut config = match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
@@ -124,13 +126,24 @@ fn roots(files: &Files) -> Result<Arc<RootCertStore>, String> {
     Ok(Arc::new(roots))
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name is not
-/// checked (webpki checks the chain before the name, so a name error means
-/// the chain passed).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+/// `verify-ca` (`chain`: the chain must lead to a trusted root; the name is
+/// not checked, and webpki checks the chain before the name, so a name
+/// error means the chain passed) and `require`/`prefer` (no `chain`: any
+/// certificate). The handshake's signatures are checked either way.
+struct Partial {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl fmt::Debug for Partial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partial")
+            .field("chain", &self.chain.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for Partial {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -140,10 +153,10 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError::*, Error::InvalidCertificate};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
             }
@@ -157,56 +170,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `require`/`prefer`: any certificate; the handshake's signatures are still
-/// checked.
-struct NoCheck(Arc<CryptoProvider>);
-
-impl fmt::Debug for NoCheck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NoCheck")
-    }
-}
-
-impl ServerCertVerifier for NoCheck {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -220,12 +188,14 @@ impl ServerCertVerifier for NoCheck {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

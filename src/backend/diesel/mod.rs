@@ -107,27 +107,28 @@ pub trait DbConnection:
     /// How a pool opens connections, made once from its URL (Postgres:
     /// the driver's config and the TLS settings taken out of the URL).
     #[doc(hidden)]
-    type Connector: Send + Sync + 'static;
-
-    /// Parses the pool's URL; the error says what is wrong with it.
-    #[doc(hidden)]
-    fn connector(url: &str) -> Result<Self::Connector, String>;
-
-    /// Opens one connection. Errors are raw driver text; the pool scrubs
-    /// them.
-    #[doc(hidden)]
-    fn connect(connector: &Self::Connector) -> impl Future<Output = Result<Self, String>> + Send;
-
-    /// What the stats show of the transport (`tls`: a TLS version or
-    /// `off`), for backends that can tell.
-    #[doc(hidden)]
-    fn transport(_connector: &Self::Connector) -> Option<String> {
-        None
-    }
+    type Connector: Connect<Self>;
 
     /// Begins a transaction with `options`.
     #[doc(hidden)]
     fn begin(&mut self, options: TxOptions) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// How a pool of `C` opens its connections; made once from the pool's URL.
+#[doc(hidden)]
+pub trait Connect<C>: Send + Sync + Sized + 'static {
+    /// Parses the pool's URL; the error says what is wrong with it.
+    fn new(url: &str) -> Result<Self, String>;
+
+    /// Opens one connection. Errors are raw driver text; the pool scrubs
+    /// them.
+    fn connect(&self) -> impl Future<Output = Result<C, String>> + Send;
+
+    /// What the stats show of the transport (`tls`: a TLS version, `on` or
+    /// `off`), for drivers that can tell.
+    fn transport(&self) -> Option<String> {
+        None
+    }
 }
 
 /// `BEGIN` through the transaction manager, so diesel tracks the depth.
@@ -143,18 +144,6 @@ impl sealed::Sealed for diesel_async::AsyncPgConnection {}
 impl DbConnection for diesel_async::AsyncPgConnection {
     const BACKEND: &'static str = "postgres";
     type Connector = postgres::PgConnector;
-
-    fn connector(url: &str) -> Result<Self::Connector, String> {
-        postgres::PgConnector::new(url)
-    }
-
-    async fn connect(connector: &Self::Connector) -> Result<Self, String> {
-        connector.connect().await
-    }
-
-    fn transport(connector: &Self::Connector) -> Option<String> {
-        Some(connector.transport())
-    }
 
     async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
         if options == TxOptions::default() {
@@ -178,18 +167,6 @@ impl sealed::Sealed for diesel_async::AsyncMysqlConnection {}
 impl DbConnection for diesel_async::AsyncMysqlConnection {
     const BACKEND: &'static str = "mysql";
     type Connector = mysql::MysqlConnector;
-
-    fn connector(url: &str) -> Result<Self::Connector, String> {
-        mysql::MysqlConnector::new(url)
-    }
-
-    async fn connect(connector: &Self::Connector) -> Result<Self, String> {
-        connector.connect().await
-    }
-
-    fn transport(connector: &Self::Connector) -> Option<String> {
-        Some(connector.transport())
-    }
 
     async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
         use diesel_async::SimpleAsyncConnection as _;
@@ -221,6 +198,30 @@ impl DbConnection for diesel_async::AsyncMysqlConnection {
 pub type SqliteConnection =
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
 
+/// A SQLite pool's database: the file path or `file:` URI of its URL.
+#[cfg(feature = "sqlite")]
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SqlitePath(String);
+
+#[cfg(feature = "sqlite")]
+impl Connect<SqliteConnection> for SqlitePath {
+    fn new(url: &str) -> Result<Self, String> {
+        Ok(Self(
+            url.strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url)
+                .to_owned(),
+        ))
+    }
+
+    async fn connect(&self) -> Result<SqliteConnection, String> {
+        SqliteConnection::establish(&self.0)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(feature = "sqlite")]
 impl sealed::Sealed for SqliteConnection {}
 #[cfg(feature = "sqlite")]
@@ -232,19 +233,7 @@ impl DbConnection for SqliteConnection {
     // while the pool's other connections wait (it persists in the file).
     const FIRST_SETUP_SQL: Option<&'static str> = Some("PRAGMA journal_mode = WAL;");
 
-    type Connector = String;
-
-    fn connector(url: &str) -> Result<String, String> {
-        Ok(url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url)
-            .to_owned())
-    }
-
-    async fn connect(path: &String) -> Result<Self, String> {
-        Self::establish(path).await.map_err(|e| e.to_string())
-    }
+    type Connector = SqlitePath;
 
     /// SQLite transactions are always serializable, so any isolation level
     /// is met; read-only transactions do not exist.
@@ -278,7 +267,7 @@ impl<C: DbConnection> Diesel<C> {
     /// the URL.
     pub(crate) fn new(url: &str) -> Result<Self, String> {
         Ok(Self {
-            connector: C::connector(url)?,
+            connector: C::Connector::new(url)?,
             first_setup: tokio::sync::OnceCell::new(),
             _conn: PhantomData,
         })
@@ -293,7 +282,7 @@ impl<C: DbConnection> Backend for Diesel<C> {
     }
 
     async fn connect(&self) -> Result<C, String> {
-        let mut conn = C::connect(&self.connector).await?;
+        let mut conn = self.connector.connect().await?;
         if let Some(sql) = C::SETUP_SQL {
             conn.batch_execute(sql).await.map_err(|e| e.to_string())?;
         }
@@ -317,6 +306,8 @@ impl<C: DbConnection> Backend for Diesel<C> {
     }
 
     async fn server_info(&self, _conn: &mut C) -> Option<BTreeMap<String, String>> {
-        C::transport(&self.connector).map(|tls| BTreeMap::from([("tls".to_owned(), tls)]))
+        self.connector
+            .transport()
+            .map(|tls| BTreeMap::from([("tls".to_owned(), tls)]))
     }
 }

@@ -41,9 +41,9 @@ impl std::fmt::Debug for MysqlConnector {
     }
 }
 
-impl MysqlConnector {
+impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
     /// Parses `url`, taking the TLS parameters out of it.
-    pub(super) fn new(url: &str) -> Result<Self, String> {
+    fn new(url: &str) -> Result<Self, String> {
         let (rest, mode, ca) = take_ssl_params(url);
         let mode = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
             None | Some("PREFERRED") => "PREFERRED",
@@ -82,7 +82,7 @@ impl MysqlConnector {
 
     /// Opens one connection; the error names the TLS reason when there is
     /// one.
-    pub(super) async fn connect(&self) -> Result<AsyncMysqlConnection, String> {
+    async fn connect(&self) -> Result<AsyncMysqlConnection, String> {
         let store = |encrypted| {
             self.encrypted
                 .store(encrypted, std::sync::atomic::Ordering::Relaxed)
@@ -123,13 +123,9 @@ impl MysqlConnector {
 
     /// What the stats show of the last connection opened: `on` or `off`
     /// (the driver does not tell the TLS version).
-    pub(super) fn transport(&self) -> String {
-        if self.encrypted.load(std::sync::atomic::Ordering::Relaxed) {
-            "on"
-        } else {
-            "off"
-        }
-        .to_owned()
+    fn transport(&self) -> Option<String> {
+        let on = self.encrypted.load(std::sync::atomic::Ordering::Relaxed);
+        Some(if on { "on" } else { "off" }.to_owned())
     }
 }
 
@@ -186,7 +182,7 @@ fn take_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::Connect, *};
 
     #[test]
     fn ssl_parameters_are_taken_out_and_checked() {

@@ -89,9 +89,9 @@ impl Mode {
     }
 }
 
-impl PgConnector {
+impl super::Connect<AsyncPgConnection> for PgConnector {
     /// Parses `url`, taking libpq's TLS parameters out of it.
-    pub(super) fn new(url: &str) -> Result<Self, String> {
+    fn new(url: &str) -> Result<Self, String> {
         let (rest, params) = take_ssl_params(url)?;
         let mut mode = Mode::Prefer;
         let mut files = Files::default();
@@ -133,7 +133,7 @@ impl PgConnector {
 
     /// Opens one connection; the error names the TLS reason when there is
     /// one.
-    pub(super) async fn connect(&self) -> Result<AsyncPgConnection, String> {
+    async fn connect(&self) -> Result<AsyncPgConnection, String> {
         let connected = match &self.tls {
             None => match self.config.connect(NoTls).await {
                 Ok((client, conn)) => {
@@ -151,6 +151,23 @@ impl PgConnector {
         connected.map_err(|e| e.to_string())
     }
 
+    /// The TLS version of the last connection opened, or `off`.
+    fn transport(&self) -> Option<String> {
+        Some(
+            self.tls
+                .as_ref()
+                .and_then(|tls| {
+                    tls.version
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                })
+                .unwrap_or_else(|| "off".to_owned()),
+        )
+    }
+}
+
+impl PgConnector {
     fn explain(&self, e: &tokio_postgres::Error) -> String {
         if let Some(reason) = tls::reason(e) {
             return format!("{reason} (sslmode={})", self.mode.name());
@@ -171,20 +188,6 @@ impl PgConnector {
             );
         }
         text
-    }
-
-    /// What the stats show of the connections' transport: the TLS version
-    /// of the last connection opened, or `off`.
-    pub(super) fn transport(&self) -> String {
-        self.tls
-            .as_ref()
-            .and_then(|tls| {
-                tls.version
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-            })
-            .unwrap_or_else(|| "off".to_owned())
     }
 }
 
@@ -331,7 +334,7 @@ impl AsyncWrite for RustlsStream {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::Connect, *};
 
     #[test]
     fn ssl_parameters_are_taken_out_of_both_forms() {
