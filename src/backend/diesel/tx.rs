@@ -147,7 +147,7 @@ impl TxOptions {
 /// Extracted, it begins the transaction (with the route's [`TxOptions`], if
 /// any) and [`PoolLayer`](crate::PoolLayer) commits it on a 2xx/3xx response
 /// and rolls it back otherwise. See the [module docs](crate::backend::diesel::tx) for
-/// every case. The rejection is a [`LeaseRejection`](crate::LeaseRejection);
+/// every case. The rejection is a [`LeaseRejection`];
 /// a failed `BEGIN` answers as its [`DbError`] would.
 pub struct DbTx<C: DbConnection, N: PoolSelector = ByType> {
     lease: Option<Lease<Diesel<C>>>,
