@@ -55,6 +55,14 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes `ring` the process's default provider unless one is set: the
+/// redis and mysql_async drivers build their rustls configs with
+/// `ClientConfig::builder()`, which panics when another crate of the
+/// application also compiled in aws-lc-rs and nobody chose.
+pub(crate) fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A rustls client config for `verify` with `files`; `alpn` is offered in
 /// that order. The error says which file or setting is wrong.
 pub(crate) fn client_config(

@@ -71,6 +71,9 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             "VERIFY_IDENTITY" => Some(verified(ca.as_deref())?),
             _ => Some(SslOpts::default().with_danger_accept_invalid_certs(true)),
         };
+        if ssl.is_some() {
+            tls::install_default_provider();
+        }
         let plain = (mode == "PREFERRED").then(|| Opts::from(builder.clone()));
         Ok(Self {
             opts: builder.ssl_opts(ssl).into(),

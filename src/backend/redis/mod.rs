@@ -248,6 +248,9 @@ impl Redis {
     /// password).
     pub(crate) fn new(url: &str) -> Result<Self, String> {
         let (url, ca) = take_root_cert(url);
+        if url.starts_with("rediss://") {
+            crate::tls::install_default_provider();
+        }
         let client = match ca {
             None => redis::Client::open(url.as_str()),
             Some(_) if !url.starts_with("rediss://") => {
