@@ -59,6 +59,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// redis and mysql_async drivers build their rustls configs with
 /// `ClientConfig::builder()`, which panics when another crate of the
 /// application also compiled in aws-lc-rs and nobody chose.
+#[cfg(any(feature = "mysql", feature = "redis"))]
 pub(crate) fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
