@@ -8,25 +8,16 @@ mod common;
 
 use std::{
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use axum_pools::{DbConfig, DbConn, PoolManager};
-use common::certs::{Certs, make_certs};
+use common::certs::{Certs, KillOnDrop, make_certs, tls_in_stats};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(certs: &Certs, dir: &std::path::Path) -> Option<(Server, u16)> {
+fn start(certs: &Certs, dir: &std::path::Path) -> Option<(KillOnDrop, u16)> {
     let data = dir.join("data");
     let installed = Command::new("mariadb-install-db")
         .args(["--no-defaults", "--user=root", "--skip-test-db"])
@@ -62,7 +53,7 @@ fn start(certs: &Certs, dir: &std::path::Path) -> Option<(Server, u16)> {
         .unwrap();
     for _ in 0..300 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Server(child), port));
+            return Some((KillOnDrop(child), port));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -91,10 +82,6 @@ async fn cipher(manager: &PoolManager) -> String {
     .unwrap()
 }
 
-fn tls_in_stats(manager: &PoolManager) -> Option<String> {
-    manager.stats_of("tls")?.server?.get("tls").cloned()
-}
-
 #[tokio::test]
 async fn each_ssl_mode_against_a_tls_only_mariadb() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,7 +99,7 @@ async fn each_ssl_mode_against_a_tls_only_mariadb() {
     .await
     .unwrap();
     assert!(!cipher(&m).await.is_empty());
-    assert_eq!(tls_in_stats(&m).as_deref(), Some("on"));
+    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("on"));
 
     let other = certs.other_ca.display().to_string();
     let e = build(url(
@@ -134,7 +121,7 @@ async fn each_ssl_mode_against_a_tls_only_mariadb() {
     // `require_secure_transport`, so the server lets it in.)
     let m = build(url("127.0.0.1", "ssl-mode=DISABLED")).await.unwrap();
     assert_eq!(cipher(&m).await, "");
-    assert_eq!(tls_in_stats(&m).as_deref(), Some("off"));
+    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("off"));
 }
 
 #[tokio::test]
@@ -151,7 +138,7 @@ async fn the_shared_server_without_tls_prefer_falls_back_and_required_says_why()
         eprintln!("skipping: the shared server speaks TLS");
         return;
     }
-    assert_eq!(tls_in_stats(&m).as_deref(), Some("off"));
+    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("off"));
     let e = build(with("ssl-mode=REQUIRED"))
         .await
         .unwrap_err()

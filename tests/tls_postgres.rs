@@ -14,7 +14,7 @@ use std::{
 };
 
 use axum_pools::{DbConfig, DbConn, PoolManager};
-use common::certs::{Certs, make_certs};
+use common::certs::{Certs, make_certs, tls_in_stats};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -169,10 +169,6 @@ async fn server_says_ssl(manager: &PoolManager) -> String {
     .unwrap()
 }
 
-fn tls_in_stats(manager: &PoolManager) -> Option<String> {
-    manager.stats_of("tls")?.server?.get("tls").cloned()
-}
-
 #[tokio::test]
 async fn each_sslmode_against_a_tls_only_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,7 +192,7 @@ async fn each_sslmode_against_a_tls_only_server() {
     .await
     .unwrap();
     assert_eq!(server_says_ssl(&m).await, "TLSv1.3");
-    assert_eq!(tls_in_stats(&m).as_deref(), Some("TLSv1.3"));
+    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("TLSv1.3"));
 
     // verify-full with another CA: not trusted, and the message says what to do.
     let other = certs.other_ca.display().to_string();
@@ -266,7 +262,7 @@ async fn a_server_without_tls_prefer_falls_back_and_require_says_why() {
     };
     let m = build(url("sslmode=prefer")).await.unwrap();
     assert_eq!(server_says_ssl(&m).await, "off");
-    assert_eq!(tls_in_stats(&m).as_deref(), Some("off"));
+    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("off"));
 
     let e = build(url("sslmode=require")).await.unwrap_err().to_string();
     assert!(

@@ -7,28 +7,19 @@ mod common;
 
 use std::{
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use axum::{Router, body::Body, http::Request, routing::get};
 use axum_pools::{FailPolicy, PoolManager, RateLimitLayer, RedisConfig, RedisConn};
-use common::certs::make_certs;
+use common::certs::{KillOnDrop, make_certs, tls_in_stats};
 use redis::AsyncCommands;
 use tower::ServiceExt;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `redis-server` with TLS only on a free port; `None` outside CI when
 /// there is no binary.
-fn start(certs: &common::certs::Certs) -> Option<(Server, u16)> {
+fn start(certs: &common::certs::Certs) -> Option<(KillOnDrop, u16)> {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -57,7 +48,7 @@ fn start(certs: &common::certs::Certs) -> Option<(Server, u16)> {
     };
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Server(child), port));
+            return Some((KillOnDrop(child), port));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -90,11 +81,7 @@ async fn rediss_with_the_right_ca_works_and_another_ca_fails_saying_why() {
     let n: i64 = redis.incr("tls-hits", 1).await.unwrap();
     assert_eq!(n, 1);
     drop(redis);
-    let stats = manager.stats_of("cache").unwrap();
-    assert_eq!(
-        stats.server.unwrap().get("tls").map(String::as_str),
-        Some("on")
-    );
+    assert_eq!(tls_in_stats(&manager, "cache").as_deref(), Some("on"));
 
     // The shared rate limiter keeps its state over the same TLS pool.
     let limited = Router::new().route("/", get(|| async { "ok" })).layer(

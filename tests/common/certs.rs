@@ -1,7 +1,13 @@
-//! A throwaway CA and a server certificate for `localhost`, made with
-//! rcgen for the TLS tests.
+//! Helpers of the TLS tests: a throwaway CA and a server certificate for
+//! `localhost` made with rcgen, a guard that stops a server process, and the
+//! `tls` fact of a pool's stats.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::Child,
+};
+
+use axum_pools::PoolManager;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
@@ -45,4 +51,19 @@ pub fn make_certs(dir: &Path) -> Certs {
     std::fs::write(&certs.cert, cert.pem()).unwrap();
     std::fs::write(&certs.key, key.serialize_pem()).unwrap();
     certs
+}
+
+/// A server process, killed when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the stats of `pool` say of its transport (`server.tls`).
+pub fn tls_in_stats(manager: &PoolManager, pool: &str) -> Option<String> {
+    manager.stats_of(pool)?.server?.get("tls").cloned()
 }
