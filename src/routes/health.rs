@@ -6,12 +6,11 @@ use axum::{
     response::Response,
 };
 
-use super::{health_json, json, unknown_pool};
+use super::{PoolName, UnknownPool, health_json, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{
     health::{HealthDetails, HealthReport, HealthStatus, PoolHealth},
     manager::PoolManager,
-    problem::ProblemDoc as Problem,
 };
 
 fn status_of(health: HealthStatus) -> StatusCode {
@@ -21,40 +20,55 @@ fn status_of(health: HealthStatus) -> StatusCode {
     }
 }
 
+/// The answers of the whole-service health routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description for the OpenAPI document, never built
+enum ReportAnswers {
+    /// Every pool passes (or warns); for readiness, the manager is not draining either.
+    #[response(status = 200, content_type = "application/health+json")]
+    Ready(HealthReport),
+    /// A pool fails; for readiness, also while the manager drains (every pool then reports `pool is draining`).
+    #[response(status = 503, content_type = "application/health+json")]
+    Failing(HealthReport),
+}
+
 /// Health of every pool, from the cache of the periodic checks.
-#[utoipa::path(
-    get,
-    path = "/pools/health",
-    tag = "pools",
-    responses(
-        (status = 200, description = "Every pool passes (or warns).", body = HealthReport, content_type = "application/health+json"),
-        (status = 503, description = "A pool fails.", body = HealthReport, content_type = "application/health+json"),
-    )
-)]
+#[utoipa::path(get, path = "/pools/health", responses(ReportAnswers))]
 pub(super) async fn all(
     State(manager): State<PoolManager>,
     State(details): State<HealthDetails>,
     parts: Parts,
 ) -> Response {
-    let report = manager.health().await;
-    let status = status_of(report.status);
-    health_json(status, shown(report, &details, &parts))
+    report(&manager, &details, &parts, false).await
 }
 
-fn shown(report: HealthReport, details: &HealthDetails, parts: &Parts) -> HealthReport {
-    if details.show(parts) {
+/// The report of every pool, its details shown when `details` allows;
+/// 503 when a pool fails, or with `draining_fails` while the manager drains.
+async fn report(
+    manager: &PoolManager,
+    details: &HealthDetails,
+    parts: &Parts,
+    draining_fails: bool,
+) -> Response {
+    let report = manager.health().await;
+    let status = if draining_fails && manager.is_draining() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status_of(report.status)
+    };
+    let report = if details.show(parts) {
         report
     } else {
         report.status_only()
-    }
+    };
+    health_json(status, report)
 }
 
 /// Health of one pool.
 #[utoipa::path(
     get,
     path = "/pools/health/{name}",
-    tag = "pools",
-    params(("name" = String, Path, description = "The pool's name.")),
+    params(PoolName),
     responses(
         (status = 200, description = "The pool passes (or warns); with details hidden, the overall status only.", content(
             (PoolHealth = "application/json"),
@@ -64,21 +78,19 @@ fn shown(report: HealthReport, details: &HealthDetails, parts: &Parts) -> Health
             (PoolHealth = "application/json"),
             (HealthReport = "application/health+json"),
         )),
-        (status = 404, description = "No pool of that name.", body = Problem, content_type = "application/problem+json"),
+        UnknownPool,
     )
 )]
 pub(super) async fn one(
     State(manager): State<PoolManager>,
     State(details): State<HealthDetails>,
-    Path(name): Path<String>,
+    Path(PoolName { name }): Path<PoolName>,
     parts: Parts,
 ) -> Response {
     if !details.show(&parts) {
         // Without details a pool's own route tells nothing more than the
         // overall one; unknown names are not revealed either.
-        let report = manager.health().await;
-        let status = status_of(report.status);
-        return health_json(status, report.status_only());
+        return report(&manager, &details, &parts, false).await;
     }
     match manager.health_of(&name).await {
         Some(health) => json(status_of(health.status), health),
@@ -97,7 +109,6 @@ pub(crate) struct Liveness {
 #[utoipa::path(
     get,
     path = "/pools/health/live",
-    tag = "pools",
     responses((status = 200, description = "Alive.", body = Liveness, content_type = "application/health+json"))
 )]
 pub(super) async fn live() -> Response {
@@ -110,25 +121,11 @@ pub(super) async fn live() -> Response {
 }
 
 /// Readiness: every pool passes or warns, and the manager is not draining.
-#[utoipa::path(
-    get,
-    path = "/pools/health/ready",
-    tag = "pools",
-    responses(
-        (status = 200, description = "Ready for traffic.", body = HealthReport, content_type = "application/health+json"),
-        (status = 503, description = "A pool fails, or the manager is draining (every pool then reports `pool is draining`).", body = HealthReport, content_type = "application/health+json"),
-    )
-)]
+#[utoipa::path(get, path = "/pools/health/ready", responses(ReportAnswers))]
 pub(super) async fn ready(
     State(manager): State<PoolManager>,
     State(details): State<HealthDetails>,
     parts: Parts,
 ) -> Response {
-    let report = manager.health().await;
-    let status = if manager.is_draining() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        status_of(report.status)
-    };
-    health_json(status, shown(report, &details, &parts))
+    report(&manager, &details, &parts, true).await
 }

@@ -241,7 +241,6 @@ impl Collector for PoolsCollector {
 #[utoipa::path(
     get,
     path = "/pools/metrics",
-    tag = "pools",
     responses((status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"))
 )]
 pub(super) async fn metrics(State(manager): State<PoolManager>) -> Response {

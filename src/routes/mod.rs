@@ -112,6 +112,24 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
+/// The `{name}` segment of the per-pool routes.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct PoolName {
+    /// The pool's name.
+    name: String,
+}
+
+/// The per-pool routes' answer to a name no pool has.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 404,
+    description = "No pool of that name.",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // a description for the OpenAPI document, never built
+struct UnknownPool(crate::problem::ProblemDoc);
+
 fn unknown_pool(manager: &PoolManager, name: String) -> Response {
     let detail = PoolError::UnknownPool {
         requested: name,

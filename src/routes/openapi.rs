@@ -64,6 +64,20 @@ use crate::{
         BreakerState,
         ProblemDoc,
     )),
-    tags((name = "pools", description = "The connection pools of this service."))
+    tags((name = "pools", description = "The connection pools of this service.")),
+    modifiers(&PoolsTag)
 )]
 pub struct PoolsApi;
+
+/// Files every operation of the document under the `pools` tag.
+struct PoolsTag;
+
+impl utoipa::Modify for PoolsTag {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.head].into_iter().flatten() {
+                op.tags = Some(vec!["pools".to_owned()]);
+            }
+        }
+    }
+}

@@ -7,9 +7,9 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{json, unknown_pool};
+use super::{PoolName, UnknownPool, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
-use crate::{manager::PoolManager, problem::ProblemDoc as Problem, stats::StatsSnapshot};
+use crate::{manager::PoolManager, stats::StatsSnapshot};
 
 /// The body of `GET /pools/stats`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -22,7 +22,6 @@ pub(crate) struct AllStats {
 #[utoipa::path(
     get,
     path = "/pools/stats",
-    tag = "pools",
     responses((status = 200, description = "Every pool's statistics.", body = AllStats, content_type = "application/json"))
 )]
 pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
@@ -38,14 +37,16 @@ pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
 #[utoipa::path(
     get,
     path = "/pools/stats/{name}",
-    tag = "pools",
-    params(("name" = String, Path, description = "The pool's name.")),
+    params(PoolName),
     responses(
         (status = 200, description = "The pool's statistics.", body = StatsSnapshot, content_type = "application/json"),
-        (status = 404, description = "No pool of that name.", body = Problem, content_type = "application/problem+json"),
+        UnknownPool,
     )
 )]
-pub(super) async fn one(State(manager): State<PoolManager>, Path(name): Path<String>) -> Response {
+pub(super) async fn one(
+    State(manager): State<PoolManager>,
+    Path(PoolName { name }): Path<PoolName>,
+) -> Response {
     match manager.stats_of(&name) {
         Some(stats) => json(StatusCode::OK, stats),
         None => unknown_pool(&manager, name),
