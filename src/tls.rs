@@ -212,6 +212,7 @@ const UNTRUSTED: &str =
     "server certificate is not trusted: unknown issuer; set sslrootcert or SSL_CERT_FILE";
 const MISMATCH: &str = "server certificate does not match the host name (host name mismatch); connect by the name on the certificate, or use sslmode=verify-ca";
 const EXPIRED: &str = "server certificate has expired";
+const CLIENT_CERT: &str = "the server requires a client certificate (TLS alert certificate_required); set sslcert and sslkey";
 
 /// A TLS failure in words a user can act on, found anywhere in `error`'s
 /// chain; `None` when the chain holds no TLS error.
@@ -231,19 +232,28 @@ pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> Option<String
                     MISMATCH.to_owned()
                 }
                 E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => EXPIRED.to_owned(),
+                E::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+                    CLIENT_CERT.to_owned()
+                }
                 other => format!("TLS handshake failed: {other}"),
             });
         }
+        if let Some(reason) = reason_in_text(&e.to_string()) {
+            return Some(reason);
+        }
         next = e.source();
     }
-    reason_in_text(&error.to_string())
+    None
 }
 
 /// The same from an error's text, for drivers that keep rustls' error out
 /// of the source chain (the redis crate stores it behind an `Arc<dyn
-/// Error>` whose chain skips it): rustls' own wording of the certificate
-/// errors.
+/// Error>` whose chain skips it; h2 prints its I/O error without giving
+/// it as the source): rustls' own wording of the certificate errors.
 fn reason_in_text(text: &str) -> Option<String> {
+    if text.contains("received fatal alert: CertificateRequired") {
+        return Some(CLIENT_CERT.to_owned());
+    }
     if !text.contains("invalid peer certificate") {
         return None;
     }

@@ -19,19 +19,35 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 /// Serves `/version` (the request's HTTP version) over TLS only, offering
 /// `alpn`.
 async fn upstream(certs: &Certs, alpn: &[&[u8]]) -> SocketAddr {
+    upstream_with(certs, alpn, false).await
+}
+
+/// The same; with `client_auth`, only to clients that show a certificate of
+/// the test CA.
+async fn upstream_with(certs: &Certs, alpn: &[&[u8]], client_auth: bool) -> SocketAddr {
     let chain = CertificateDer::pem_file_iter(&certs.cert)
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_file(&certs.key).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(&certs.ca).unwrap() {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let app = Router::new().route(
@@ -59,6 +75,12 @@ async fn upstream(certs: &Certs, alpn: &[&[u8]]) -> SocketAddr {
     addr
 }
 
+/// The upstream's `/version` answer.
+async fn version(client: &HttpClient) -> String {
+    let response = client.get("/version").send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 async fn client(config: HttpConfig) -> (PoolManager, HttpClient) {
     let manager = PoolManager::builder()
         .http("upstream", config.max_size(2))
@@ -81,15 +103,7 @@ async fn an_https_upstream_speaks_what_alpn_picked_over_a_verified_connection() 
         let url = format!("https://localhost:{}", addr.port());
         let (manager, client) = client(HttpConfig::new(&url).tls_ca_file(&certs.ca)).await;
         for _ in 0..2 {
-            let body = client
-                .get("/version")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            assert_eq!(body, expected);
+            assert_eq!(version(&client).await, expected);
         }
         let health = manager.check_health().await;
         assert_eq!(health.status, axum_pools::HealthStatus::Pass, "{health:?}");
@@ -128,4 +142,40 @@ async fn an_untrusted_or_misnamed_upstream_fails_the_request_saying_why() {
     let (_m, c) = client(HttpConfig::new(&url).tls_ca_file(&certs.ca).retries(0)).await;
     let text = c.get("/version").send().await.unwrap_err().to_string();
     assert!(text.contains("host name mismatch"), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_opens_an_upstream_that_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let addr = upstream_with(&certs, &[b"h2", b"http/1.1"], true).await;
+    let url = format!("https://localhost:{}", addr.port());
+
+    let (_m, c) = client(
+        HttpConfig::new(&url)
+            .tls_ca_file(&certs.ca)
+            .tls_client_identity(&certs.client_cert, &certs.client_key),
+    )
+    .await;
+    assert_eq!(version(&c).await, "HTTP/2.0");
+
+    // Without one the upstream refuses, and the error names the knobs.
+    let (_m, c) = client(HttpConfig::new(&url).tls_ca_file(&certs.ca).retries(0)).await;
+    let text = c.get("/version").send().await.unwrap_err().to_string();
+    assert!(
+        text.contains("requires a client certificate (TLS alert certificate_required); set tls_client_cert and tls_client_key"),
+        "{text}"
+    );
+
+    // The key of another certificate fails the build, naming the knobs.
+    let e = PoolManager::builder()
+        .http(
+            "upstream",
+            HttpConfig::new(&url).tls_client_identity(&certs.client_cert, &certs.key),
+        )
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tls_client_cert/tls_client_key"), "{e}");
 }

@@ -18,15 +18,28 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
 
 fn start(certs: &Certs, dir: &std::path::Path) -> Option<(KillOnDrop, u16)> {
+    start_with(certs, dir, None)
+}
+
+/// The same; with `init` (SQL run at startup), the grant tables are on and
+/// enforced, else off (any user, no password).
+fn start_with(
+    certs: &Certs,
+    dir: &std::path::Path,
+    init: Option<&str>,
+) -> Option<(KillOnDrop, u16)> {
     let data = dir.join("data");
     let installed = Command::new("mariadb-install-db")
         .args(["--no-defaults", "--user=root", "--skip-test-db"])
         .arg(format!("--datadir={}", data.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+        .output();
     match installed {
-        Ok(status) => assert!(status.success(), "mariadb-install-db failed"),
+        Ok(out) => assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(e) => {
             assert!(!common::in_ci(), "mariadb-install-db: {e}");
             eprintln!("skipping: mariadb-install-db: {e}");
@@ -38,8 +51,19 @@ fn start(certs: &Certs, dir: &std::path::Path) -> Option<(KillOnDrop, u16)> {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new("mariadbd")
-        .args(["--no-defaults", "--user=root", "--skip-grant-tables"])
+    let mut command = Command::new("mariadbd");
+    command.args(["--no-defaults", "--user=root", "--skip-name-resolve"]);
+    match init {
+        Some(sql) => {
+            let file = dir.join("init.sql");
+            std::fs::write(&file, sql).unwrap();
+            command.arg(format!("--init-file={}", file.display()));
+        }
+        None => {
+            command.arg("--skip-grant-tables");
+        }
+    }
+    let mut child = command
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--socket={}", dir.join("s.sock").display()))
         .arg(format!("--port={port}"))
@@ -145,6 +169,57 @@ async fn the_shared_server_without_tls_prefer_falls_back_and_required_says_why()
         .to_string();
     assert!(
         e.contains("server does not support TLS but ssl-mode=REQUIRED"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_a_user_created_require_x509() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let init = "CREATE USER 'x509'@'%' REQUIRE X509;\nGRANT ALL ON *.* TO 'x509'@'%';\n";
+    let Some((_server, port)) = start_with(&certs, dir.path(), Some(init)) else {
+        return;
+    };
+    let base = format!(
+        "mysql://x509@localhost:{port}/mysql?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+        certs.ca.display()
+    );
+
+    // An RSA key in PKCS#8 form (the driver itself reads PKCS#1 only).
+    let (cert, key) = common::certs::rsa_client(&certs, dir.path());
+    let m = build(format!(
+        "{base}&ssl-cert={}&ssl-key={}",
+        cert.display(),
+        key.display()
+    ))
+    .await
+    .unwrap();
+    assert!(!cipher(&m).await.is_empty(), "encrypted");
+    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("on"));
+
+    // Without one the server denies the user.
+    let e = build(base.clone()).await.unwrap_err().to_string();
+    assert!(e.contains("failed to set up pool 'tls'"), "{e}");
+    assert!(e.contains("Access denied for user 'x509'"), "{e}");
+
+    // An EC key: refused before any connection, saying why.
+    let e = build(base.clone() + &certs.client_params("ssl-cert", "ssl-key"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the MySQL driver takes RSA keys only; use an RSA client certificate"),
+        "{e}"
+    );
+
+    // A certificate without its key is refused before any connection.
+    let e = build(format!("{base}&ssl-cert={}", certs.client_cert.display()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ssl-cert and ssl-key go together: set both or neither"),
         "{e}"
     );
 }

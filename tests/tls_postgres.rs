@@ -6,143 +6,15 @@
 
 mod common;
 
-use std::{
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum_pools::{DbConfig, DbConn, PoolManager};
-use common::certs::{Certs, make_certs, tls_in_stats};
+use common::{
+    certs::{make_certs, tls_in_stats},
+    servers::{start_cluster, start_cluster_with},
+};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-
-/// A throwaway cluster on a free port, run as the `postgres` user (the
-/// server refuses root). `None` (skipped) when initdb is missing outside CI.
-struct Cluster {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pg_bin(name: &str) -> Option<PathBuf> {
-    let versions = std::fs::read_dir("/usr/lib/postgresql").ok()?;
-    let mut found: Vec<PathBuf> = versions
-        .flatten()
-        .map(|v| v.path().join("bin").join(name))
-        .filter(|p| p.exists())
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-/// `program` as the `postgres` user; `setpriv` execs it (`runuser` would
-/// fork, and killing it would leave the server running).
-fn as_postgres(program: &Path) -> Command {
-    let mut command = Command::new("setpriv");
-    command
-        .args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ])
-        .arg(program);
-    command
-}
-
-fn start_cluster(tls: Option<&Certs>) -> Option<Cluster> {
-    let (Some(initdb), Some(postgres)) = (pg_bin("initdb"), pg_bin("postgres")) else {
-        assert!(
-            !common::in_ci(),
-            "initdb/postgres not found under /usr/lib/postgresql"
-        );
-        eprintln!("skipping: no initdb");
-        return None;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let chown = |p: &Path| {
-        let ok = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(p)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "chown {}", p.display());
-    };
-    chown(dir.path());
-    let ok = as_postgres(&initdb)
-        .args(["-A", "trust", "-U", "postgres", "-D"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "initdb failed");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut conf = format!(
-        "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n",
-        dir.path().display()
-    );
-    let hba = match tls {
-        Some(certs) => {
-            std::fs::copy(&certs.cert, data.join("server.crt")).unwrap();
-            std::fs::copy(&certs.key, data.join("server.key")).unwrap();
-            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
-            "hostssl all all 127.0.0.1/32 trust\n"
-        }
-        None => "host all all 127.0.0.1/32 trust\n",
-    };
-    std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
-    std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
-    chown(dir.path());
-    let key = data.join("server.key");
-    if key.exists() {
-        let ok = Command::new("chmod")
-            .arg("600")
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-    let mut child = as_postgres(&postgres)
-        .arg("-D")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..250 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            // Listening is not accepting yet: give startup a moment.
-            std::thread::sleep(Duration::from_millis(200));
-            return Some(Cluster {
-                child,
-                port,
-                _dir: dir,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(40));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the throwaway cluster did not listen on {port}");
-}
 
 async fn build(url: String) -> Result<PoolManager, axum_pools::PoolError> {
     PoolManager::builder()
@@ -289,4 +161,48 @@ async fn bad_tls_settings_fail_the_build_naming_the_setting() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("sslrootcert /nonexistent/ca.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_where_the_server_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let Some(server) = start_cluster_with(Some(&certs), "cert") else {
+        return;
+    };
+    let base = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        server.port,
+        certs.ca.display()
+    );
+
+    // sslcert + sslkey: the server checks the chain and takes the user from
+    // the certificate's common name.
+    let m = build(base.clone() + &certs.client_params("sslcert", "sslkey"))
+        .await
+        .unwrap();
+    let mut db = DbConn::<AsyncPgConnection>::acquire(&m).await.unwrap();
+    let dn: String = diesel::select(diesel::dsl::sql::<Text>(
+        "(SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
+    ))
+    .get_result(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(dn, "/CN=postgres");
+
+    // Without one, the server's refusal reaches the user.
+    let e = build(base.clone()).await.unwrap_err().to_string();
+    assert!(e.contains("failed to set up pool 'tls'"), "{e}");
+    assert!(e.contains("requires a valid client certificate"), "{e}");
+
+    // The key of another certificate is refused before any connection.
+    let e = build(format!(
+        "{base}&sslcert={}&sslkey={}",
+        certs.client_cert.display(),
+        certs.key.display()
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("sslcert/sslkey"), "{e}");
 }

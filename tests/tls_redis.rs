@@ -5,57 +5,16 @@
 
 mod common;
 
-use std::{
-    net::TcpListener,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::{Router, body::Body, http::Request, routing::get};
 use axum_pools::{FailPolicy, PoolManager, RateLimitLayer, RedisConfig, RedisConn};
-use common::certs::{KillOnDrop, make_certs, tls_in_stats};
+use common::{
+    certs::{make_certs, tls_in_stats},
+    servers::{redis_tls, redis_tls_with},
+};
 use redis::AsyncCommands;
 use tower::ServiceExt;
-
-/// `redis-server` with TLS only on a free port; `None` outside CI when
-/// there is no binary.
-fn start(certs: &common::certs::Certs) -> Option<(KillOnDrop, u16)> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--bind", "127.0.0.1"])
-        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
-        .arg("--tls-cert-file")
-        .arg(&certs.cert)
-        .arg("--tls-key-file")
-        .arg(&certs.key)
-        .arg("--tls-ca-cert-file")
-        .arg(&certs.ca)
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => {
-            assert!(!common::in_ci(), "redis-server could not start: {e}");
-            eprintln!("skipping: redis-server could not start: {e}");
-            return None;
-        }
-    };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((KillOnDrop(child), port));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("redis-server did not listen on {port} (built without TLS?)");
-}
 
 async fn build(url: String) -> Result<PoolManager, axum_pools::PoolError> {
     PoolManager::builder()
@@ -68,7 +27,7 @@ async fn build(url: String) -> Result<PoolManager, axum_pools::PoolError> {
 async fn rediss_with_the_right_ca_works_and_another_ca_fails_saying_why() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
-    let Some((_server, port)) = start(&certs) else {
+    let Some((_server, port)) = redis_tls(&certs) else {
         return;
     };
     let ca = certs.ca.display().to_string();
@@ -118,5 +77,45 @@ async fn rediss_with_the_right_ca_works_and_another_ca_fails_saying_why() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("sslrootcert needs a rediss:// URL"), "{e}");
+    assert!(e.contains("need a rediss:// URL"), "{e}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_passes_tls_auth_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let Some((_server, port)) = redis_tls_with(&certs, "yes") else {
+        return;
+    };
+    let base = format!(
+        "rediss://localhost:{port}/0?sslrootcert={}",
+        certs.ca.display()
+    );
+
+    let m = build(base.clone() + &certs.client_params("sslcert", "sslkey"))
+        .await
+        .unwrap();
+    let mut conn = RedisConn::<axum_pools::ByType>::acquire(&m).await.unwrap();
+    let n: i64 = conn.incr("tls:mtls", 1).await.unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(tls_in_stats(&m, "cache").as_deref(), Some("on"));
+
+    // Without a certificate the server refuses the handshake, and the
+    // error says what to set.
+    let e = build(base.clone()).await.unwrap_err().to_string();
+    assert!(e.starts_with("failed to set up pool 'cache'"), "{e}");
+    assert!(
+        e.contains("the server requires a client certificate (TLS alert certificate_required); set sslcert and sslkey"),
+        "{e}"
+    );
+
+    // Half a pair is refused before any connection.
+    let e = build(format!("{base}&sslcert={}", certs.client_cert.display()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sslcert and sslkey go together: set both or neither"),
+        "{e}"
+    );
 }

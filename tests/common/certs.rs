@@ -12,16 +12,30 @@ use axum_pools::PoolManager;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// A CA and a server certificate for `localhost`, as PEM files in `dir`;
-/// also a second, unrelated CA.
+/// also a second, unrelated CA, and a client certificate of the first CA
+/// for the user `postgres` (its common name, as Postgres' `cert` auth
+/// wants it).
 pub struct Certs {
     pub ca: PathBuf,
     pub other_ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// The CA's key, for [`rsa_client`].
+    ca_key: PathBuf,
 }
 
 fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
     let key = KeyPair::generate().unwrap();
+    let params = ca_params(name);
+    let cert = params.self_signed(&key).unwrap();
+    (cert, Issuer::new(params, key))
+}
+
+const TEST_CA: &str = "axum-pools test CA";
+
+fn ca_params(name: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -30,27 +44,51 @@ fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let cert = params.self_signed(&key).unwrap();
-    (cert, Issuer::new(params, key))
+    params
 }
 
 pub fn make_certs(dir: &Path) -> Certs {
-    let (ca_cert, issuer) = ca("axum-pools test CA");
+    let (ca_cert, issuer) = ca(TEST_CA);
     let (other_cert, _) = ca("some other CA");
     let key = KeyPair::generate().unwrap();
     let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "postgres");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = params.signed_by(&client_key, &issuer).unwrap();
     let certs = Certs {
         ca: dir.join("ca.pem"),
         other_ca: dir.join("other-ca.pem"),
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
+        client_cert: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
+        ca_key: dir.join("ca.key"),
     };
+    std::fs::write(&certs.ca_key, issuer.key().serialize_pem()).unwrap();
+    std::fs::write(&certs.client_cert, client_cert.pem()).unwrap();
+    std::fs::write(&certs.client_key, client_key.serialize_pem()).unwrap();
     std::fs::write(&certs.ca, ca_cert.pem()).unwrap();
     std::fs::write(&certs.other_ca, other_cert.pem()).unwrap();
     std::fs::write(&certs.cert, cert.pem()).unwrap();
     std::fs::write(&certs.key, key.serialize_pem()).unwrap();
     certs
+}
+
+impl Certs {
+    /// `&{cert}=…&{key}=…`: the client certificate and key as URL
+    /// parameters of the names a driver takes.
+    pub fn client_params(&self, cert: &str, key: &str) -> String {
+        format!(
+            "&{cert}={}&{key}={}",
+            self.client_cert.display(),
+            self.client_key.display()
+        )
+    }
 }
 
 /// A server process, killed when dropped.
@@ -66,4 +104,32 @@ impl Drop for KillOnDrop {
 /// What the stats of `pool` say of its transport (`server.tls`).
 pub fn tls_in_stats(manager: &PoolManager, pool: &str) -> Option<String> {
     manager.stats_of(pool)?.server?.get("tls").cloned()
+}
+
+/// A client certificate of the test CA for the user `x509` whose key is
+/// RSA in PKCS#8 form, as `openssl genrsa` writes it (the MySQL driver
+/// takes RSA keys only; rcgen cannot make them): `(cert, key)` in `dir`.
+pub fn rsa_client(certs: &Certs, dir: &Path) -> (PathBuf, PathBuf) {
+    let key_path = dir.join("client-rsa.key");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key_path)
+        .arg("2048")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (scripts/services-up.sh installs it)")
+        .success();
+    assert!(ok, "openssl genrsa failed");
+    let pem = std::fs::read_to_string(&key_path).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8");
+    let key = KeyPair::from_pem(&pem).unwrap();
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&certs.ca_key).unwrap()).unwrap();
+    let issuer = Issuer::new(ca_params(TEST_CA), ca_key);
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "x509");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let cert_path = dir.join("client-rsa.crt");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    (cert_path, key_path)
 }

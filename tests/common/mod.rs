@@ -11,6 +11,7 @@ use std::{
 use axum::{body::Body, http::Request, response::Response};
 
 pub mod certs;
+pub mod servers;
 use http_body_util::BodyExt;
 
 /// Under CI (`CI=true`) a missing server fails the test instead of skipping it.

@@ -1,8 +1,10 @@
 //! Opening MySQL/MariaDB connections, with the MySQL client's TLS
 //! parameters in the URL (feature `tls`): `ssl-mode` = `DISABLED` |
 //! `PREFERRED` (the default, as the MySQL client) | `REQUIRED` |
-//! `VERIFY_IDENTITY`, and `ssl-ca` (a CA file trusted besides the
-//! platform's roots), e.g. `mysql://app@db/app?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ssl/ca.pem`.
+//! `VERIFY_IDENTITY`, `ssl-ca` (a CA file trusted besides the
+//! platform's roots), and `ssl-cert` with `ssl-key` (a client certificate
+//! and its key, PEM, for users created `REQUIRE X509`), e.g.
+//! `mysql://app@db/app?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ssl/ca.pem`.
 //!
 //! | `ssl-mode` | TLS | the server's certificate |
 //! |---|---|---|
@@ -17,7 +19,7 @@
 //! the server's unix socket, without TLS).
 
 use diesel_async::AsyncMysqlConnection;
-use mysql_async::{DriverError, Opts, OptsBuilder, SslOpts};
+use mysql_async::{ClientIdentity, DriverError, Opts, OptsBuilder, SslOpts};
 
 use crate::tls;
 
@@ -44,7 +46,13 @@ impl std::fmt::Debug for MysqlConnector {
 impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
     /// Parses `url`, taking the TLS parameters out of it.
     fn new(url: &str) -> Result<Self, String> {
-        let (rest, mode, ca) = take_ssl_params(url);
+        let SslParams {
+            rest,
+            mode,
+            ca,
+            cert,
+            key,
+        } = take_ssl_params(url);
         let mode = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
             None | Some("PREFERRED") => "PREFERRED",
             Some("DISABLED") => "DISABLED",
@@ -66,11 +74,13 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             .stmt_cache_size(0)
             .client_found_rows(true)
             .prefer_socket(false);
+        let identity = client_identity(cert, key, mode)?;
         let ssl = match mode {
             "DISABLED" => None,
             "VERIFY_IDENTITY" => Some(verified(ca.as_deref())?),
             _ => Some(SslOpts::default().with_danger_accept_invalid_certs(true)),
-        };
+        }
+        .map(|ssl| ssl.with_client_identity(identity));
         if ssl.is_some() {
             tls::install_default_provider();
         }
@@ -112,7 +122,9 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
                 return Err(match tls::reason(&e) {
                     Some(reason) => format!(
                         "{} (ssl-mode={})",
-                        reason.replace("sslrootcert", "ssl-ca"),
+                        reason
+                            .replace("sslrootcert", "ssl-ca")
+                            .replace("sslcert and sslkey", "ssl-cert and ssl-key"),
                         self.mode
                     ),
                     None => e.to_string(),
@@ -156,13 +168,110 @@ fn verified(ca: Option<&str>) -> Result<SslOpts, String> {
         .with_root_certs(roots.into_iter().map(Into::into).collect()))
 }
 
-/// Splits `ssl-mode` and `ssl-ca` (also spelled with `_`) off the URL's
-/// query.
-fn take_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None, None);
+/// `ssl-cert` and `ssl-key`, read now so that a missing file fails the
+/// build, not each connection.
+fn client_identity(
+    cert: Option<String>,
+    key: Option<String>,
+    mode: &str,
+) -> Result<Option<ClientIdentity>, String> {
+    let read = |name: &str, path: &str| {
+        std::fs::read(path)
+            .map(Into::into)
+            .map_err(|e| format!("{name} {path}: {e}"))
     };
-    let (mut mode, mut ca) = (None, None);
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) if mode == "DISABLED" => Err(
+            "ssl-cert and ssl-key need TLS, but ssl-mode=DISABLED; drop them or choose another ssl-mode"
+                .to_owned(),
+        ),
+        (Some(cert), Some(key)) => {
+            let cert = read("ssl-cert", &cert)?;
+            let pem = std::fs::read(&key).map_err(|e| format!("ssl-key {key}: {e}"))?;
+            let key = rsa_pkcs1_der(&pem).map_err(|e| format!("ssl-key {key}: {e}"))?;
+            Ok(Some(ClientIdentity::new(cert, key.into())))
+        }
+        _ => Err("ssl-cert and ssl-key go together: set both or neither".to_owned()),
+    }
+}
+
+/// The key as the driver reads it: PKCS#1 DER, the only form its rustls
+/// loader takes. A PKCS#8 RSA key (what `openssl genrsa` writes today) is
+/// unwrapped; any other key is refused with the fix.
+fn rsa_pkcs1_der(pem: &[u8]) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    let not_rsa = "the MySQL driver takes RSA keys only; use an RSA client certificate";
+    match PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no PEM private key: {e}"))? {
+        PrivateKeyDer::Pkcs1(key) => Ok(key.secret_pkcs1_der().to_vec()),
+        PrivateKeyDer::Pkcs8(key) => pkcs8_rsa(key.secret_pkcs8_der())
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| not_rsa.to_owned()),
+        _ => Err(not_rsa.to_owned()),
+    }
+}
+
+/// The PKCS#1 key inside a PKCS#8 `PrivateKeyInfo` whose algorithm is
+/// `rsaEncryption`.
+fn pkcs8_rsa(der: &[u8]) -> Option<&[u8]> {
+    /// One DER element: its tag, its content and what follows it.
+    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0, |acc, &b| (acc << 8) | usize::from(b));
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let (SEQUENCE, info, _) = element(der)? else {
+        return None;
+    };
+    let (0x02, _version, rest) = element(info)? else {
+        return None;
+    };
+    let (SEQUENCE, algorithm, rest) = element(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = element(algorithm)? else {
+        return None;
+    };
+    let (0x04, key, _) = element(rest)? else {
+        return None;
+    };
+    (oid == RSA_ENCRYPTION).then_some(key)
+}
+
+/// The URL without its TLS parameters, and those parameters.
+#[derive(Debug, Default)]
+struct SslParams {
+    rest: String,
+    mode: Option<String>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// Splits `ssl-mode`, `ssl-ca`, `ssl-cert` and `ssl-key` (also spelled
+/// with `_`) off the URL's query.
+fn take_ssl_params(url: &str) -> SslParams {
+    let Some((base, query)) = url.split_once('?') else {
+        return SslParams {
+            rest: url.to_owned(),
+            ..SslParams::default()
+        };
+    };
+    let mut params = SslParams::default();
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -170,17 +279,19 @@ fn take_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
             .decode_utf8_lossy()
             .into_owned();
         match key {
-            "ssl-mode" | "ssl_mode" => mode = Some(value),
-            "ssl-ca" | "ssl_ca" => ca = Some(value),
+            "ssl-mode" | "ssl_mode" => params.mode = Some(value),
+            "ssl-ca" | "ssl_ca" => params.ca = Some(value),
+            "ssl-cert" | "ssl_cert" => params.cert = Some(value),
+            "ssl-key" | "ssl_key" => params.key = Some(value),
             _ => kept.push(pair),
         }
     }
-    let rest = if kept.is_empty() {
+    params.rest = if kept.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    (rest, mode, ca)
+    params
 }
 
 #[cfg(test)]
@@ -189,11 +300,22 @@ mod tests {
 
     #[test]
     fn ssl_parameters_are_taken_out_and_checked() {
-        let (rest, mode, ca) =
-            take_ssl_params("mysql://u:p@db/app?pool_min=1&ssl-mode=REQUIRED&ssl-ca=%2Fca.pem");
-        assert_eq!(rest, "mysql://u:p@db/app?pool_min=1");
-        assert_eq!(mode.as_deref(), Some("REQUIRED"));
-        assert_eq!(ca.as_deref(), Some("/ca.pem"));
+        let p = take_ssl_params(
+            "mysql://u:p@db/app?pool_min=1&ssl-mode=REQUIRED&ssl-ca=%2Fca.pem&ssl-cert=c.pem&ssl_key=k.pem",
+        );
+        assert_eq!(p.rest, "mysql://u:p@db/app?pool_min=1");
+        assert_eq!(p.mode.as_deref(), Some("REQUIRED"));
+        assert_eq!(p.ca.as_deref(), Some("/ca.pem"));
+        assert_eq!(p.cert.as_deref(), Some("c.pem"));
+        assert_eq!(p.key.as_deref(), Some("k.pem"));
+        let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=REQUIRED&ssl-cert=/c.pem")
+            .err()
+            .unwrap();
+        assert!(e.contains("ssl-cert and ssl-key go together"), "{e}");
+        let e = MysqlConnector::new("mysql://u@db/app?ssl-cert=/nowhere/c.pem&ssl-key=/k.pem")
+            .err()
+            .unwrap();
+        assert!(e.starts_with("ssl-cert /nowhere/c.pem: "), "{e}");
         let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=VERIFY_CA")
             .err()
             .unwrap();

@@ -107,6 +107,17 @@ pub struct HttpConfig {
     /// Default: none.
     #[serde(default)]
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// For an `https://` upstream that asks for one (mutual TLS): a PEM
+    /// client certificate chain, with [`tls_client_key`](Self::tls_client_key).
+    ///
+    /// Default: none.
+    #[serde(default)]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of [`tls_client_cert`](Self::tls_client_cert).
+    ///
+    /// Default: none.
+    #[serde(default)]
+    pub tls_client_key: Option<std::path::PathBuf>,
 }
 
 fn default_request_timeout() -> Duration {
@@ -144,6 +155,8 @@ impl HttpConfig {
             max_response_body: default_max_response_body(),
             health_path: default_health_path(),
             tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 
@@ -153,9 +166,9 @@ impl HttpConfig {
         /// `{PREFIX}_REQUEST_TIMEOUT`, `{PREFIX}_CONNECT_TIMEOUT`,
         /// `{PREFIX}_HTTP2`, `{PREFIX}_RETRIES`, `{PREFIX}_RETRY_BACKOFF`,
         /// `{PREFIX}_RETRY_NON_IDEMPOTENT`, `{PREFIX}_MAX_REDIRECTS`,
-        /// `{PREFIX}_MAX_RESPONSE_BODY` (bytes), `{PREFIX}_HEALTH_PATH` and
-        /// `{PREFIX}_TLS_CA_FILE`; an
-        /// unset variable keeps the default.
+        /// `{PREFIX}_MAX_RESPONSE_BODY` (bytes), `{PREFIX}_HEALTH_PATH`,
+        /// `{PREFIX}_TLS_CA_FILE`, `{PREFIX}_TLS_CLIENT_CERT` and
+        /// `{PREFIX}_TLS_CLIENT_KEY`; an unset variable keeps the default.
         ///
         /// ```no_run
         /// let config = axum_pools::HttpConfig::from_env("HTTP")?; // HTTP_URL, HTTP_MAX_SIZE, HTTP_RETRIES, ...
@@ -174,11 +187,14 @@ impl HttpConfig {
     ///     ("BILLING_MAX_SIZE", "32"),
     ///     ("BILLING_REQUEST_TIMEOUT", "3s"),
     ///     ("BILLING_MAX_RESPONSE_BODY", "1048576"),
+    ///     ("BILLING_TLS_CLIENT_CERT", "/etc/ssl/me.pem"),
+    ///     ("BILLING_TLS_CLIENT_KEY", "/etc/ssl/me.key"),
     /// ]);
     /// let config = HttpConfig::from_lookup("BILLING", |k| vars.get(k).map(|v| v.to_string()))?;
     /// assert_eq!(config.pool.max_size, 32);
     /// assert_eq!(config.request_timeout, Duration::from_secs(3));
     /// assert_eq!(config.max_response_body, 1 << 20);
+    /// assert_eq!(config.tls_client_key.as_deref(), Some(std::path::Path::new("/etc/ssl/me.key")));
     ///
     /// let bad = HashMap::from([("B_URL", "http://b"), ("B_MAX_RESPONSE_BODY", "lots")]);
     /// let err = HttpConfig::from_lookup("B", |k| bad.get(k).map(|v| v.to_string())).unwrap_err();
@@ -207,6 +223,12 @@ impl HttpConfig {
         env.read("MAX_RESPONSE_BODY", &mut c.max_response_body, parse_number)?;
         env.read("HEALTH_PATH", &mut c.health_path, |v| Ok(v.to_owned()))?;
         env.read("TLS_CA_FILE", &mut c.tls_ca_file, |v| Ok(Some(v.into())))?;
+        env.read("TLS_CLIENT_CERT", &mut c.tls_client_cert, |v| {
+            Ok(Some(v.into()))
+        })?;
+        env.read("TLS_CLIENT_KEY", &mut c.tls_client_key, |v| {
+            Ok(Some(v.into()))
+        })?;
         Ok(c)
     }
 
@@ -253,6 +275,25 @@ impl HttpConfig {
     /// ```
     pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// Sets [`HttpConfig::tls_client_cert`] and
+    /// [`HttpConfig::tls_client_key`]: the certificate this pool shows an
+    /// upstream that asks for one.
+    ///
+    /// ```
+    /// let config = axum_pools::HttpConfig::new("https://billing.internal")
+    ///     .tls_client_identity("/etc/ssl/me.pem", "/etc/ssl/me.key");
+    /// assert!(config.tls_client_key.is_some());
+    /// ```
+    pub fn tls_client_identity(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls_client_cert = Some(cert.into());
+        self.tls_client_key = Some(key.into());
         self
     }
 

@@ -181,11 +181,12 @@ impl Http {
         let tls = if scheme == "https" {
             let files = crate::tls::Files {
                 ca: config.tls_ca_file.clone(),
-                ..crate::tls::Files::default()
+                cert: config.tls_client_cert.clone(),
+                key: config.tls_client_key.clone(),
             };
             let client =
                 crate::tls::client_config(crate::tls::Verify::Full, &files, &[b"h2", b"http/1.1"])
-                    .map_err(|e| e.replace("sslrootcert", "tls_ca_file"))?;
+                    .map_err(|e| knob_names(&e))?;
             let host = authority
                 .host()
                 .trim_start_matches('[')
@@ -307,7 +308,7 @@ impl Backend for Http {
             .await
             .map_err(|_| format!("TLS handshake with {} timed out", self.addr))?
             .map_err(|e| match crate::tls::reason(&e) {
-                Some(reason) => reason.replace("sslrootcert", "tls_ca_file"),
+                Some(reason) => knob_names(&reason),
                 None => format!("TLS handshake with {}: {e}", self.addr),
             })?;
         let session = tls.get_ref().1;
@@ -427,4 +428,12 @@ impl crate::manager::PoolManagerBuilder {
             crate::Hooks::new(),
         )
     }
+}
+
+/// A TLS message in this pool's own knob names (the TLS module speaks
+/// libpq's: `sslrootcert`, `sslcert`, `sslkey`).
+fn knob_names(text: &str) -> String {
+    text.replace("sslrootcert", "tls_ca_file")
+        .replace("sslcert", "tls_client_cert")
+        .replace("sslkey", "tls_client_key")
 }

@@ -151,9 +151,15 @@ impl Service<Request<Body>> for Leasing {
     }
 }
 
-/// The text of a send error: hyper's, with its cause (e.g. "connection
-/// reset by peer") when it has one. Never carries a URL.
+/// The text of a send error: a TLS failure in words, else hyper's, with
+/// its cause (e.g. "connection reset by peer") when it has one. Never
+/// carries a URL.
 fn message(e: &BoxError) -> String {
+    // A TLS 1.3 server checks the client's certificate after the client
+    // has finished its handshake: its alert arrives with the first request.
+    if let Some(reason) = crate::tls::reason(&**e) {
+        return super::knob_names(&reason);
+    }
     match std::error::Error::source(&**e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),

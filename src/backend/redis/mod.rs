@@ -19,9 +19,10 @@
 //! `rediss://host:port/db` speaks TLS (the crate's one stack, rustls with
 //! `ring`), checking the server's certificate and host name against the
 //! platform's roots (`SSL_CERT_FILE` honoured), or against the CA file that
-//! `?sslrootcert=/path/ca.pem` names instead (the parameter is taken out of
-//! the URL before the redis crate sees it). Stats show `tls`: `on` or
-//! `off`.
+//! `?sslrootcert=/path/ca.pem` names instead; `?sslcert=…&sslkey=…` (PEM)
+//! present a client certificate to a server started with
+//! `tls-auth-clients yes`. These parameters are taken out of the URL before
+//! the redis crate sees it. Stats show `tls`: `on` or `off`.
 
 use std::collections::BTreeMap;
 
@@ -206,32 +207,70 @@ pub struct Redis {
     tls: bool,
 }
 
-/// Takes `sslrootcert=…` out of a Redis URL's query.
-fn take_root_cert(url: &str) -> (String, Option<String>) {
+/// The TLS files a Redis URL names: `sslrootcert`, `sslcert`, `sslkey`.
+#[derive(Debug, Default)]
+struct TlsFiles {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// Takes the TLS file parameters out of a Redis URL's query.
+fn take_tls_files(url: &str) -> (String, TlsFiles) {
+    let mut files = TlsFiles::default();
     let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
+        return (url.to_owned(), files);
     };
-    let mut ca = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.strip_prefix("sslrootcert=") {
-            Some(path) => {
-                ca = Some(
-                    percent_encoding::percent_decode_str(path)
-                        .decode_utf8_lossy()
-                        .into_owned(),
-                );
-                false
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "sslrootcert" => &mut files.ca,
+            "sslcert" => &mut files.cert,
+            "sslkey" => &mut files.key,
+            _ => {
+                kept.push(pair);
+                continue;
             }
-            None => !pair.is_empty(),
-        })
-        .collect();
+        };
+        *slot = Some(
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned(),
+        );
+    }
     let url = if kept.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    (url, ca)
+    (url, files)
+}
+
+impl TlsFiles {
+    /// The certificates to build the client with; `None` without any file.
+    fn read(self) -> Result<Option<redis::TlsCertificates>, String> {
+        let read =
+            |name: &str, path: &str| std::fs::read(path).map_err(|e| format!("{name} {path}: {e}"));
+        let client_tls = match (self.cert, self.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("sslcert", &cert)?,
+                client_key: read("sslkey", &key)?,
+            }),
+            _ => return Err("sslcert and sslkey go together: set both or neither".to_owned()),
+        };
+        let root_cert = match self.ca {
+            Some(ca) => Some(read("sslrootcert", &ca)?),
+            None => None,
+        };
+        Ok(
+            (client_tls.is_some() || root_cert.is_some()).then_some(redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            }),
+        )
+    }
 }
 
 /// Not derived: the client holds the password.
@@ -247,29 +286,20 @@ impl Redis {
     /// Parses `url`; the error is redis' own message (it never echoes the
     /// password).
     pub(crate) fn new(url: &str) -> Result<Self, String> {
-        let (url, ca) = take_root_cert(url);
-        if url.starts_with("rediss://") {
+        let (url, files) = take_tls_files(url);
+        let tls = url.starts_with("rediss://");
+        if tls {
             crate::tls::install_default_provider();
         }
-        let client = match ca {
+        let client = match files.read()? {
             None => redis::Client::open(url.as_str()),
-            Some(_) if !url.starts_with("rediss://") => {
-                return Err("sslrootcert needs a rediss:// URL".to_owned());
+            Some(_) if !tls => {
+                return Err("sslrootcert, sslcert and sslkey need a rediss:// URL".to_owned());
             }
-            Some(ca) => {
-                let pem = std::fs::read(&ca).map_err(|e| format!("sslrootcert {ca}: {e}"))?;
-                redis::Client::build_with_tls(
-                    url.as_str(),
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-            }
+            Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
         }
         .map_err(|e| e.to_string())?;
         let db = client.get_connection_info().redis_settings().db();
-        let tls = url.starts_with("rediss://");
         Ok(Self { client, db, tls })
     }
 }

@@ -1,0 +1,198 @@
+//! Throwaway servers of the TLS tests, on free ports: a Postgres cluster
+//! (initdb) and a TLS-only `redis-server`, each stopped when dropped.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use super::certs::{Certs, KillOnDrop};
+
+/// A throwaway cluster on a free port, run as the `postgres` user (the
+/// server refuses root). `None` (skipped) when initdb is missing outside CI.
+pub struct Cluster {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pg_bin(name: &str) -> Option<PathBuf> {
+    let versions = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+    let mut found: Vec<PathBuf> = versions
+        .flatten()
+        .map(|v| v.path().join("bin").join(name))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// `program` as the `postgres` user; `setpriv` execs it (`runuser` would
+/// fork, and killing it would leave the server running).
+fn as_postgres(program: &Path) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+    command
+}
+
+pub fn start_cluster(tls: Option<&Certs>) -> Option<Cluster> {
+    start_cluster_with(tls, "trust")
+}
+
+/// A cluster whose `hostssl` line uses `auth` (`trust`, or `cert`: a client
+/// certificate from the test CA whose common name is the user's).
+pub fn start_cluster_with(tls: Option<&Certs>, auth: &str) -> Option<Cluster> {
+    let (Some(initdb), Some(postgres)) = (pg_bin("initdb"), pg_bin("postgres")) else {
+        assert!(
+            !super::in_ci(),
+            "initdb/postgres not found under /usr/lib/postgresql"
+        );
+        eprintln!("skipping: no initdb");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let chown = |p: &Path| {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown {}", p.display());
+    };
+    chown(dir.path());
+    let ok = as_postgres(&initdb)
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "initdb failed");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut conf = format!(
+        "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n",
+        dir.path().display()
+    );
+    let hba = match tls {
+        Some(certs) => {
+            std::fs::copy(&certs.cert, data.join("server.crt")).unwrap();
+            std::fs::copy(&certs.key, data.join("server.key")).unwrap();
+            std::fs::copy(&certs.ca, data.join("ca.pem")).unwrap();
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+            if auth == "cert" {
+                conf.push_str("ssl_ca_file = 'ca.pem'\n");
+            }
+            format!("hostssl all all 127.0.0.1/32 {auth}\n")
+        }
+        None => "host all all 127.0.0.1/32 trust\n".to_owned(),
+    };
+    std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
+    std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+    chown(dir.path());
+    let key = data.join("server.key");
+    if key.exists() {
+        let ok = Command::new("chmod")
+            .arg("600")
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    let mut child = as_postgres(&postgres)
+        .arg("-D")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Listening is not accepting yet: give startup a moment.
+            std::thread::sleep(Duration::from_millis(200));
+            return Some(Cluster {
+                child,
+                port,
+                _dir: dir,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the throwaway cluster did not listen on {port}");
+}
+
+/// `redis-server` with TLS only on a free port; `None` outside CI when
+/// there is no binary.
+pub fn redis_tls(certs: &Certs) -> Option<(KillOnDrop, u16)> {
+    redis_tls_with(certs, "no")
+}
+
+/// The same, `tls-auth-clients` set to `auth_clients` (`yes`: every client
+/// shows a certificate of the test CA).
+pub fn redis_tls_with(certs: &Certs, auth_clients: &str) -> Option<(KillOnDrop, u16)> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1"])
+        .args([
+            "--tls-port",
+            &port.to_string(),
+            "--tls-auth-clients",
+            auth_clients,
+        ])
+        .arg("--tls-cert-file")
+        .arg(&certs.cert)
+        .arg("--tls-key-file")
+        .arg(&certs.key)
+        .arg("--tls-ca-cert-file")
+        .arg(&certs.ca)
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(!super::in_ci(), "redis-server could not start: {e}");
+            eprintln!("skipping: redis-server could not start: {e}");
+            return None;
+        }
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((KillOnDrop(child), port));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("redis-server did not listen on {port} (built without TLS?)");
+}
