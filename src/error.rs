@@ -124,6 +124,16 @@ pub enum PoolError {
         /// The backend's message, scrubbed of secrets.
         source: BackendError,
     },
+    /// A round trip on a connection of the pool got no answer within its
+    /// `query_timeout`; the connection was discarded. A request whose
+    /// handler failed after it answers with this (504).
+    #[error("pool '{pool}': the database did not answer within query_timeout ({}); the connection was discarded", humantime::format_duration(*after))]
+    QueryTimeout {
+        /// The pool.
+        pool: String,
+        /// Its `query_timeout`.
+        after: Duration,
+    },
     /// An extractor ran on a route without [`PoolLayer`](crate::PoolLayer).
     #[error("no PoolLayer on this route: add `.layer(PoolLayer::new(manager))` to the router")]
     MissingLayer,
@@ -191,6 +201,7 @@ impl PoolError {
             | Self::CircuitOpen { .. }
             | Self::ShuttingDown { .. }
             | Self::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::QueryTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -233,6 +244,7 @@ impl PoolError {
             | Self::CircuitOpen { pool, .. }
             | Self::ShuttingDown { pool }
             | Self::Backend { pool, .. }
+            | Self::QueryTimeout { pool, .. }
             | Self::WrongPoolType { pool, .. }
             | Self::Setup { pool, .. } => Some(pool),
             Self::Config(e) => e.pool(),
@@ -248,6 +260,7 @@ impl PoolError {
             Self::CircuitOpen { .. } => "circuit-open",
             Self::ShuttingDown { .. } => "shutting-down",
             Self::Backend { .. } => "backend-unavailable",
+            Self::QueryTimeout { .. } => "query-timeout",
             Self::MissingLayer => "missing-layer",
             Self::UnknownPool { .. } => "unknown-pool",
             Self::NoPoolForType { .. } => "no-pool-for-type",
@@ -265,6 +278,7 @@ impl PoolError {
             Self::CircuitOpen { .. } => "Circuit open",
             Self::ShuttingDown { .. } => "Shutting down",
             Self::Backend { .. } => "Backend unavailable",
+            Self::QueryTimeout { .. } => "Query timed out",
             Self::Config(_) | Self::Setup { .. } => "Pool setup failed",
             _ => "Pool misconfigured",
         }
@@ -274,7 +288,10 @@ impl PoolError {
 impl IntoResponse for PoolError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        if status.is_server_error()
+            && status != StatusCode::SERVICE_UNAVAILABLE
+            && status != StatusCode::GATEWAY_TIMEOUT
+        {
             tracing::error!(error = %self, "pool setup error answered 500");
         } else {
             tracing::debug!(error = %self, "lease refused");
@@ -321,6 +338,14 @@ mod tests {
             assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{e}");
             assert!(e.retry_after().is_none());
         }
+        let e = PoolError::QueryTimeout {
+            pool: pool(),
+            after: Duration::from_millis(1500),
+        };
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(e.pool(), Some("p"));
+        assert_eq!(e.slug(), "query-timeout");
+        assert!(e.to_string().contains("query_timeout (1s 500ms)"), "{e}");
     }
 
     #[test]

@@ -118,6 +118,16 @@ impl<B: Backend, N: PoolSelector> DerefMut for Pooled<B, N> {
     }
 }
 
+/// A connection whose round trip timed out tells the request's
+/// [`PoolLayer`](crate::PoolLayer), which answers 504 if the handler failed.
+impl<B: Backend, N: PoolSelector> Drop for Pooled<B, N> {
+    fn drop(&mut self) {
+        if let Some(after) = self.lease.timed_out() {
+            crate::layer::note_query_timeout(self.lease.pool_name(), after);
+        }
+    }
+}
+
 impl<B: Backend, N: PoolSelector> fmt::Debug for Pooled<B, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pooled")

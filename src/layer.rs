@@ -36,14 +36,18 @@
 
 use std::{
     any::Any,
-    cell::OnceCell,
+    cell::{Cell, OnceCell},
     future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
-use axum::{http::Request, response::Response};
+use axum::{
+    http::Request,
+    response::{IntoResponse, Response},
+};
 use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
@@ -55,11 +59,11 @@ pub use crate::breaker::{
     CircuitBreaker, CircuitBreakerError, CircuitBreakerFuture, CircuitBreakerLayer, Classify,
     ServerErrors,
 };
-use crate::manager::PoolManager;
 #[doc(inline)]
 pub use crate::rate_limit::{
     FailPolicy, KeyBy, KeyFn, RateLimit, RateLimitFuture, RateLimitLayer, TrustedProxies,
 };
+use crate::{error::PoolError, manager::PoolManager};
 
 tokio::task_local! {
     static SCOPE: RequestScope;
@@ -70,6 +74,21 @@ tokio::task_local! {
 pub(crate) struct RequestScope {
     pub(crate) manager: PoolManager,
     finish: OnceCell<Arc<dyn Finish>>,
+    /// The first pool whose `query_timeout` cut a round trip of this
+    /// request, and that timeout.
+    query_timeout: Cell<Option<(String, Duration)>>,
+}
+
+/// Notes that a connection this request leased from `pool` timed out
+/// (`query_timeout`): if the handler then fails (5xx), [`PoolLayer`]
+/// answers 504 naming the pool instead.
+pub(crate) fn note_query_timeout(pool: &str, after: Duration) {
+    with_scope(|scope| {
+        let noted = scope.query_timeout.take();
+        scope
+            .query_timeout
+            .set(Some(noted.unwrap_or_else(|| (pool.to_owned(), after))));
+    });
 }
 
 /// Work a request leaves for [`PoolLayer`] to finish by its response.
@@ -181,6 +200,7 @@ where
         let scope = RequestScope {
             manager: self.manager.clone(),
             finish: OnceCell::new(),
+            query_timeout: Cell::new(None),
         };
         // Extractors run when the inner future is polled, inside the scope.
         let future = self.inner.call(req);
@@ -227,11 +247,16 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { mut future } => {
-                    let response = ready!(future.as_mut().poll(cx))?;
-                    let finish = future
-                        .take_value()
-                        .and_then(|scope| scope.finish.into_inner())
-                        .and_then(|finish| finish.close());
+                    let mut response = ready!(future.as_mut().poll(cx))?;
+                    let Some(scope) = future.take_value() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if let Some((pool, after)) = scope.query_timeout.into_inner()
+                        && response.status().is_server_error()
+                    {
+                        response = PoolError::QueryTimeout { pool, after }.into_response();
+                    }
+                    let finish = scope.finish.into_inner().and_then(|finish| finish.close());
                     match finish {
                         None => return Poll::Ready(Ok(response)),
                         Some(finish) => this.state.set(State::Finishing {

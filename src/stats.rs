@@ -46,6 +46,7 @@ pub(crate) struct PoolStats {
     pub(crate) tx_rolled_back: AtomicU64,
     pub(crate) tx_abandoned: AtomicU64,
     pub(crate) resets: AtomicU64,
+    pub(crate) query_timeouts: AtomicU64,
 }
 
 impl PoolStats {
@@ -68,6 +69,7 @@ impl PoolStats {
             tx_rolled_back: AtomicU64::new(0),
             tx_abandoned: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            query_timeouts: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +154,11 @@ pub struct StatsSnapshot {
     pub resets: u64,
     /// Leases reported as possible leaks (held longer than `leak_threshold`).
     pub leaks: u64,
+    /// Round trips that got no answer within `query_timeout`; each cost its
+    /// connection. (A statement the server cancelled itself at its own
+    /// statement timeout left its connection alive and is not counted.)
+    #[serde(default)]
+    pub query_timeouts: u64,
     /// What the server told at the last passing health check (Redis:
     /// `redis_version`, `connected_clients`); absent for backends that tell
     /// nothing. Never contains credentials.

@@ -130,6 +130,32 @@ pub struct PoolConfig {
     /// Default: `1s`.
     #[serde(with = "opt_duration")]
     pub slow_acquire_threshold: Option<Duration>,
+    /// Bound on one round trip of a leased connection: a query (or Redis
+    /// command) the server has not started to answer within it fails, the
+    /// connection is discarded (never reused in an unknown state), the pool
+    /// opens another, and a request whose handler then fails answers 504
+    /// problem+json (`…:query-timeout`, naming the pool; behind
+    /// [`PoolLayer`](crate::PoolLayer)). Counted as `query_timeouts` in the
+    /// stats and metrics.
+    ///
+    /// Where the server can enforce it too it is also set there on each new
+    /// connection (Postgres `statement_timeout`, MariaDB
+    /// `max_statement_time`, MySQL `max_execution_time`), so a slow query
+    /// on a healthy server is cancelled by the server and its connection
+    /// survives ([`DbError`](crate::DbError) answers 504). Per backend:
+    ///
+    /// | backend | the server's bound | the client's bound |
+    /// |---|---|---|
+    /// | Postgres | `statement_timeout` | the socket fails when no answer starts within `query_timeout` + 50 ms |
+    /// | MySQL/MariaDB | `max_execution_time` / `max_statement_time` | none (the driver owns its socket) |
+    /// | Redis | – | the client's response timeout (without this knob, the redis crate's 500 ms) |
+    /// | SQLite, HTTP | – | – (HTTP pools have `request_timeout`) |
+    ///
+    /// `None`: off, as in HikariCP and sqlx.
+    ///
+    /// Default: `None`.
+    #[serde(with = "opt_duration")]
+    pub query_timeout: Option<Duration>,
     /// The pool's circuit breaker.
     pub breaker: BreakerConfig,
     /// Whether the service needs this pool: a required pool that fails makes
@@ -258,6 +284,7 @@ impl Default for PoolConfig {
             max_waiting: None,
             leak_threshold: None,
             slow_acquire_threshold: Some(Duration::from_secs(1)),
+            query_timeout: None,
             breaker: BreakerConfig::default(),
             required: true,
         }
@@ -305,6 +332,8 @@ macro_rules! pool_setters {
             leak_threshold: Option<::std::time::Duration>,
             /// Sets [`PoolConfig::slow_acquire_threshold`].
             slow_acquire_threshold: Option<::std::time::Duration>,
+            /// Sets [`PoolConfig::query_timeout`].
+            query_timeout: Option<::std::time::Duration>,
             /// Sets [`PoolConfig::breaker`].
             breaker: $crate::config::BreakerConfig,
             /// Sets [`PoolConfig::required`].
@@ -397,8 +426,8 @@ impl PoolConfig {
         /// `{PREFIX}_IDLE_TIMEOUT`, `{PREFIX}_MAX_LIFETIME`,
         /// `{PREFIX}_HEALTH_CHECK_INTERVAL`, `{PREFIX}_VALIDATION_TIMEOUT`,
         /// `{PREFIX}_ALIVE_BYPASS_WINDOW`, `{PREFIX}_MAX_WAITING`,
-        /// `{PREFIX}_LEAK_THRESHOLD` and `{PREFIX}_REQUIRED`; an unset variable
-        /// keeps the default.
+        /// `{PREFIX}_LEAK_THRESHOLD`, `{PREFIX}_QUERY_TIMEOUT` and
+        /// `{PREFIX}_REQUIRED`; an unset variable keeps the default.
         /// Durations are written like `5s`, `250ms`, `1m 30s`; `off` turns an
         /// optional knob off.
         ///
@@ -465,6 +494,7 @@ impl PoolConfig {
             }
         })?;
         env.read("LEAK_THRESHOLD", &mut c.leak_threshold, parse_opt_duration)?;
+        env.read("QUERY_TIMEOUT", &mut c.query_timeout, parse_opt_duration)?;
         env.read("REQUIRED", &mut c.required, parse_bool)?;
         Ok(c)
     }
@@ -473,7 +503,7 @@ impl PoolConfig {
     ///
     /// Rejected: `max_size == 0`; `max_size < min_size`; a zero
     /// `acquire_timeout`, `validation_timeout`, `health_check_interval`,
-    /// `idle_timeout`, `max_lifetime` or `leak_threshold` (use `None` to turn
+    /// `idle_timeout`, `max_lifetime`, `leak_threshold` or `query_timeout` (use `None` to turn
     /// the optional ones off).
     ///
     /// ```
@@ -507,6 +537,7 @@ impl PoolConfig {
             ("idle_timeout", self.idle_timeout),
             ("max_lifetime", self.max_lifetime),
             ("leak_threshold", self.leak_threshold),
+            ("query_timeout", self.query_timeout),
         ] {
             if value == Some(Duration::ZERO) {
                 return Err(ConfigError::new(

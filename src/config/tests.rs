@@ -65,6 +65,7 @@ fn env_reads_every_knob() {
         ("P_ALIVE_BYPASS_WINDOW", "100ms"),
         ("P_MAX_WAITING", "32"),
         ("P_LEAK_THRESHOLD", "30s"),
+        ("P_QUERY_TIMEOUT", "1s"),
         ("P_REQUIRED", "no"),
     ]);
     let c = PoolConfig::from_lookup("P", |k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
@@ -82,6 +83,7 @@ fn env_reads_every_knob() {
             max_waiting: Some(32),
             leak_threshold: Some(Duration::from_secs(30)),
             slow_acquire_threshold: Some(Duration::from_secs(1)),
+            query_timeout: Some(Duration::from_secs(1)),
             breaker: BreakerConfig::default(),
             required: false,
         }

@@ -1,7 +1,8 @@
 //! [`Backend`]: what each backend supplies to the pool core.
 
-use std::{collections::BTreeMap, future::Future};
+use std::{collections::BTreeMap, future::Future, sync::Arc};
 
+use super::RoundTrip;
 use crate::stats::StatsSnapshot;
 
 /// What a backend must provide; the pool core does the rest.
@@ -30,7 +31,13 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Opens a connection. Errors are raw driver text; the pool scrubs them.
-    fn connect(&self) -> impl Future<Output = Result<Self::Connection, String>> + Send;
+    /// With `query_timeout` set, `round_trip` is the connection's watch:
+    /// the backend bounds each round trip by its limit where it can and
+    /// [`fire`s](RoundTrip::fire) it when one gets no answer.
+    fn connect(
+        &self,
+        round_trip: Option<Arc<RoundTrip>>,
+    ) -> impl Future<Output = Result<Self::Connection, String>> + Send;
 
     /// One round trip proving the connection works.
     fn ping(&self, conn: &mut Self::Connection) -> impl Future<Output = Result<(), String>> + Send;

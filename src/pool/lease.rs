@@ -45,6 +45,13 @@ impl<B: Backend> Lease<B> {
     pub(crate) fn shared(&self) -> &Shared {
         &self.obj.shared
     }
+
+    /// The pool's `query_timeout`, when a round trip on this connection
+    /// exceeded it.
+    pub(crate) fn timed_out(&self) -> Option<std::time::Duration> {
+        let round_trip = self.obj.round_trip.as_ref()?;
+        round_trip.fired().then(|| round_trip.limit())
+    }
 }
 
 impl<B: Backend> Deref for Lease<B> {

@@ -187,6 +187,7 @@ impl<B: Backend> Pool<B> {
             tx_abandoned: s.tx_abandoned.load(Ordering::Relaxed),
             resets: s.resets.load(Ordering::Relaxed),
             leaks: shared.leaks.detected.load(Ordering::Relaxed),
+            query_timeouts: s.query_timeouts.load(Ordering::Relaxed),
             breaker: shared.breaker.stats(),
             server: shared
                 .server

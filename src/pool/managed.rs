@@ -56,6 +56,8 @@ pub(crate) struct Conn<C> {
     /// it was dropped there, the connection's state is unknown and the next
     /// recycle discards it rather than hand it out.
     pub(crate) in_doubt: bool,
+    /// The `query_timeout` watch, when the pool has one.
+    pub(crate) round_trip: Option<Arc<super::RoundTrip>>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -121,8 +123,12 @@ impl<B: Backend> Managed<B> {
         let shared = &self.shared;
         let timeout = shared.config.acquire_timeout;
         let started = super::clock::now();
+        let round_trip = shared
+            .config
+            .query_timeout
+            .map(|limit| Arc::new(super::RoundTrip::new(limit, shared.clone())));
         let connect = async {
-            let mut conn = self.backend.connect().await?;
+            let mut conn = self.backend.connect(round_trip.clone()).await?;
             if let Some(hook) = &self.hooks.after_create {
                 hook(&mut conn)
                     .await
@@ -154,6 +160,7 @@ impl<B: Backend> Managed<B> {
             since: now,
             expires_at: shared.config.max_lifetime.map(|l| now + l - jitter(l)),
             in_doubt: false,
+            round_trip,
             shared: shared.clone(),
         })
     }
@@ -180,6 +187,11 @@ impl<B: Backend> deadpool::managed::Manager for Managed<B> {
             inc(&self.shared.stats.broken);
             tracing::debug!(pool = %self.shared.name, "a round trip on this connection was cut short; discarded");
             return Err(RecycleError::message("connection left in doubt"));
+        }
+        if conn.round_trip.as_ref().is_some_and(|r| r.fired()) {
+            inc(&self.shared.stats.broken);
+            tracing::debug!(pool = %self.shared.name, "a round trip on this connection timed out; discarded");
+            return Err(RecycleError::message("query timed out"));
         }
         if self.backend.is_broken(&mut conn.conn) {
             inc(&self.shared.stats.broken);

@@ -15,6 +15,7 @@ pub(crate) mod leaks;
 mod lease;
 mod maintain;
 mod managed;
+mod round_trip;
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +31,7 @@ use deadpool::managed::{Object, PoolError as DpError, QueueMode, TimeoutType, Ti
 use tokio::{sync::Notify, time::Instant};
 
 use self::managed::Managed;
+pub(crate) use self::round_trip::RoundTrip;
 pub(crate) use self::{backend::Backend, erased::ErasedPool, lease::Lease};
 use crate::{
     breaker::{Admission, Breaker},

@@ -11,7 +11,7 @@
 //! | `db_client_connection_wait_time_seconds` | histogram | `pool_name` |
 //! | `db_client_connection_use_time_seconds` | histogram | `pool_name` |
 //! | `db_client_connection_create_time_seconds` | histogram | `pool_name` |
-//! | `axum_pools_leases_total`, `axum_pools_shed_total`, `axum_pools_backend_errors_total`, `axum_pools_breaker_rejections_total` | counter | `pool_name` |
+//! | `axum_pools_leases_total`, `axum_pools_shed_total`, `axum_pools_backend_errors_total`, `axum_pools_query_timeouts_total`, `axum_pools_breaker_rejections_total` | counter | `pool_name` |
 //! | `axum_pools_breaker_state` | gauge, 1 for the current state | `pool_name`, `state` |
 //! | `axum_pools_health_status` | gauge: 0 pass, 1 warn, 2 fail (cached check) | `pool_name` |
 //! | `axum_pools_rate_limited_total` | counter: 429s of a [`RateLimitLayer`](crate::layer::RateLimitLayer) registered with `.metrics(&manager, name)` | `limiter` |
@@ -170,6 +170,12 @@ impl Collector for PoolsCollector {
             "axum_pools_backend_errors",
             "Failures to open or validate a connection.",
             &|s| s.backend_errors,
+        )?;
+        counter(
+            &mut encoder,
+            "axum_pools_query_timeouts",
+            "Round trips that got no answer within query_timeout (each cost its connection).",
+            &|s| s.query_timeouts,
         )?;
         counter(
             &mut encoder,

@@ -18,6 +18,44 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+impl Cluster {
+    /// Freezes the server: SIGSTOP to the postmaster and every backend, so
+    /// the kernel still accepts and acknowledges but nothing answers.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Undoes [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        // Children first when stopping, the postmaster first when going on.
+        let children = || {
+            let _ = Command::new("pkill")
+                .args([&format!("-{signal}"), "-P", &pid])
+                .status();
+        };
+        let parent = || {
+            let ok = Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -{signal} {pid}");
+        };
+        if signal == "STOP" {
+            children();
+            parent();
+        } else {
+            parent();
+            children();
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.child.kill();

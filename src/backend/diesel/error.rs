@@ -21,6 +21,7 @@ use crate::{
 /// | [`DbError::Pool`] | as [`PoolError`] (503 with `Retry-After`, or 500) |
 /// | `NotFound` from diesel | 404 |
 /// | unique violation | 409 |
+/// | a statement the server cancelled at the pool's `query_timeout` | 504 |
 /// | a failed commit | 500, "nothing was stored" |
 /// | an option the backend does not support | 500 naming it |
 /// | any other diesel error | 500 |
@@ -74,6 +75,7 @@ impl DbError {
             Self::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
                 StatusCode::CONFLICT
             }
+            Self::Query(e) if cancelled_at_statement_timeout(e) => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +91,12 @@ impl DbError {
             Self::Query(_) if status == StatusCode::NOT_FOUND => {
                 ("not-found", "Not found", "no matching row".to_owned())
             }
+            Self::Query(_) if status == StatusCode::GATEWAY_TIMEOUT => (
+                "query-timeout",
+                "Query timed out",
+                "the database cancelled a query that ran longer than the pool's query_timeout"
+                    .to_owned(),
+            ),
             Self::Query(_) if status == StatusCode::CONFLICT => (
                 "conflict",
                 "Conflict",
@@ -108,6 +116,24 @@ impl DbError {
         };
         (status, slug, title, detail)
     }
+}
+
+/// A statement the server cancelled at the statement timeout the pool set
+/// from its `query_timeout`, by the server's own words (Postgres, SQLSTATE
+/// 57014, which diesel does not expose; MariaDB; MySQL). A server whose
+/// `lc_messages` is not English is not recognised: its answer stays 500.
+fn cancelled_at_statement_timeout(e: &diesel::result::Error) -> bool {
+    let diesel::result::Error::DatabaseError(_, info) = e else {
+        return false;
+    };
+    let message = info.message();
+    [
+        "canceling statement due to statement timeout",
+        "max_statement_time exceeded",
+        "maximum statement execution time exceeded",
+    ]
+    .iter()
+    .any(|words| message.contains(words))
 }
 
 impl IntoResponse for DbError {

@@ -6,7 +6,7 @@
 //! `is_broken` check runs on every checkout, and a real `SELECT 1` only when
 //! the connection sat idle longer than `alive_bypass_window`.
 
-use std::{collections::BTreeMap, marker::PhantomData};
+use std::{collections::BTreeMap, marker::PhantomData, sync::Arc};
 
 use diesel_async::{AsyncConnection, pooled_connection::PoolableConnection};
 
@@ -17,6 +17,8 @@ mod error;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod silence;
 pub mod tx;
 
 pub use self::{
@@ -25,7 +27,10 @@ pub use self::{
     error::DbError,
     tx::{DbTx, IsolationLevel, TxOptions},
 };
-use crate::{manager::PoolManagerBuilder, pool::Backend, pool::hooks::Hooks};
+use crate::{
+    manager::PoolManagerBuilder,
+    pool::{Backend, RoundTrip, hooks::Hooks},
+};
 
 impl PoolManagerBuilder {
     /// Registers a SQL pool called `name` of connection type `C`
@@ -121,8 +126,12 @@ pub trait Connect<C>: Send + Sync + Sized + 'static {
     fn new(url: &str) -> Result<Self, String>;
 
     /// Opens one connection. Errors are raw driver text; the pool scrubs
-    /// them.
-    fn connect(&self) -> impl Future<Output = Result<C, String>> + Send;
+    /// them. `round_trip`: the pool's `query_timeout` watch, enforced where
+    /// the driver lets us.
+    fn connect(
+        &self,
+        round_trip: Option<Arc<RoundTrip>>,
+    ) -> impl Future<Output = Result<C, String>> + Send;
 
     /// What the stats show of the transport (`tls`: a TLS version, `on` or
     /// `off`), for drivers that can tell.
@@ -215,7 +224,8 @@ impl Connect<SqliteConnection> for SqlitePath {
         ))
     }
 
-    async fn connect(&self) -> Result<SqliteConnection, String> {
+    /// SQLite has no server to wait for: `query_timeout` does not apply.
+    async fn connect(&self, _: Option<Arc<RoundTrip>>) -> Result<SqliteConnection, String> {
         SqliteConnection::establish(&self.0)
             .await
             .map_err(|e| e.to_string())
@@ -281,8 +291,8 @@ impl<C: DbConnection> Backend for Diesel<C> {
         C::BACKEND
     }
 
-    async fn connect(&self) -> Result<C, String> {
-        let mut conn = self.connector.connect().await?;
+    async fn connect(&self, round_trip: Option<Arc<RoundTrip>>) -> Result<C, String> {
+        let mut conn = self.connector.connect(round_trip).await?;
         if let Some(sql) = C::SETUP_SQL {
             conn.batch_execute(sql).await.map_err(|e| e.to_string())?;
         }

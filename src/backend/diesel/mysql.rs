@@ -21,7 +21,9 @@
 use diesel_async::AsyncMysqlConnection;
 use mysql_async::{ClientIdentity, DriverError, Opts, OptsBuilder, SslOpts};
 
-use crate::tls;
+use std::sync::Arc;
+
+use crate::{pool::RoundTrip, tls};
 
 /// How a MySQL pool opens its connections: the driver's options, made once
 /// from the pool's URL.
@@ -94,8 +96,14 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
     }
 
     /// Opens one connection; the error names the TLS reason when there is
-    /// one.
-    async fn connect(&self) -> Result<AsyncMysqlConnection, String> {
+    /// one. With `query_timeout` the server bounds each statement
+    /// (MariaDB `max_statement_time`, MySQL `max_execution_time`, which
+    /// covers `SELECT` only); the driver owns its socket, so a server that
+    /// stops answering altogether is not cut off by the client.
+    async fn connect(
+        &self,
+        round_trip: Option<Arc<RoundTrip>>,
+    ) -> Result<AsyncMysqlConnection, String> {
         let store = |encrypted| {
             self.encrypted
                 .store(encrypted, std::sync::atomic::Ordering::Relaxed)
@@ -131,6 +139,25 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
                 });
             }
         };
+        let mut conn = conn;
+        if let Some(round_trip) = round_trip {
+            use mysql_async::prelude::Queryable as _;
+            // MariaDB numbers its releases from 10; MySQL is below.
+            let sql = if conn.server_version().0 >= 10 {
+                format!(
+                    "SET SESSION max_statement_time = {}",
+                    round_trip.limit().as_secs_f64()
+                )
+            } else {
+                format!(
+                    "SET SESSION max_execution_time = {}",
+                    round_trip.limit().as_millis()
+                )
+            };
+            conn.query_drop(sql)
+                .await
+                .map_err(|e| format!("setting query_timeout on the server: {e}"))?;
+        }
         AsyncMysqlConnection::try_from(conn)
             .await
             .map_err(|e| e.to_string())

@@ -33,7 +33,11 @@ use tokio_postgres::{
     tls::{ChannelBinding, MakeTlsConnect, NoTls, TlsConnect},
 };
 
-use crate::tls::{self, Files, Verify};
+use super::silence::Silence;
+use crate::{
+    pool::RoundTrip,
+    tls::{self, Files, Verify},
+};
 
 /// How a Postgres pool opens its connections: the driver's config and, for
 /// TLS, the rustls config; made once from the pool's URL.
@@ -133,7 +137,13 @@ impl super::Connect<AsyncPgConnection> for PgConnector {
 
     /// Opens one connection; the error names the TLS reason when there is
     /// one.
-    async fn connect(&self) -> Result<AsyncPgConnection, String> {
+    async fn connect(
+        &self,
+        round_trip: Option<Arc<RoundTrip>>,
+    ) -> Result<AsyncPgConnection, String> {
+        if let Some(round_trip) = round_trip {
+            return self.connect_watched(round_trip).await;
+        }
         let connected = match &self.tls {
             None => match self.config.connect(NoTls).await {
                 Ok((client, conn)) => {
@@ -168,6 +178,54 @@ impl super::Connect<AsyncPgConnection> for PgConnector {
 }
 
 impl PgConnector {
+    /// With `query_timeout`: the server's `statement_timeout` set at
+    /// startup, and the socket, opened here, wrapped in [`Silence`]. The
+    /// connection is then driven by a task of ours instead of
+    /// diesel-async's, which takes tokio-postgres' own socket type only; so
+    /// diesel-async's LISTEN/NOTIFY stream is not fed on such a pool.
+    async fn connect_watched(
+        &self,
+        round_trip: Arc<RoundTrip>,
+    ) -> Result<AsyncPgConnection, String> {
+        let mut config = self.config.clone();
+        let timeout = format!(
+            "-c statement_timeout={}",
+            round_trip.limit().as_millis().max(1)
+        );
+        let options = match config.get_options() {
+            Some(options) => format!("{options} {timeout}"),
+            None => timeout,
+        };
+        config.options(&options);
+        let (socket, host) = open_socket(&config).await?;
+        let socket = Silence::new(socket, round_trip);
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = config
+                    .connect_raw(socket, NoTls)
+                    .await
+                    .map_err(|e| self.explain(&e))?;
+                tokio::spawn(drive(connection));
+                client
+            }
+            Some(tls) => {
+                let connect = RustlsConnect {
+                    make: tls.clone(),
+                    host,
+                };
+                let (client, connection) = config
+                    .connect_raw(socket, connect)
+                    .await
+                    .map_err(|e| self.explain(&e))?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
+        AsyncPgConnection::try_from(client)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn explain(&self, e: &tokio_postgres::Error) -> String {
         if let Some(reason) = tls::reason(e) {
             return format!("{reason} (sslmode={})", self.mode.name());
@@ -188,6 +246,125 @@ impl PgConnector {
             );
         }
         text
+    }
+}
+
+/// What a TLS session can run over.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A socket to the server, of either kind.
+enum PgSocket {
+    Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+/// Calls `$method` on whichever socket `$self` is.
+macro_rules! on_socket {
+    ($self:expr, $method:ident($($arg:expr),*)) => {
+        match $self.get_mut() {
+            PgSocket::Tcp(s) => Pin::new(s).$method($($arg),*),
+            #[cfg(unix)]
+            PgSocket::Unix(s) => Pin::new(s).$method($($arg),*),
+        }
+    };
+}
+
+impl AsyncRead for PgSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        on_socket!(self, poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for PgSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        on_socket!(self, poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        on_socket!(self, poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            #[cfg(unix)]
+            Self::Unix(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_socket!(self, poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_socket!(self, poll_shutdown(cx))
+    }
+}
+
+/// Opens a socket to the first of `config`'s hosts that answers, as
+/// tokio-postgres would (`hostaddr`, per-host ports, `connect_timeout`);
+/// also the host name, for TLS.
+async fn open_socket(config: &tokio_postgres::Config) -> Result<(PgSocket, String), String> {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let mut failed = "no host in the connection string".to_owned();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let attempt = async {
+            match host {
+                Host::Tcp(name) => {
+                    let stream = match config.get_hostaddrs().get(i) {
+                        Some(addr) => tokio::net::TcpStream::connect((*addr, port)).await,
+                        None => tokio::net::TcpStream::connect((name.as_str(), port)).await,
+                    }?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, io::Error>((PgSocket::Tcp(stream), name.clone()))
+                }
+                #[cfg(unix)]
+                Host::Unix(dir) => {
+                    let path = dir.join(format!(".s.PGSQL.{port}"));
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok((PgSocket::Unix(stream), String::new()))
+                }
+            }
+        };
+        let opened = match config.get_connect_timeout() {
+            Some(limit) => tokio::time::timeout(*limit, attempt)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+            None => attempt.await,
+        };
+        match opened {
+            Ok(opened) => return Ok(opened),
+            Err(e) => failed = format!("error connecting to server: {e}"),
+        }
+    }
+    Err(failed)
+}
+
+/// Drives a connection opened by [`PgConnector::connect_watched`] until its
+/// client is dropped or the socket fails.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "postgres connection ended");
     }
 }
 
@@ -256,12 +433,12 @@ struct RustlsConnect {
     host: String,
 }
 
-impl TlsConnect<Socket> for RustlsConnect {
-    type Stream = RustlsStream;
+impl<S: Stream> TlsConnect<S> for RustlsConnect {
+    type Stream = RustlsStream<S>;
     type Error = io::Error;
-    type Future = BoxFuture<'static, io::Result<RustlsStream>>;
+    type Future = BoxFuture<'static, io::Result<RustlsStream<S>>>;
 
-    fn connect(self, stream: Socket) -> Self::Future {
+    fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
             // A unix socket or `hostaddr` alone has no name to check.
             let name =
@@ -283,16 +460,16 @@ impl TlsConnect<Socket> for RustlsConnect {
 }
 
 /// A TLS stream to the server.
-struct RustlsStream(tokio_rustls::client::TlsStream<Socket>);
+struct RustlsStream<S = Socket>(tokio_rustls::client::TlsStream<S>);
 
-impl tokio_postgres::tls::TlsStream for RustlsStream {
+impl<S: Stream> tokio_postgres::tls::TlsStream for RustlsStream<S> {
     /// No channel binding: SCRAM works; `channel_binding=require` does not.
     fn channel_binding(&self) -> ChannelBinding {
         ChannelBinding::none()
     }
 }
 
-impl AsyncRead for RustlsStream {
+impl<S: Stream> AsyncRead for RustlsStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -302,7 +479,7 @@ impl AsyncRead for RustlsStream {
     }
 }
 
-impl AsyncWrite for RustlsStream {
+impl<S: Stream> AsyncWrite for RustlsStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -206,7 +206,15 @@ impl<C: DbConnection, N: PoolSelector> DbTx<C, N> {
         let mut lease = extract::lease::<Diesel<C>, N>(manager, parts).await?;
         // A failed BEGIN leaves no transaction open (or marks the
         // connection broken, so the pool discards it): dropping is safe.
-        C::begin(&mut lease, options).await?;
+        if let Err(e) = C::begin(&mut lease, options).await {
+            return Err(match lease.timed_out() {
+                Some(after) => DbError::Pool(PoolError::QueryTimeout {
+                    pool: lease.pool_name().to_owned(),
+                    after,
+                }),
+                None => e,
+            });
+        }
         Ok(Self {
             lease: Some(lease),
             slot: None,
@@ -290,6 +298,9 @@ impl<C: DbConnection, N: PoolSelector> DerefMut for DbTx<C, N> {
 impl<C: DbConnection, N: PoolSelector> Drop for DbTx<C, N> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
+            if let Some(after) = lease.timed_out() {
+                crate::layer::note_query_timeout(lease.pool_name(), after);
+            }
             let open: Box<dyn OpenTx> = Box::new(Open::<C> { lease });
             match &self.slot {
                 Some(slot) => slot.hand_back(open),

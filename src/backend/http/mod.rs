@@ -279,7 +279,12 @@ impl Backend for Http {
         "http"
     }
 
-    async fn connect(&self) -> Result<HttpConnection, String> {
+    /// `request_timeout` bounds each request of an HTTP pool; its
+    /// `query_timeout` watch is not used.
+    async fn connect(
+        &self,
+        _round_trip: Option<std::sync::Arc<crate::pool::RoundTrip>>,
+    ) -> Result<HttpConnection, String> {
         let stream = tokio::time::timeout(
             self.config.connect_timeout,
             tokio::net::TcpStream::connect(&self.addr),

@@ -24,7 +24,7 @@
 //! `tls-auth-clients yes`. These parameters are taken out of the URL before
 //! the redis crate sees it. Stats show `tls`: `on` or `off`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use redis::{
     Cmd, Pipeline, RedisFuture, Value,
@@ -36,7 +36,10 @@ mod config;
 mod conn;
 
 pub use self::{config::RedisConfig, conn::RedisConn};
-use crate::{manager::PoolManagerBuilder, pool::Backend, pool::hooks::Hooks};
+use crate::{
+    manager::PoolManagerBuilder,
+    pool::{Backend, RoundTrip, hooks::Hooks},
+};
 
 impl PoolManagerBuilder {
     /// Registers a Redis pool called `name` (feature `redis`); handlers take
@@ -80,6 +83,8 @@ pub struct RedisConnection {
     watch: bool,
     /// In a state no command can undo: discard.
     poisoned: bool,
+    /// The pool's `query_timeout` watch, fired when a command times out.
+    round_trip: Option<Arc<RoundTrip>>,
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -94,7 +99,7 @@ impl std::fmt::Debug for RedisConnection {
 }
 
 impl RedisConnection {
-    fn new(inner: MultiplexedConnection, db: i64) -> Self {
+    fn new(inner: MultiplexedConnection, db: i64, round_trip: Option<Arc<RoundTrip>>) -> Self {
         Self {
             inner,
             home_db: db,
@@ -102,6 +107,7 @@ impl RedisConnection {
             multi: false,
             watch: false,
             poisoned: false,
+            round_trip,
         }
     }
 
@@ -155,6 +161,13 @@ impl RedisConnection {
     }
 
     fn note_error(&mut self, e: &redis::RedisError) {
+        if e.is_timeout() {
+            // The answer may still come, to whatever is sent next.
+            self.poisoned = true;
+            if let Some(round_trip) = &self.round_trip {
+                round_trip.fire();
+            }
+        }
         if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
             self.poisoned = true;
         }
@@ -315,16 +328,22 @@ impl Backend for Redis {
         "redis"
     }
 
-    async fn connect(&self) -> Result<RedisConnection, String> {
+    async fn connect(&self, round_trip: Option<Arc<RoundTrip>>) -> Result<RedisConnection, String> {
+        // Without `query_timeout` the redis crate's own response timeout
+        // (500 ms) stays.
+        let mut config = redis::AsyncConnectionConfig::new();
+        if let Some(round_trip) = &round_trip {
+            config = config.set_response_timeout(Some(round_trip.limit()));
+        }
         let conn = self
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| match crate::tls::reason(&e) {
                 Some(reason) => reason,
                 None => e.to_string(),
             })?;
-        Ok(RedisConnection::new(conn, self.db))
+        Ok(RedisConnection::new(conn, self.db, round_trip))
     }
 
     async fn ping(&self, conn: &mut RedisConnection) -> Result<(), String> {
