@@ -13,7 +13,10 @@
 //! HTTP pool and `/http` answers 500), `BIND` (`127.0.0.1:3003`),
 //! `POOL_MAX` (16, every pool), `LAYER` (`router` puts `PoolLayer` on the
 //! router with `Router::layer`, `none` leaves it out so only `/plain`
-//! works; by default it wraps the whole router).
+//! works; by default it wraps the whole router). Every pool knob is read
+//! from the environment over those defaults, prefixed `DB_`, `REDIS_` and
+//! `HTTP_` (`DB_QUERY_TIMEOUT=1s DB_ACQUIRE_TIMEOUT=2s DB_MAX_SIZE=8`; see
+//! `PoolConfig::from_env`).
 
 #![allow(missing_docs)]
 
@@ -57,14 +60,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = PoolManager::builder()
         .database::<AsyncPgConnection>(
             "db",
-            DbConfig::from_url(env("DATABASE_URL")?).max_size(pool_max),
+            DbConfig::from_url(env("DATABASE_URL")?)
+                .max_size(pool_max)
+                .knobs_from_env("DB")?,
         )
         .redis(
             "redis",
-            RedisConfig::from_url(env("REDIS_URL")?).max_size(pool_max),
+            RedisConfig::from_url(env("REDIS_URL")?)
+                .max_size(pool_max)
+                .knobs_from_env("REDIS")?,
         );
     if let Ok(upstream) = std::env::var("UPSTREAM_URL") {
-        builder = builder.http("upstream", HttpConfig::new(upstream).max_size(pool_max));
+        let config = HttpConfig::new(upstream)
+            .max_size(pool_max)
+            .knobs_from_env("HTTP")?;
+        builder = builder.http("upstream", config);
     }
     let manager = builder.build().await?;
     let app = Router::new()

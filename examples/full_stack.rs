@@ -14,6 +14,10 @@
 //! | `REDIS_URL` | `redis://127.0.0.1:6379/0` |
 //! | `UPSTREAM_URL` | none: a tiny quote service is started on a free port |
 //! | `BIND` | `127.0.0.1:3000` |
+//! | `DB_*`, `REDIS_*`, `HTTP_*` | every pool knob of the three pools over the code's values (`DB_QUERY_TIMEOUT=500ms`, `REDIS_MAX_SIZE=4`, …; see `PoolConfig::from_env`) |
+//!
+//! The SQL and Redis pools bound each round trip (`query_timeout`, 2 s): a
+//! database that hangs answers 504 instead of holding connections forever.
 //!
 //! `GET /notes` is cached in Redis for 30 s; `POST /notes` commits its
 //! transaction first, then invalidates the cache, so no reader can cache the
@@ -73,13 +77,22 @@ pub struct Urls {
 /// Registers the three pools; the manager's build checks that every pool
 /// the handlers name exists.
 pub async fn manager(urls: &Urls) -> Result<PoolManager, PoolError> {
+    let round_trip = Some(Duration::from_secs(2));
+    let database = DbConfig::from_url(&urls.database)
+        .max_size(16)
+        .query_timeout(round_trip)
+        .knobs_from_env("DB")?;
+    let cache = RedisConfig::from_url(&urls.redis)
+        .max_size(16)
+        .query_timeout(round_trip)
+        .knobs_from_env("REDIS")?;
+    let quotes = HttpConfig::new(&urls.upstream)
+        .request_timeout(Duration::from_secs(2))
+        .knobs_from_env("HTTP")?;
     PoolManager::builder()
-        .database::<AsyncPgConnection>("primary", DbConfig::from_url(&urls.database).max_size(16))
-        .redis("cache", RedisConfig::from_url(&urls.redis).max_size(16))
-        .http(
-            "quotes",
-            HttpConfig::new(&urls.upstream).request_timeout(Duration::from_secs(2)),
-        )
+        .database::<AsyncPgConnection>("primary", database)
+        .redis("cache", cache)
+        .http("quotes", quotes)
         .require::<DbTx<AsyncPgConnection>>()
         .require::<RedisConn>()
         .require::<HttpClient<Quotes>>()

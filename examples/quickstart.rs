@@ -1,7 +1,7 @@
 //! Quickstart: a notes API over a pooled SQLite file, no server needed.
 //!
 //! ```sh
-//! cargo run --example quickstart            # BIND=127.0.0.1:3000, DATABASE_URL=<tmp>/axum-pools-quickstart.db
+//! cargo run --example quickstart            # BIND=127.0.0.1:3000, DATABASE_URL=<tmp>/axum-pools-quickstart.db, DB_MAX_SIZE=8 ...
 //! curl -s localhost:3000/notes -H 'content-type: application/json' -d '{"title":"hello"}'
 //! curl -s localhost:3000/notes
 //! curl -s localhost:3000/notes/1
@@ -237,7 +237,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
 
     let manager = PoolManager::builder()
-        .database::<SqliteConnection>("notes", DbConfig::from_url(url).max_size(8))
+        .database::<SqliteConnection>(
+            "notes",
+            DbConfig::from_url(url).max_size(8).knobs_from_env("DB")?,
+        )
         .build()
         .await?;
     migrate(&manager).await?;

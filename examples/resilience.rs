@@ -90,7 +90,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     consecutive_failures: 3,
                     open_duration: Duration::from_secs(5),
                     ..BreakerConfig::default()
-                }),
+                })
+                // DB_MAX_SIZE, DB_ACQUIRE_TIMEOUT, ... override the above.
+                .knobs_from_env("DB")?,
         )
         .build()
         .await?;

@@ -309,6 +309,25 @@ macro_rules! setters {
 /// `PoolConfig::default().max_size(4)`).
 macro_rules! pool_setters {
     () => {
+        /// Applies the pool knobs an operator set in the environment
+        /// (`{PREFIX}_MAX_SIZE`, `{PREFIX}_ACQUIRE_TIMEOUT`,
+        /// `{PREFIX}_QUERY_TIMEOUT`, …: the names and forms of
+        /// [`PoolConfig::from_env`](crate::PoolConfig::from_env)) over those
+        /// set so far, so the code gives the defaults and a deployment
+        /// changes them without a rebuild. The error names the variable and
+        /// its value.
+        ///
+        /// ```no_run
+        /// // DB_MAX_SIZE=8 DB_QUERY_TIMEOUT=1s override the 16 and the default.
+        /// let knobs = axum_pools::PoolConfig::default().max_size(16).knobs_from_env("DB")?;
+        /// # Ok::<(), axum_pools::ConfigError>(())
+        /// ```
+        pub fn knobs_from_env(mut self, prefix: &str) -> Result<Self, $crate::ConfigError> {
+            let knobs = ::std::mem::take(self.knobs());
+            *self.knobs() = knobs.overridden_by(prefix, |key| ::std::env::var(key).ok())?;
+            Ok(self)
+        }
+
         $crate::config::setters! { knobs;
             /// Sets [`PoolConfig::min_size`].
             min_size: usize,
@@ -464,7 +483,30 @@ impl PoolConfig {
         prefix: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut c = Self::default();
+        Self::default().overridden_by(prefix, lookup)
+    }
+
+    /// These knobs with the `{PREFIX}_*` variables that `lookup` finds
+    /// applied over them (the names and forms of
+    /// [`from_env`](Self::from_env)); what it does not find keeps its
+    /// value. See `knobs_from_env` for the process environment.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use axum_pools::PoolConfig;
+    ///
+    /// let vars = HashMap::from([("DB_MAX_SIZE", "8")]);
+    /// let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+    /// let config = PoolConfig::default().min_size(4).overridden_by("DB", lookup)?;
+    /// assert_eq!((config.min_size, config.max_size), (4, 8));
+    /// # Ok::<(), axum_pools::ConfigError>(())
+    /// ```
+    pub fn overridden_by(
+        self,
+        prefix: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut c = self;
         let env = EnvReader { prefix, lookup };
         env.read("MIN_SIZE", &mut c.min_size, parse_count)?;
         env.read("MAX_SIZE", &mut c.max_size, parse_count)?;
