@@ -13,6 +13,7 @@
 //! - `uncontended/*`: one task doing get + drop in a loop; ns per cycle.
 //! - `contended/*`: 128 tasks share a pool of 16, 1024 get + drop each
 //!   (2^17 cycles); wall time for all of them.
+//! - `*/axum_pools_query_timeout`: the same with `query_timeout` set.
 //!
 //! One multi-thread runtime with 2 workers, as in `shared/peers/lease-bench`.
 //! Our pool always runs with its `acquire_timeout` (5 s), so it is compared
@@ -69,11 +70,12 @@ impl Lease for Raw {
     }
 }
 
-async fn ours(url: &str) -> Ours {
+async fn ours(url: &str, query_timeout: Option<Duration>) -> Ours {
     let config = DbConfig::from_url(url)
         .min_size(POOL_MAX)
         .max_size(POOL_MAX)
         .acquire_timeout(WAIT)
+        .query_timeout(query_timeout)
         .health_check_interval(None);
     Ours(
         PoolManager::builder()
@@ -146,12 +148,16 @@ fn lease(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = dir.path().join("bench.db").display().to_string();
 
-    let ours = rt.block_on(ours(&url));
+    let ours_plain = rt.block_on(ours(&url, None));
+    let ours_timed = rt.block_on(ours(&url, Some(Duration::from_secs(1))));
     let raw_plain = rt.block_on(raw(&url, None));
     let raw_wait = rt.block_on(raw(&url, Some(WAIT)));
     bench(c, &rt, "deadpool", &raw_plain);
     bench(c, &rt, "deadpool_wait5s", &raw_wait);
-    bench(c, &rt, "axum_pools", &ours);
+    bench(c, &rt, "axum_pools", &ours_plain);
+    // The lease path's share of `query_timeout`: the watch checked at
+    // return and at recycle (SQLite itself has no round trip to bound).
+    bench(c, &rt, "axum_pools_query_timeout", &ours_timed);
 }
 
 criterion_group! {
