@@ -22,6 +22,8 @@ struct Upstream {
     failing: Arc<AtomicBool>,
     status: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
+    /// Calls never answer.
+    hang: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -34,6 +36,9 @@ impl Upstream {
             let this = this.clone();
             async move {
                 this.calls.fetch_add(1, Ordering::SeqCst);
+                if this.hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
                 let status = if this.failing.load(Ordering::SeqCst) {
                     500
                 } else {
@@ -165,4 +170,35 @@ async fn old_failures_age_out_of_the_window_without_a_background_task() {
         BreakerState::Closed,
         "the 3 old failures left the window"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_half_open_probe_gives_its_permit_back() {
+    let up = Upstream::default();
+    let mut svc = CircuitBreakerLayer::new(config()).layer(up.service());
+    up.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    assert_eq!(svc.stats().state, BreakerState::Open);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    // Both probes of the half-open period hang, and their requests are
+    // cancelled (a client gone, a tower timeout).
+    up.failing.store(false, Ordering::SeqCst);
+    up.hang.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        let probe = svc.ready().await.unwrap().call(());
+        let cancelled = tokio::time::timeout(Duration::from_secs(1), probe).await;
+        assert!(cancelled.is_err(), "the probe hangs");
+    }
+    assert_eq!(svc.stats().state, BreakerState::HalfOpen);
+
+    // Their permits came back: the next requests probe, succeed, close it.
+    up.hang.store(false, Ordering::SeqCst);
+    for _ in 0..2 {
+        let r = svc.ready().await.unwrap().call(()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(svc.stats().state, BreakerState::Closed);
 }

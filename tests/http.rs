@@ -663,3 +663,43 @@ async fn a_body_over_max_response_body_fails_naming_the_knob_and_closes_its_conn
         .unwrap_err();
     assert!(err.to_string().contains("max_response_body = 0"), "{err}");
 }
+
+#[tokio::test]
+async fn a_half_open_probe_cancelled_mid_flight_gives_its_permit_back() {
+    let up = upstream().await;
+    let breaker = axum_pools::BreakerConfig {
+        consecutive_failures: 2,
+        open_duration: Duration::from_millis(200),
+        half_open_probes: 1,
+        ..axum_pools::BreakerConfig::default()
+    };
+    let m = manager(config(&up.url()).retries(0).breaker(breaker)).await;
+    let c = client(&m);
+    for _ in 0..2 {
+        let r = c.get("/status/500").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(
+        m.stats_of("quotes").unwrap().breaker.state,
+        axum_pools::BreakerState::Open
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    // The one probe of the half-open period is on the wire when its
+    // request is cancelled.
+    let mut probe = Box::pin(c.get("/held").send());
+    tokio::select! {
+        r = &mut probe => panic!("/held answered before its gate opened: {r:?}"),
+        () = up.seen.held.notified() => {}
+    }
+    drop(probe);
+    up.seen.gate.add_permits(1);
+
+    // Its permit came back: the next request probes and closes the breaker.
+    let r = c.get("/json").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        m.stats_of("quotes").unwrap().breaker.state,
+        axum_pools::BreakerState::Closed
+    );
+}

@@ -233,6 +233,7 @@ where
                 admission,
                 breaker: self.breaker.clone(),
                 classifier: self.classifier.clone(),
+                settled: false,
             },
         };
         CircuitBreakerFuture { state }
@@ -240,11 +241,23 @@ where
 }
 
 pin_project! {
-    /// The response future of [`CircuitBreaker`].
+    /// The response future of [`CircuitBreaker`]. Dropped before the call
+    /// finished (the request was cancelled), it reports nothing, and a
+    /// half-open probe's permit goes back, so the next request can probe.
     #[must_use = "futures do nothing unless polled"]
     pub struct CircuitBreakerFuture<F, C> {
         #[pin]
         state: State<F, C>,
+    }
+
+    impl<F, C> PinnedDrop for CircuitBreakerFuture<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            if let StateProj::Called { admission, breaker, settled, .. } = this.project().state.project()
+                && !*settled
+            {
+                breaker.neutral(admission);
+            }
+        }
     }
 }
 
@@ -258,6 +271,8 @@ pin_project! {
             admission: Admission,
             breaker: Arc<Breaker>,
             classifier: C,
+            // The outcome was reported.
+            settled: bool,
         },
     }
 }
@@ -286,8 +301,10 @@ where
                 admission,
                 breaker,
                 classifier,
+                settled,
             } => {
                 let result = ready!(future.poll(cx));
+                *settled = true;
                 let failed = classifier.is_failure(&result);
                 breaker.maybe_rotate(failed);
                 if failed {

@@ -305,8 +305,15 @@ impl Breaker {
     /// An admitted call that neither succeeded nor failed (shed, draining):
     /// a probe permit goes back.
     pub(crate) fn neutral(&self, admission: &Admission) {
-        if *admission == Admission::Probe {
-            self.probes_left.fetch_add(1, Ordering::AcqRel);
+        // Only into the half-open period that is on, and never above its
+        // number: a permit of an earlier one is void.
+        if *admission == Admission::Probe && self.state.load(Ordering::Acquire) == HALF_OPEN {
+            let most = self.config.half_open_probes;
+            let _ = self
+                .probes_left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < most).then_some(n + 1)
+                });
         }
     }
 

@@ -57,7 +57,12 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Kills the backends too: frozen (a test that failed before it thawed
+    /// the server), they would outlive a killed postmaster.
     fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -301,7 +301,10 @@ impl<C: DbConnection, N: PoolSelector> Drop for DbTx<C, N> {
             if let Some(after) = lease.timed_out() {
                 crate::layer::note_query_timeout(lease.pool_name(), after);
             }
-            let open: Box<dyn OpenTx> = Box::new(Open::<C> { lease });
+            let open: Box<dyn OpenTx> = Box::new(Open::<C> {
+                lease,
+                ending: false,
+            });
             match &self.slot {
                 Some(slot) => slot.hand_back(open),
                 None => open.abandon(),
@@ -352,7 +355,15 @@ async fn finish<C: DbConnection>(
     mut lease: Lease<Diesel<C>>,
     commit: bool,
 ) -> Result<(), diesel::result::Error> {
-    let conn: &mut C = &mut lease;
+    finish_on(&mut lease, commit).await
+}
+
+/// Ends the transaction on `lease`, which stays with the caller.
+async fn finish_on<C: DbConnection>(
+    lease: &mut Lease<Diesel<C>>,
+    commit: bool,
+) -> Result<(), diesel::result::Error> {
+    let conn: &mut C = lease;
     let result = if commit {
         C::TransactionManager::commit_transaction(conn).await
     } else {
@@ -368,7 +379,7 @@ async fn finish<C: DbConnection>(
         // Still inside a transaction (a failed COMMIT may leave one open):
         // try once more to roll back; if that fails too, the pool sees the
         // open transaction at the next checkout and discards the connection.
-        let conn: &mut C = &mut lease;
+        let conn: &mut C = lease;
         if diesel_async::pooled_connection::PoolableConnection::is_broken(conn) {
             let _ = C::TransactionManager::rollback_transaction(conn).await;
         }
@@ -378,11 +389,9 @@ async fn finish<C: DbConnection>(
 
 /// A transaction whose handler has returned, waiting for the layer.
 trait OpenTx: Send + 'static {
-    /// Commits (`true`) or rolls back.
-    fn finish(
-        self: Box<Self>,
-        commit: bool,
-    ) -> BoxFuture<'static, Result<(), diesel::result::Error>>;
+    /// Commits (`true`) or rolls back; the connection stays here until
+    /// this is dropped, so a finish cut short can still be abandoned.
+    fn finish(&mut self, commit: bool) -> BoxFuture<'_, Result<(), diesel::result::Error>>;
 
     /// Rolls back on a spawned task (it cannot be awaited here).
     fn abandon(self: Box<Self>);
@@ -390,19 +399,31 @@ trait OpenTx: Send + 'static {
 
 struct Open<C: DbConnection> {
     lease: Lease<Diesel<C>>,
+    /// Its COMMIT or ROLLBACK was sent: cut short, the connection's state
+    /// is unknown.
+    ending: bool,
 }
 
 impl<C: DbConnection> OpenTx for Open<C> {
-    fn finish(
-        self: Box<Self>,
-        commit: bool,
-    ) -> BoxFuture<'static, Result<(), diesel::result::Error>> {
-        Box::pin(finish::<C>(self.lease, commit))
+    fn finish(&mut self, commit: bool) -> BoxFuture<'_, Result<(), diesel::result::Error>> {
+        self.ending = true;
+        Box::pin(finish_on::<C>(&mut self.lease, commit))
     }
 
     fn abandon(self: Box<Self>) {
         let lease = self.lease;
         inc(&lease.shared().stats.tx_abandoned);
+        if self.ending {
+            // diesel-async marks a transaction statement cut short as
+            // breaking its connection (and refuses more on it): the pool
+            // discards it, and the server ends the transaction when it
+            // closes.
+            tracing::warn!(
+                pool = lease.pool_name(),
+                "the request was dropped while its transaction was being ended: the connection is discarded"
+            );
+            return;
+        }
         tracing::warn!(
             pool = lease.pool_name(),
             "transaction dropped before the request ended it (panic, cancelled request, or a DbTx that outlived its request): rolling back"
@@ -482,6 +503,19 @@ impl Drop for TxSlot {
     }
 }
 
+/// Transactions the layer has yet to finish. Dropped with some left (the
+/// response future was dropped mid-commit: the client went away), those
+/// are abandoned: rolled back on a spawned task and counted.
+struct Unfinished(std::collections::VecDeque<Box<dyn OpenTx>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        for tx in self.0.drain(..) {
+            tx.abandon();
+        }
+    }
+}
+
 /// Finishes the request's transactions by the response's status: commit on
 /// 2xx/3xx (stopping at the first failed commit, whose error becomes the
 /// response, and rolling back the rest), roll back otherwise.
@@ -489,8 +523,12 @@ async fn finish_all(open: Vec<Box<dyn OpenTx>>, response: Response) -> Response 
     let status = response.status();
     let mut commit = status.is_success() || status.is_redirection();
     let mut failed = None;
-    for tx in open {
-        if let Err(e) = tx.finish(commit).await
+    let mut unfinished = Unfinished(open.into());
+    while let Some(tx) = unfinished.0.front_mut() {
+        let result = tx.finish(commit).await;
+        // Finished: its connection goes back now.
+        drop(unfinished.0.pop_front());
+        if let Err(e) = result
             && commit
         {
             commit = false;
