@@ -1,7 +1,8 @@
-//! Cancellation never leaks: a request dropped at an await point leaves no
-//! transaction open and every lease back. Against a throwaway Postgres this
-//! test freezes (SIGSTOP of the postmaster and its backends) at the moment
-//! it wants a round trip to hang.
+//! Hung backends and cancellation: one deadline bounds an acquisition
+//! however many steps it takes, and a request dropped at an await point
+//! leaves no transaction open and every lease back. Against a throwaway
+//! Postgres these tests freeze (SIGSTOP of the postmaster and its backends)
+//! at the moment they want a round trip to hang.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -9,7 +10,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, http::StatusCode, routing::get};
-use axum_pools::{DbConfig, DbError, DbTx, PoolLayer, PoolManager};
+use axum_pools::{DbConfig, DbConn, DbError, DbTx, PoolError, PoolLayer, PoolManager};
 use common::{get as get_request, servers::start_cluster};
 use diesel::sql_types::Integer;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -79,4 +80,59 @@ async fn a_response_dropped_while_the_layer_commits_abandons_the_transaction() {
         stats.broken >= 1,
         "the cut connection was discarded: {stats:?}"
     );
+}
+
+#[tokio::test]
+async fn one_deadline_bounds_an_acquisition_whose_ping_hangs() {
+    let Some(server) = start_cluster(None) else {
+        return;
+    };
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        server.port
+    );
+    let m = PoolManager::builder()
+        .database::<AsyncPgConnection>(
+            "primary",
+            DbConfig::from_url(url)
+                .min_size(1)
+                .max_size(1)
+                .acquire_timeout(Duration::from_secs(1))
+                // Longer than the acquisition may take: the deadline wins.
+                .validation_timeout(Duration::from_secs(5))
+                .alive_bypass_window(Duration::from_millis(1))
+                .health_check_interval(None),
+        )
+        .build()
+        .await
+        .unwrap();
+    drop(DbConn::<AsyncPgConnection>::acquire(&m).await.unwrap());
+    std::thread::sleep(Duration::from_millis(5)); // past the bypass window
+
+    // The idle connection must be pinged, and the server is frozen: the
+    // ping hangs, then opening another would hang too.
+    server.freeze();
+    tokio::time::pause();
+    let start = tokio::time::Instant::now();
+    let e = DbConn::<AsyncPgConnection>::acquire(&m).await.unwrap_err();
+    let took = start.elapsed();
+    tokio::time::resume();
+    server.thaw();
+    assert!(matches!(e, PoolError::Timeout { .. }), "{e}");
+    // Paused time: exact but for the timer wheel's millisecond.
+    assert!(
+        took >= Duration::from_secs(1) && took <= Duration::from_millis(1002),
+        "acquire_timeout, not the 5 s ping: {took:?}"
+    );
+    let stats = m.stats_of("primary").unwrap();
+    assert_eq!(stats.timeouts, 1, "{stats:?}");
+    assert_eq!(stats.active, 0);
+
+    // Back: the pool opens a new connection.
+    let mut db = DbConn::<AsyncPgConnection>::acquire(&m).await.unwrap();
+    let one: i32 = diesel::select(diesel::dsl::sql::<Integer>("1"))
+        .get_result(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
 }

@@ -240,7 +240,9 @@ impl<B: Backend> Pool<B> {
     }
 
     /// Whatever may wait: a slot, a new connection, a reset, a ping, a
-    /// hook. `first` is what the fast path got from deadpool.
+    /// hook, all within one deadline, `acquire_timeout` after the first
+    /// wait (a ping is also bounded by `validation_timeout`). `first` is
+    /// what the fast path got from deadpool.
     async fn acquire_slow(
         &self,
         mut admitted: Admitted<'_>,
@@ -252,6 +254,7 @@ impl<B: Backend> Pool<B> {
         // When the lease path first had to wait for anything, on tokio's
         // clock.
         let mut started: Option<Instant> = None;
+        let limit = shared.config.acquire_timeout;
         let mut first = Some(first);
         loop {
             let attempt = first.take().unwrap_or_else(|| self.try_idle());
@@ -259,14 +262,16 @@ impl<B: Backend> Pool<B> {
                 Ok(got) => got,
                 Err(e) => {
                     let start = *started.get_or_insert_with(Instant::now);
-                    let deadline = start + shared.config.acquire_timeout;
+                    let deadline = start + limit;
                     // Boxed: these futures are large and rarely needed.
                     let got = match e {
                         DpError::Timeout(TimeoutType::Wait) => {
                             Box::pin(self.wait(start, deadline)).await
                         }
                         DpError::NoRuntimeSpecified => {
-                            Box::pin(self.open_new(start, deadline)).await
+                            let open = Box::pin(self.open_new(start, deadline));
+                            (tokio::time::timeout_at(deadline, open).await)
+                                .unwrap_or_else(|_| Err(self.timed_out(start)))
                         }
                         e => Err(self.map_error(e)),
                     };
@@ -284,35 +289,57 @@ impl<B: Backend> Pool<B> {
             // is seen through: cancelled there, it is discarded at recycle.
             let reset = self.backend().needs_reset(&obj.conn);
             if reset {
-                started.get_or_insert_with(Instant::now);
-                if !Box::pin(self.dp.manager().reset(&mut obj)).await {
-                    drop(Object::take(obj));
-                    continue;
+                let start = *started.get_or_insert_with(Instant::now);
+                let reset = Box::pin(self.dp.manager().reset(&mut obj));
+                match tokio::time::timeout_at(start + limit, reset).await {
+                    Ok(true) => {}
+                    cut => {
+                        drop(Object::take(obj));
+                        if cut.is_err() {
+                            let e = self.timed_out(start);
+                            return Err(failed(&span, self.refused(e, &mut admitted)));
+                        }
+                        continue;
+                    }
                 }
             }
             // A reset that went through proved the connection alive.
             if !reset
                 && now.saturating_duration_since(obj.since) >= shared.config.alive_bypass_window
             {
-                started.get_or_insert_with(Instant::now);
+                let start = *started.get_or_insert_with(Instant::now);
                 inc(&shared.stats.validations);
                 obj.in_doubt = true;
                 let ping = self.backend().ping(&mut obj.conn);
-                let checked =
-                    Box::pin(tokio::time::timeout(shared.config.validation_timeout, ping));
+                let bound = (Instant::now() + shared.config.validation_timeout).min(start + limit);
+                let checked = Box::pin(tokio::time::timeout_at(bound, ping));
                 if !matches!(checked.await, Ok(Ok(()))) {
                     inc(&shared.stats.broken);
                     tracing::debug!(pool = %shared.name, "idle connection failed validation; discarded");
                     drop(Object::take(obj));
+                    if Instant::now() >= start + limit {
+                        let e = self.timed_out(start);
+                        return Err(failed(&span, self.refused(e, &mut admitted)));
+                    }
                     continue;
                 }
                 obj.in_doubt = false;
             }
             if let Some(hook) = &self.dp.manager().hooks.before_lease {
-                started.get_or_insert_with(Instant::now);
+                let start = *started.get_or_insert_with(Instant::now);
                 obj.in_doubt = true;
-                if let Err(why) = Box::pin(hook(&mut obj.conn)).await {
-                    tracing::debug!(pool = %shared.name, reason = %shared.redactor.scrub(&why), "before_lease hook rejected a connection; discarded");
+                let ran = tokio::time::timeout_at(start + limit, Box::pin(hook(&mut obj.conn)));
+                let why = match ran.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(why)) => Some(shared.redactor.scrub(&why)),
+                    Err(_) => {
+                        drop(Object::take(obj));
+                        let e = self.timed_out(start);
+                        return Err(failed(&span, self.refused(e, &mut admitted)));
+                    }
+                };
+                if let Some(why) = why {
+                    tracing::debug!(pool = %shared.name, reason = %why, "before_lease hook rejected a connection; discarded");
                     drop(Object::take(obj));
                     continue;
                 }
@@ -480,15 +507,19 @@ impl<B: Backend> Pool<B> {
                 }
                 Ok(Ok(obj)) => Ok(obj),
                 Ok(Err(e)) => Err(self.map_error(e)),
-                Err(_) => {
-                    inc(&stats.timeouts);
-                    tracing::warn!(pool = %shared.name, "acquire timed out: pool exhausted");
-                    Err(PoolError::Timeout {
-                        pool: shared.name.clone(),
-                        waited: Instant::now() - start,
-                    })
-                }
+                Err(_) => Err(self.timed_out(start)),
             },
+        }
+    }
+
+    /// No usable connection within `acquire_timeout` of `start`.
+    fn timed_out(&self, start: Instant) -> PoolError {
+        let shared = &*self.shared;
+        inc(&shared.stats.timeouts);
+        tracing::warn!(pool = %shared.name, "acquire timed out: no usable connection within acquire_timeout");
+        PoolError::Timeout {
+            pool: shared.name.clone(),
+            waited: Instant::now() - start,
         }
     }
 

@@ -140,14 +140,18 @@ impl Logs {
     /// Captures this thread's events at `level` and up (and span closes)
     /// until the guard drops.
     pub fn install(&self, level: tracing::Level) -> tracing::subscriber::DefaultGuard {
-        tracing::subscriber::set_default(
+        let guard = tracing::subscriber::set_default(
             tracing_subscriber::fmt()
                 .with_writer(self.clone())
                 .with_max_level(level)
                 .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
                 .with_ansi(false)
                 .finish(),
-        )
+        );
+        // A call site first hit by another thread before this subscriber
+        // existed may have cached "never": ask again.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     pub fn text(&self) -> String {
