@@ -10,6 +10,13 @@
 //! the layer from the extractors (500 "no PoolLayer on this route"); put
 //! `PoolLayer` inside such layers.
 //!
+//! A request with a body is read first (up to
+//! [`PoolLayer::read_body_first`], 2 MiB by default) and its handler runs
+//! once the body has arrived: `DbConn` and `DbTx` lease (and `BEGIN`) only
+//! then, so clients trickling uploads hold no connection. A larger body
+//! reaches the handler after its first 2 MiB, the rest still streaming. A
+//! request without a body pays nothing for this.
+//!
 //! `Router::layer` wraps every route in a boxed service that axum clones per
 //! request, whatever the layer. Where that cost matters, wrap the whole
 //! router instead: `PoolLayer::new(manager).layer(router.with_state(()))`
@@ -45,10 +52,11 @@ use std::{
 };
 
 use axum::{
+    body::{Body, Bytes, HttpBody as _},
     http::Request,
     response::{IntoResponse, Response},
 };
-use futures_util::future::BoxFuture;
+use futures_util::{StreamExt as _, future::BoxFuture};
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tower_layer::Layer;
@@ -128,7 +136,12 @@ pub(crate) fn finisher<T: Finish + Default>() -> Option<Arc<T>> {
 #[must_use]
 pub struct PoolLayer {
     manager: PoolManager,
+    read_first: usize,
 }
+
+/// How much of a request body [`PoolLayer`] reads before the handler runs,
+/// by default: axum's own default body limit.
+pub const READ_BODY_FIRST: usize = 2 * 1024 * 1024;
 
 impl PoolLayer {
     /// A layer serving `manager`.
@@ -139,7 +152,28 @@ impl PoolLayer {
     /// # }
     /// ```
     pub fn new(manager: PoolManager) -> Self {
-        Self { manager }
+        Self {
+            manager,
+            read_first: READ_BODY_FIRST,
+        }
+    }
+
+    /// How much of a request body is read before the handler runs (default
+    /// [`READ_BODY_FIRST`], 2 MiB): a handler taking `DbConn` or `DbTx`
+    /// then leases (and begins) only once its upload has arrived, so
+    /// clients trickling bodies hold no connection. A body larger than
+    /// `limit` reaches the handler after its first `limit` bytes, the rest
+    /// still streaming; `0` turns reading ahead off.
+    ///
+    /// ```no_run
+    /// # fn demo(manager: axum_pools::PoolManager) {
+    /// // Uploads up to 16 MiB arrive before their handler leases.
+    /// let layer = axum_pools::PoolLayer::new(manager).read_body_first(16 << 20);
+    /// # }
+    /// ```
+    pub fn read_body_first(mut self, limit: usize) -> Self {
+        self.read_first = limit;
+        self
     }
 }
 
@@ -147,7 +181,11 @@ impl<S> Layer<S> for PoolLayer {
     type Service = PoolService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PoolService::new(inner, self.manager.clone())
+        PoolService {
+            inner,
+            manager: self.manager.clone(),
+            read_first: self.read_first,
+        }
     }
 }
 
@@ -157,6 +195,7 @@ impl<S> Layer<S> for PoolLayer {
 pub struct PoolService<S> {
     inner: S,
     manager: PoolManager,
+    read_first: usize,
 }
 
 impl<S> PoolService<S> {
@@ -169,7 +208,11 @@ impl<S> PoolService<S> {
     /// # }
     /// ```
     pub fn new(inner: S, manager: PoolManager) -> Self {
-        Self { inner, manager }
+        Self {
+            inner,
+            manager,
+            read_first: READ_BODY_FIRST,
+        }
     }
 
     /// The same as [`PoolLayer::new`].
@@ -184,9 +227,10 @@ impl<S> PoolService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for PoolService<S>
+impl<S> Service<Request<Body>> for PoolService<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
@@ -196,18 +240,78 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    // The reading future yields the inner call's future on purpose: the
+    // response future polls it in place, as it does for bodiless requests.
+    #[allow(clippy::async_yields_async)]
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         let scope = RequestScope {
             manager: self.manager.clone(),
             finish: OnceCell::new(),
             query_timeout: Cell::new(None),
         };
-        // Extractors run when the inner future is polled, inside the scope.
-        let future = self.inner.call(req);
+        if self.read_first == 0 || req.body().is_end_stream() {
+            // Extractors run when the inner future is polled, inside the
+            // scope.
+            let future = self.inner.call(req);
+            return ResponseFuture {
+                state: State::Inner {
+                    future: SCOPE.scope(scope, future),
+                },
+            };
+        }
+        // The service that was made ready serves this request, later.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limit = self.read_first;
+        let (parts, body) = req.into_parts();
         ResponseFuture {
-            state: State::Inner {
-                future: SCOPE.scope(scope, future),
+            state: State::Reading {
+                future: Box::pin(async move {
+                    let body = read_first(body, limit).await;
+                    SCOPE.scope(scope, inner.call(Request::from_parts(parts, body)))
+                }),
             },
+        }
+    }
+}
+
+/// Up to `limit` bytes of `body`, read now, followed by the rest (or by the
+/// error that ended it), for the handler to read as if nothing happened.
+async fn read_first(mut body: Body, limit: usize) -> Body {
+    let mut read: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let rest = loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => break None,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    size += data.len();
+                    read.push(data);
+                }
+                // (Trailers, which a handler cannot read through axum's
+                // body extractors, are not kept.)
+                if size > limit {
+                    break Some(Ok(body));
+                }
+            }
+            Some(Err(e)) => break Some(Err(e)),
+        }
+    };
+    match rest {
+        // Whole: one buffer, as hyper would have handed it over.
+        None => Body::from(match read.len() {
+            0 => Bytes::new(),
+            1 => read.swap_remove(0),
+            _ => Bytes::from(read.concat()),
+        }),
+        Some(rest) => {
+            let head = futures_util::stream::iter(read.into_iter().map(Ok::<_, axum::Error>));
+            match rest {
+                Ok(body) => Body::from_stream(head.chain(body.into_data_stream())),
+                Err(e) => {
+                    Body::from_stream(head.chain(futures_util::stream::once(async { Err(e) })))
+                }
+            }
         }
     }
 }
@@ -225,6 +329,8 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
+        // The request body arriving, before the inner service is called.
+        Reading { future: BoxFuture<'static, TaskLocalFuture<RequestScope, F>> },
         Inner { #[pin] future: TaskLocalFuture<RequestScope, F> },
         Finishing { future: BoxFuture<'static, Response> },
     }
@@ -246,6 +352,10 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Reading { future } => {
+                    let future = ready!(future.as_mut().poll(cx));
+                    this.state.set(State::Inner { future });
+                }
                 StateProj::Inner { mut future } => {
                     let mut response = ready!(future.as_mut().poll(cx))?;
                     let Some(scope) = future.take_value() else {
@@ -267,5 +377,37 @@ where
                 StateProj::Finishing { future } => return future.as_mut().poll(cx).map(Ok),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streamed(chunks: Vec<std::io::Result<&'static [u8]>>) -> Body {
+        Body::from_stream(futures_util::stream::iter(
+            chunks.into_iter().map(|c| c.map(Bytes::from_static)),
+        ))
+    }
+
+    async fn text(body: Body) -> Result<String, axum::Error> {
+        let bytes = axum::body::to_bytes(body, usize::MAX).await?;
+        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_handler_reads_the_same_body_whatever_was_read_first() {
+        let whole = read_first(streamed(vec![Ok(b"ab"), Ok(b"cd")]), 1024).await;
+        assert_eq!(text(whole).await.unwrap(), "abcd");
+        // Over the limit: the first part read, the rest still streaming.
+        let over = read_first(streamed(vec![Ok(b"abc"), Ok(b"def"), Ok(b"gh")]), 4).await;
+        assert_eq!(text(over).await.unwrap(), "abcdefgh");
+        // A body that failed fails the handler's read the same way.
+        let cut = streamed(vec![
+            Ok(b"abc"),
+            Err(std::io::Error::other("reset by peer")),
+        ]);
+        let e = text(read_first(cut, 1024).await).await.unwrap_err();
+        assert!(e.to_string().contains("reset by peer"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ mod common;
 mod quickstart;
 
 use axum::{
-    body::Body,
+    body::{Body, Bytes},
     http::{Request, StatusCode, header},
 };
 use axum_pools::{DbConfig, PoolManager, SqliteConnection};
@@ -144,4 +144,61 @@ async fn a_batch_stores_every_note_or_none() {
         ),
         (Some(1), Some(1))
     );
+}
+
+#[tokio::test]
+async fn clients_trickling_uploads_hold_no_connection() {
+    let (_dir, path) = common::sqlite_file();
+    let manager = PoolManager::builder()
+        .database::<SqliteConnection>(
+            "notes",
+            DbConfig::from_url(path)
+                .max_size(2)
+                .acquire_timeout(std::time::Duration::from_secs(1)),
+        )
+        .build()
+        .await
+        .unwrap();
+    quickstart::migrate(&manager).await.unwrap();
+    let app = quickstart::app(manager.clone());
+
+    // Four POSTs whose bodies stop after their first byte, as a slow client's do.
+    let mut senders = Vec::new();
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tx.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
+        senders.push(tx);
+        let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let request = Request::post("/notes")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .unwrap();
+        uploads.push(tokio::spawn(app.clone().oneshot(request)));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // Meanwhile every connection is free for the readers.
+    assert_eq!(manager.stats_of("notes").unwrap().active, 0);
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.clone().oneshot(get("/notes")),
+    )
+    .await
+    .expect("answers at once")
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The uploads finish and are stored.
+    for tx in &senders {
+        tx.send(Ok(Bytes::from_static(br#""title":"slow"}"#)))
+            .await
+            .unwrap();
+    }
+    drop(senders);
+    for upload in uploads {
+        assert_eq!(upload.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    }
+    let all = body_json(app.oneshot(get("/notes")).await.unwrap()).await;
+    assert_eq!(all.as_array().unwrap().len(), 4);
 }
