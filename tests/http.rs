@@ -703,3 +703,23 @@ async fn a_half_open_probe_cancelled_mid_flight_gives_its_permit_back() {
         axum_pools::BreakerState::Closed
     );
 }
+
+#[tokio::test]
+async fn query_timeout_bounds_each_attempt_when_shorter_than_request_timeout() {
+    let (addr, _accepted) = silent().await;
+    let m = manager(
+        config(&format!("http://{addr}"))
+            .request_timeout(Duration::from_secs(30))
+            .query_timeout(Some(Duration::from_millis(150)))
+            .retries(0),
+    )
+    .await;
+    let err = tokio::time::timeout(Duration::from_secs(10), client(&m).get("/").send())
+        .await
+        .expect("bounded by query_timeout, not the 30 s request_timeout")
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpError::Timeout { after, .. } if after == Duration::from_millis(150)),
+        "{err}"
+    );
+}

@@ -149,7 +149,8 @@ pub struct PoolConfig {
     /// | Postgres | `statement_timeout` | the socket fails when no answer starts within `query_timeout` + 50 ms |
     /// | MySQL/MariaDB | `max_execution_time` / `max_statement_time` | none (the driver owns its socket) |
     /// | Redis | – | the client's response timeout (without this knob, the redis crate's 500 ms) |
-    /// | SQLite, HTTP | – | – (HTTP pools have `request_timeout`) |
+    /// | HTTP | – | each attempt, with `request_timeout` (the shorter of the two) |
+    /// | SQLite | – | – |
     ///
     /// `None`: off, as in HikariCP and sqlx.
     ///

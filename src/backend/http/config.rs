@@ -297,6 +297,15 @@ impl HttpConfig {
         self
     }
 
+    /// The bound on one attempt, from sending until the response head:
+    /// `request_timeout`, or the pool's `query_timeout` when that is set and
+    /// shorter.
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.pool
+            .query_timeout
+            .map_or(self.request_timeout, |q| q.min(self.request_timeout))
+    }
+
     /// Checks the HTTP settings; the error names the field and the value.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (field, value) in [

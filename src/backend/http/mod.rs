@@ -31,7 +31,7 @@
 //! | `FollowRedirect` | tower-http | only when `max_redirects > 0`; same origin only; 303 (and 301/302 after a `POST`) becomes a `GET` without body |
 //! | `Retry` | tower | idempotent methods (all with `retry_non_idempotent`); on no response, a timeout, 502, 503 or 504; at most `retries` times, exponential backoff from `retry_backoff` with jitter |
 //! | leasing | here | leases a connection (`acquire_timeout`, breaker, load shedding, drain), counts the attempt, tells the breaker its outcome |
-//! | `Timeout` | tower | `request_timeout` on one attempt, from sending until the response head |
+//! | `Timeout` | tower | `request_timeout` (or the pool's shorter `query_timeout`) on one attempt, from sending until the response head |
 //! | send | here | sends on the leased connection (hyper `client::conn`) |
 //!
 //! - `max_size` caps the open connections; a request that finds none free
@@ -279,8 +279,9 @@ impl Backend for Http {
         "http"
     }
 
-    /// `request_timeout` bounds each request of an HTTP pool; its
-    /// `query_timeout` watch is not used.
+    /// An HTTP pool bounds each attempt by `request_timeout` (or the pool's
+    /// `query_timeout`, when shorter) in its request stack; the
+    /// connection's watch is not used.
     async fn connect(
         &self,
         _round_trip: Option<std::sync::Arc<crate::pool::RoundTrip>>,

@@ -54,7 +54,7 @@ pub(super) fn stack(pool: &Arc<dyn ErasedPool>, http: &Http) -> Stack {
     let config = &http.config;
     let leasing = Leasing {
         pool: pool.clone(),
-        send: Timeout::new(SendOn, config.request_timeout),
+        send: Timeout::new(SendOn, config.attempt_timeout()),
     };
     let policy = RetryPolicy {
         pool: pool.clone(),
@@ -137,7 +137,7 @@ impl Service<Request<Body>> for Leasing {
                         inc(&counters.timeouts);
                         HttpError::Timeout {
                             pool,
-                            after: http.config.request_timeout,
+                            after: http.config.attempt_timeout(),
                         }
                     } else {
                         HttpError::Upstream {
