@@ -1,5 +1,6 @@
-//! Throwaway servers of the TLS tests, on free ports: a Postgres cluster
-//! (initdb) and a TLS-only `redis-server`, each stopped when dropped.
+//! Throwaway servers of the TLS and fault tests, on free ports: a Postgres
+//! cluster (initdb), a TLS-only `redis-server` and a plain one, each
+//! stopped when dropped; the fault tests freeze, kill and restart them.
 
 use std::{
     net::TcpListener,
@@ -15,10 +16,24 @@ use super::certs::{Certs, KillOnDrop};
 pub struct Cluster {
     child: Child,
     pub port: u16,
+    postgres: PathBuf,
+    data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
+    /// `kill -9` of the postmaster and its backends.
+    pub fn kill(&mut self) {
+        kill_tree(&mut self.child);
+    }
+
+    /// Starts the server again on the same port and data (after crash
+    /// recovery when it was killed); returns once it accepts connections.
+    pub fn restart(&mut self) {
+        self.child = spawn_postgres(&self.postgres, &self.data);
+        wait_listening(&mut self.child, self.port);
+    }
+
     /// Freezes the server: SIGSTOP to the postmaster and every backend, so
     /// the kernel still accepts and acknowledges but nothing answers.
     pub fn freeze(&self) {
@@ -60,12 +75,42 @@ impl Drop for Cluster {
     /// Kills the backends too: frozen (a test that failed before it thawed
     /// the server), they would outlive a killed postmaster.
     fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-P", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_tree(&mut self.child);
     }
+}
+
+/// `kill -9` of `child` and its children (which SIGKILL reaches stopped
+/// or not).
+fn kill_tree(child: &mut Child) {
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-P", &child.id().to_string()])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn spawn_postgres(postgres: &Path, data: &Path) -> Child {
+    as_postgres(postgres)
+        .arg("-D")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `port` accepts (and a moment more: listening is not yet
+/// accepting); panics, killing `child`, after 10 s.
+fn wait_listening(child: &mut Child, port: u16) {
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    kill_tree(child);
+    panic!("the throwaway server did not listen on {port}");
 }
 
 fn pg_bin(name: &str) -> Option<PathBuf> {
@@ -165,28 +210,83 @@ pub fn start_cluster_with(tls: Option<&Certs>, auth: &str) -> Option<Cluster> {
             .success();
         assert!(ok);
     }
-    let mut child = as_postgres(&postgres)
-        .arg("-D")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..250 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            // Listening is not accepting yet: give startup a moment.
-            std::thread::sleep(Duration::from_millis(200));
-            return Some(Cluster {
-                child,
-                port,
-                _dir: dir,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(40));
+    let mut child = spawn_postgres(&postgres, &data);
+    wait_listening(&mut child, port);
+    Some(Cluster {
+        child,
+        port,
+        postgres,
+        data,
+        _dir: dir,
+    })
+}
+
+/// A plain `redis-server` on a free port, keeping nothing on disk.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// `None` outside CI when there is no `redis-server`.
+    pub fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = match Self::spawn(port) {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(!super::in_ci(), "redis-server could not start: {e}");
+                eprintln!("skipping: redis-server could not start: {e}");
+                return None;
+            }
+        };
+        wait_listening(&mut child, port);
+        Some(Self { child, port })
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the throwaway cluster did not listen on {port}");
+
+    fn spawn(port: u16) -> std::io::Result<Child> {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        kill_tree(&mut self.child);
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port).unwrap();
+        wait_listening(&mut self.child, self.port);
+    }
+
+    /// SIGSTOP / SIGCONT.
+    pub fn freeze(&self) {
+        let ok = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+        assert!(ok.unwrap().success());
+    }
+
+    pub fn thaw(&self) {
+        let ok = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        assert!(ok.unwrap().success());
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        kill_tree(&mut self.child);
+    }
 }
 
 /// `redis-server` with TLS only on a free port; `None` outside CI when

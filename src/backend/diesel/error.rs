@@ -1,6 +1,8 @@
 //! [`DbError`]: what a handler using [`DbConn`](crate::DbConn) or
 //! [`DbTx`](crate::DbTx) can fail with, and the answer for each.
 
+use std::time::Duration;
+
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -22,6 +24,7 @@ use crate::{
 /// | `NotFound` from diesel | 404 |
 /// | unique violation | 409 |
 /// | a statement the server cancelled at the pool's `query_timeout` | 504 |
+/// | the connection lost during the query (server gone, socket closed) | 503 with `Retry-After` |
 /// | a failed commit | 500, "nothing was stored" |
 /// | an option the backend does not support | 500 naming it |
 /// | any other diesel error | 500 |
@@ -76,6 +79,10 @@ impl DbError {
                 StatusCode::CONFLICT
             }
             Self::Query(e) if cancelled_at_statement_timeout(e) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Query(Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +103,11 @@ impl DbError {
                 "Query timed out",
                 "the database cancelled a query that ran longer than the pool's query_timeout"
                     .to_owned(),
+            ),
+            Self::Query(_) if status == StatusCode::SERVICE_UNAVAILABLE => (
+                "backend-unavailable",
+                "Backend unavailable",
+                "the connection to the database was lost during the query; retry later".to_owned(),
             ),
             Self::Query(_) if status == StatusCode::CONFLICT => (
                 "conflict",
@@ -147,7 +159,10 @@ impl IntoResponse for DbError {
         } else {
             tracing::debug!(error = %self, "database error answered {status}");
         }
-        Problem::new(status, slug, title, detail).into_response()
+        let retry = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(Duration::from_secs(1));
+        Problem::new(status, slug, title, detail)
+            .retry_after(retry)
+            .into_response()
     }
 }
 
@@ -160,5 +175,40 @@ impl From<DbError> for LeaseRejection {
         }
         let (status, slug, title, detail) = e.problem();
         Self::Prepare(PrepareFailed::new(status, slug, title, detail).caused_by(None, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_mid_query_answers_503_and_a_cancelled_statement_504() {
+        let lost = |kind| {
+            DbError::from(Error::DatabaseError(
+                kind,
+                Box::new("connection closed".to_owned()),
+            ))
+        };
+        for kind in [
+            DatabaseErrorKind::ClosedConnection,
+            DatabaseErrorKind::UnableToSendCommand,
+        ] {
+            let response = lost(kind).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        let cancelled = DbError::from(Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("canceling statement due to statement timeout".to_owned()),
+        ));
+        assert_eq!(cancelled.status(), StatusCode::GATEWAY_TIMEOUT);
+        let other = DbError::from(Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("syntax error".to_owned()),
+        ));
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
