@@ -16,6 +16,8 @@ mod lease;
 mod maintain;
 mod managed;
 mod round_trip;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::BTreeMap,
@@ -303,8 +305,12 @@ impl<B: Backend> Pool<B> {
                     }
                 }
             }
+            // Opened for this acquisition: just proven alive, and a step that
+            // fails on it ends the acquisition (no storm of new connections).
+            let fresh = Object::metrics(&obj).recycle_count == 0;
             // A reset that went through proved the connection alive.
             if !reset
+                && !fresh
                 && now.saturating_duration_since(obj.since) >= shared.config.alive_bypass_window
             {
                 let start = *started.get_or_insert_with(Instant::now);
@@ -331,7 +337,10 @@ impl<B: Backend> Pool<B> {
                 let ran = tokio::time::timeout_at(start + limit, Box::pin(hook(&mut obj.conn)));
                 let why = match ran.await {
                     Ok(Ok(())) => None,
-                    Ok(Err(why)) => Some(shared.redactor.scrub(&why)),
+                    Ok(Err(why)) => Some(format!(
+                        "before_lease hook: {}",
+                        shared.redactor.scrub(&why)
+                    )),
                     Err(_) => {
                         drop(Object::take(obj));
                         let e = self.timed_out(start);
@@ -341,6 +350,10 @@ impl<B: Backend> Pool<B> {
                 if let Some(why) = why {
                     tracing::debug!(pool = %shared.name, reason = %why, "before_lease hook rejected a connection; discarded");
                     drop(Object::take(obj));
+                    if fresh {
+                        let e = self.map_error(DpError::Backend(BackendError::new(why)));
+                        return Err(failed(&span, self.refused(e, &mut admitted)));
+                    }
                     continue;
                 }
                 obj.in_doubt = false;
