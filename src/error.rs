@@ -89,7 +89,7 @@ pub enum PoolError {
     Timeout {
         /// The pool.
         pool: String,
-        /// How long the request waited.
+        /// How long the request waited: the pool's `acquire_timeout`.
         waited: Duration,
     },
     /// `max_waiting` requests already waited: refused at once.

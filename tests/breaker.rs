@@ -77,6 +77,8 @@ async fn the_breaker_opens_when_the_server_dies_refuses_fast_and_closes_when_it_
     let Some(mut server) = Throwaway::start(port) else {
         return;
     };
+    let logs = common::Logs::default();
+    let _guard = logs.install(tracing::Level::INFO);
     let open_for = Duration::from_millis(400);
     let config = RedisConfig::from_url(format!("redis://127.0.0.1:{port}/0"))
         .max_size(2)
@@ -150,4 +152,18 @@ async fn the_breaker_opens_when_the_server_dies_refuses_fast_and_closes_when_it_
     assert_eq!(s.breaker.state, BreakerState::Closed, "{s:?}");
     assert_eq!(s.breaker.opened, 1);
     assert_eq!(m.check_health().await.status, HealthStatus::Pass);
+
+    // Every transition's log line says which pool.
+    let text = logs.text();
+    for transition in [
+        "circuit breaker opened",
+        "circuit breaker half-open",
+        "circuit breaker closed",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(transition))
+            .unwrap_or_else(|| panic!("no {transition:?} in:\n{text}"));
+        assert!(line.contains("pool=cache"), "{line}");
+    }
 }

@@ -80,6 +80,8 @@ pub(crate) enum Admission {
 
 pub(crate) struct Breaker {
     config: BreakerConfig,
+    /// What its log lines name: the pool, or `CircuitBreakerLayer`.
+    name: String,
     state: AtomicU8,
     /// Time base of `open_until_ns`.
     epoch: Instant,
@@ -116,6 +118,12 @@ impl Breaker {
         Self::counting(config, None)
     }
 
+    /// The breaker of the pool `pool`, as its log lines say.
+    pub(crate) fn named(mut self, pool: &str) -> Self {
+        self.name = pool.to_owned();
+        self
+    }
+
     /// A breaker for a pool whose granted leases (counted by `grants`, the
     /// acquire-wait histogram) are its successful calls: the lease path then
     /// reports only failures and probe outcomes. A count-bounded window
@@ -125,6 +133,7 @@ impl Breaker {
         let grants = grants.filter(|_| config.window_calls == 0);
         Self {
             config,
+            name: "CircuitBreakerLayer".to_owned(),
             state: AtomicU8::new(CLOSED),
             epoch: Instant::now(),
             open_until_ns: AtomicU64::new(0),
@@ -392,7 +401,7 @@ impl Breaker {
         self.state.store(OPEN, Ordering::Release);
         self.opened.fetch_add(1, Ordering::Relaxed);
         self.reset_counts();
-        tracing::warn!(reason = why, open_for = ?self.config.open_duration, "circuit breaker opened");
+        tracing::warn!(pool = %self.name, reason = why, open_for = ?self.config.open_duration, "circuit breaker opened");
     }
 
     fn half_open(&self) {
@@ -402,7 +411,7 @@ impl Breaker {
             self.probes_left
                 .store(self.config.half_open_probes, Ordering::Release);
             self.state.store(HALF_OPEN, Ordering::Release);
-            tracing::info!("circuit breaker half-open: probing");
+            tracing::info!(pool = %self.name, "circuit breaker half-open: probing");
         }
     }
 
@@ -411,7 +420,7 @@ impl Breaker {
         if self.state.load(Ordering::Acquire) == HALF_OPEN {
             self.reset_counts();
             self.state.store(CLOSED, Ordering::Release);
-            tracing::info!("circuit breaker closed: probes succeeded");
+            tracing::info!(pool = %self.name, "circuit breaker closed: probes succeeded");
         }
     }
 
@@ -419,7 +428,7 @@ impl Breaker {
     pub(crate) fn force_open(&self) {
         let _guard = self.lock();
         self.state.store(FORCED_OPEN, Ordering::Release);
-        tracing::warn!("circuit breaker forced open");
+        tracing::warn!(pool = %self.name, "circuit breaker forced open");
     }
 
     /// Operator control: closed, whatever fails, until [`reset`](Self::reset).
@@ -427,7 +436,7 @@ impl Breaker {
         let _guard = self.lock();
         self.reset_counts();
         self.state.store(FORCED_CLOSED, Ordering::Release);
-        tracing::warn!("circuit breaker forced closed");
+        tracing::warn!(pool = %self.name, "circuit breaker forced closed");
     }
 
     /// Operator control: closed, counts cleared, automatic again.
@@ -435,7 +444,7 @@ impl Breaker {
         let _guard = self.lock();
         self.reset_counts();
         self.state.store(CLOSED, Ordering::Release);
-        tracing::info!("circuit breaker reset");
+        tracing::info!(pool = %self.name, "circuit breaker reset");
     }
 }
 

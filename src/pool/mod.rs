@@ -129,7 +129,7 @@ impl<B: Backend> Pool<B> {
         let stats = PoolStats::new();
         // The lease is the call, unless the backend reports each call itself.
         let grants = (!B::RECORDS_OUTCOMES).then(|| stats.acquire_wait.clone());
-        let breaker = Breaker::counting(config.breaker.clone(), grants);
+        let breaker = Breaker::counting(config.breaker.clone(), grants).named(&name);
         let shared = Arc::new(Shared {
             health: Mutex::new((PoolHealth::unchecked(&name, kind, B::COMPONENT_TYPE), None)),
             component_type: B::COMPONENT_TYPE,
@@ -532,7 +532,7 @@ impl<B: Backend> Pool<B> {
         tracing::warn!(pool = %shared.name, "acquire timed out: no usable connection within acquire_timeout");
         PoolError::Timeout {
             pool: shared.name.clone(),
-            waited: Instant::now() - start,
+            waited: shared.config.acquire_timeout.min(Instant::now() - start),
         }
     }
 
