@@ -6,85 +6,13 @@
 
 mod common;
 
-use std::{
-    net::TcpListener,
-    process::{Command, Stdio},
-    time::Duration,
-};
-
 use axum_pools::{DbConfig, DbConn, PoolManager};
-use common::certs::{Certs, KillOnDrop, make_certs, tls_in_stats};
+use common::{
+    certs::{make_certs, tls_in_stats},
+    servers::mariadb,
+};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
-
-fn start(certs: &Certs, dir: &std::path::Path) -> Option<(KillOnDrop, u16)> {
-    start_with(certs, dir, None)
-}
-
-/// The same; with `init` (SQL run at startup), the grant tables are on and
-/// enforced, else off (any user, no password).
-fn start_with(
-    certs: &Certs,
-    dir: &std::path::Path,
-    init: Option<&str>,
-) -> Option<(KillOnDrop, u16)> {
-    let data = dir.join("data");
-    let installed = Command::new("mariadb-install-db")
-        .args(["--no-defaults", "--user=root", "--skip-test-db"])
-        .arg(format!("--datadir={}", data.display()))
-        .output();
-    match installed {
-        Ok(out) => assert!(
-            out.status.success(),
-            "mariadb-install-db failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => {
-            assert!(!common::in_ci(), "mariadb-install-db: {e}");
-            eprintln!("skipping: mariadb-install-db: {e}");
-            return None;
-        }
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut command = Command::new("mariadbd");
-    command.args(["--no-defaults", "--user=root", "--skip-name-resolve"]);
-    match init {
-        Some(sql) => {
-            let file = dir.join("init.sql");
-            std::fs::write(&file, sql).unwrap();
-            command.arg(format!("--init-file={}", file.display()));
-        }
-        None => {
-            command.arg("--skip-grant-tables");
-        }
-    }
-    let mut child = command
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--socket={}", dir.join("s.sock").display()))
-        .arg(format!("--port={port}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg(format!("--ssl-cert={}", certs.cert.display()))
-        .arg(format!("--ssl-key={}", certs.key.display()))
-        .arg(format!("--ssl-ca={}", certs.ca.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((KillOnDrop(child), port));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("mariadbd did not listen on {port}");
-}
 
 async fn build(url: String) -> Result<PoolManager, axum_pools::PoolError> {
     PoolManager::builder()
@@ -110,7 +38,7 @@ async fn cipher(manager: &PoolManager) -> String {
 async fn each_ssl_mode_against_a_tls_only_mariadb() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
-    let Some((_server, port)) = start(&certs, dir.path()) else {
+    let Some((_server, port)) = mariadb(&certs, dir.path(), None) else {
         return;
     };
     let url = |host: &str, query: &str| format!("mysql://root@{host}:{port}/mysql?{query}");
@@ -178,7 +106,7 @@ async fn a_client_certificate_logs_in_a_user_created_require_x509() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let init = "CREATE USER 'x509'@'%' REQUIRE X509;\nGRANT ALL ON *.* TO 'x509'@'%';\n";
-    let Some((_server, port)) = start_with(&certs, dir.path(), Some(init)) else {
+    let Some((_server, port)) = mariadb(&certs, dir.path(), Some(init)) else {
         return;
     };
     let base = format!(

@@ -339,3 +339,70 @@ pub fn redis_tls_with(certs: &Certs, auth_clients: &str) -> Option<(KillOnDrop, 
     let _ = child.wait();
     panic!("redis-server did not listen on {port} (built without TLS?)");
 }
+
+/// A throwaway MariaDB (`mariadb-install-db` into `dir`, its own port)
+/// offering TLS with `certs`; with `init` (SQL run at startup) the grant
+/// tables are on and enforced, else off (any user, no password). `None`
+/// outside CI when MariaDB is not installed.
+pub fn mariadb(
+    certs: &Certs,
+    dir: &std::path::Path,
+    init: Option<&str>,
+) -> Option<(KillOnDrop, u16)> {
+    let data = dir.join("data");
+    let installed = Command::new("mariadb-install-db")
+        .args(["--no-defaults", "--user=root", "--skip-test-db"])
+        .arg(format!("--datadir={}", data.display()))
+        .output();
+    match installed {
+        Ok(out) => assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(!super::in_ci(), "mariadb-install-db: {e}");
+            eprintln!("skipping: mariadb-install-db: {e}");
+            return None;
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = Command::new("mariadbd");
+    command.args(["--no-defaults", "--user=root", "--skip-name-resolve"]);
+    match init {
+        Some(sql) => {
+            let file = dir.join("init.sql");
+            std::fs::write(&file, sql).unwrap();
+            command.arg(format!("--init-file={}", file.display()));
+        }
+        None => {
+            command.arg("--skip-grant-tables");
+        }
+    }
+    let mut child = command
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", dir.join("s.sock").display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--ssl-cert={}", certs.cert.display()))
+        .arg(format!("--ssl-key={}", certs.key.display()))
+        .arg(format!("--ssl-ca={}", certs.ca.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((KillOnDrop(child), port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("mariadbd did not listen on {port}");
+}
