@@ -7,6 +7,7 @@
 //! | `GET /redis` | `RedisConn`, `PING`, returns `PONG` |
 //! | `GET /http` | `HttpClient` `GET` of the upstream's `/plain`, returns its body |
 //! | `GET /plain` | returns `ok` |
+//! | `GET /mysql` | with feature `mysql` and `MYSQL_URL` set: `SELECT 1` on MySQL/MariaDB |
 //!
 //! Env: `DATABASE_URL`, `REDIS_URL` (required), `UPSTREAM_URL` (the base URL
 //! of `/http`'s upstream, e.g. `http://127.0.0.1:3007`; unset, there is no
@@ -16,7 +17,7 @@
 //! works; by default it wraps the whole router). Every pool knob is read
 //! from the environment over those defaults, prefixed `DB_`, `REDIS_` and
 //! `HTTP_` (`DB_QUERY_TIMEOUT=1s DB_ACQUIRE_TIMEOUT=2s DB_MAX_SIZE=8`; see
-//! `PoolConfig::from_env`).
+//! `PoolConfig::from_env`). `RUST_LOG` turns logging on (off by default).
 
 #![allow(missing_docs)]
 
@@ -30,6 +31,16 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tower::Layer;
 
 async fn db(mut db: DbConn<AsyncPgConnection>) -> Result<String, DbError> {
+    let one: i32 = diesel::select(1.into_sql::<Integer>())
+        .get_result(&mut db)
+        .await?;
+    Ok(one.to_string())
+}
+
+/// `GET /mysql`: the same `SELECT 1` on MySQL/MariaDB (feature `mysql`,
+/// `MYSQL_URL` set, knobs `MYSQL_*`).
+#[cfg(feature = "mysql")]
+async fn mysql(mut db: DbConn<diesel_async::AsyncMysqlConnection>) -> Result<String, DbError> {
     let one: i32 = diesel::select(1.into_sql::<Integer>())
         .get_result(&mut db)
         .await?;
@@ -53,6 +64,10 @@ async fn plain() -> &'static str {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Silent unless asked (`RUST_LOG=warn`): logging costs the benchmark.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
     let pool_max: usize = std::env::var("POOL_MAX")
         .unwrap_or_else(|_| "16".into())
@@ -76,8 +91,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .knobs_from_env("HTTP")?;
         builder = builder.http("upstream", config);
     }
+    #[cfg(feature = "mysql")]
+    if let Ok(url) = std::env::var("MYSQL_URL") {
+        let config = DbConfig::from_url(url)
+            .max_size(pool_max)
+            .knobs_from_env("MYSQL")?;
+        builder = builder.database::<diesel_async::AsyncMysqlConnection>("mysql", config);
+    }
     let manager = builder.build().await?;
-    let app = Router::new()
+    let app = Router::new();
+    #[cfg(feature = "mysql")]
+    let app = app.route("/mysql", get(mysql));
+    let app = app
         .route("/db", get(db))
         .route("/redis", get(redis_ping))
         .route("/http", get(http))

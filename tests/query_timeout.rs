@@ -200,51 +200,6 @@ mod mysql {
             "the connection survived"
         );
     }
-
-    fn signal(pid: u32, signal: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal} {pid}");
-    }
-
-    /// A frozen MariaDB (SIGSTOP), over plaintext and over TLS checked end
-    /// to end: the relay cuts the round trip, the request answers 504, the
-    /// pool serves again once thawed.
-    #[tokio::test]
-    async fn a_frozen_server_is_cut_off_through_the_relay() {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = crate::common::certs::make_certs(dir.path());
-        let Some((server, port)) = crate::common::servers::mariadb(&certs, dir.path(), None) else {
-            return;
-        };
-        let pid = server.0.id();
-        let ca = certs.ca.display().to_string();
-        for (host, query) in [
-            ("127.0.0.1", "ssl-mode=DISABLED".to_owned()),
-            ("localhost", format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}")),
-        ] {
-            let url = format!("mysql://root@{host}:{port}/mysql?{query}");
-            let m = manager(&url).await;
-            let app = Router::new()
-                .route("/one", get(|db| run(db, "1")))
-                .layer(PoolLayer::new(m.clone()));
-            assert_eq!(answer(&app, "/one").await.0, StatusCode::OK, "{query}");
-
-            signal(pid, "STOP");
-            let (status, body) = answer(&app, "/one").await;
-            signal(pid, "CONT");
-            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{query}: {body}");
-            assert_eq!(body["pool"], "mysql");
-
-            assert_eq!(answer(&app, "/one").await.0, StatusCode::OK, "{query}");
-            let stats = m.stats_of("mysql").unwrap();
-            assert_eq!(stats.query_timeouts, 1, "{query}: {stats:?}");
-            assert_eq!(stats.active, 0);
-        }
-    }
 }
 
 #[cfg(feature = "redis")]

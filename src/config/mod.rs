@@ -147,7 +147,7 @@ pub struct PoolConfig {
     /// | backend | the server's bound | the client's bound |
     /// |---|---|---|
     /// | Postgres | `statement_timeout` | the socket fails when no answer starts within `query_timeout` + 50 ms |
-    /// | MySQL/MariaDB | `max_execution_time` / `max_statement_time` | the same, through a loopback relay of the crate's (the driver owns its socket) |
+    /// | MySQL/MariaDB | `max_execution_time` / `max_statement_time` | none (the driver owns its socket) |
     /// | Redis | – | the client's response timeout (without this knob, the redis crate's 500 ms) |
     /// | HTTP | – | each attempt, with `request_timeout` (the shorter of the two) |
     /// | SQLite | – | – |

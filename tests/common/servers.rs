@@ -350,10 +350,18 @@ pub fn mariadb(
     init: Option<&str>,
 ) -> Option<(KillOnDrop, u16)> {
     let data = dir.join("data");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // Two bootstraps at once have crashed mariadbd (signal 11 dropping a
+    // temporary Aria table): one at a time, each with its own tmpdir.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let installing = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let installed = Command::new("mariadb-install-db")
         .args(["--no-defaults", "--user=root", "--skip-test-db"])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .output();
+    drop(installing);
     match installed {
         Ok(out) => assert!(
             out.status.success(),
@@ -386,6 +394,7 @@ pub fn mariadb(
     }
     let mut child = command
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .arg(format!("--socket={}", dir.join("s.sock").display()))
         .arg(format!("--port={port}"))
         .arg("--bind-address=127.0.0.1")

@@ -17,7 +17,7 @@ mod error;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(feature = "postgres")]
 mod silence;
 pub mod tx;
 

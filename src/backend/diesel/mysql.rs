@@ -23,7 +23,6 @@ use mysql_async::{ClientIdentity, DriverError, Opts, OptsBuilder, SslOpts};
 
 use std::sync::Arc;
 
-use super::silence::Silence;
 use crate::{pool::RoundTrip, tls};
 
 /// How a MySQL pool opens its connections: the driver's options, made once
@@ -99,8 +98,8 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
     /// Opens one connection; the error names the TLS reason when there is
     /// one. With `query_timeout` the server bounds each statement
     /// (MariaDB `max_statement_time`, MySQL `max_execution_time`, which
-    /// covers `SELECT` only), and the connection goes through a relay that
-    /// cuts it when the server stays silent ([`relayed`]).
+    /// covers `SELECT` only); the driver owns its socket, so a server that
+    /// stops answering altogether is not cut off by the client.
     async fn connect(
         &self,
         round_trip: Option<Arc<RoundTrip>>,
@@ -109,17 +108,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             self.encrypted
                 .store(encrypted, std::sync::atomic::Ordering::Relaxed)
         };
-        let open = |opts: &Opts| {
-            let opts = opts.clone();
-            let round_trip = round_trip.clone();
-            async move {
-                match round_trip {
-                    None => mysql_async::Conn::new(opts).await,
-                    Some(round_trip) => relayed(opts, round_trip).await,
-                }
-            }
-        };
-        let conn = match open(&self.opts).await {
+        let conn = match mysql_async::Conn::new(self.opts.clone()).await {
             Ok(conn) => {
                 store(self.opts.ssl_opts().is_some());
                 conn
@@ -131,7 +120,9 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
                         self.mode
                     ));
                 };
-                let conn = open(plain).await.map_err(|e| e.to_string())?;
+                let conn = mysql_async::Conn::new(plain.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 store(false);
                 conn
             }
@@ -178,45 +169,6 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
         let on = self.encrypted.load(std::sync::atomic::Ordering::Relaxed);
         Some(if on { "on" } else { "off" }.to_owned())
     }
-}
-
-/// A connection made through a relay of ours, for `query_timeout`: the
-/// driver opens its own socket and takes no other, so it is pointed at a
-/// listener on `127.0.0.1` that serves this one connection, and the relay
-/// copies bytes between it and the server over a [`Silence`] socket, which
-/// fails when the server stays silent past `query_timeout` after the driver
-/// wrote: the relay then closes both sides and the driver's round trip
-/// fails. TLS stays end to end (the driver checks the server's name, not
-/// the relay's).
-async fn relayed(
-    opts: Opts,
-    round_trip: Arc<RoundTrip>,
-) -> Result<mysql_async::Conn, mysql_async::Error> {
-    let host = opts.ip_or_hostname().to_owned();
-    let server = (host.clone(), opts.tcp_port());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let port = listener.local_addr()?.port();
-    let ssl = opts
-        .ssl_opts()
-        .cloned()
-        .map(|ssl| ssl.with_danger_tls_hostname_override(Some(host)));
-    let relay = tokio::spawn(async move {
-        let (mut client, _) = listener.accept().await?;
-        let upstream = tokio::net::TcpStream::connect(server).await?;
-        upstream.set_nodelay(true)?;
-        client.set_nodelay(true)?;
-        let mut upstream = Silence::new(upstream, round_trip);
-        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-    });
-    let opts = OptsBuilder::from_opts(opts)
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .ssl_opts(ssl);
-    let conn = mysql_async::Conn::new(opts).await;
-    if conn.is_err() {
-        relay.abort();
-    }
-    conn
 }
 
 /// `VERIFY_IDENTITY`: the platform's roots and `ssl-ca`, no built-in list.

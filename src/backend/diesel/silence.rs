@@ -1,6 +1,6 @@
 //! [`Silence`]: a socket that fails when the server stays silent too long
-//! after the client wrote to it: the client side of `query_timeout`, on the
-//! socket we open for Postgres and on the relay's upstream for MySQL.
+//! after the client wrote to it: the client side of `query_timeout` for the
+//! drivers whose socket we open ourselves (Postgres).
 //!
 //! It sits under TLS and sees bytes, not messages, so it bounds the wait
 //! for the first byte of an answer: armed by a write, disarmed by any byte
