@@ -377,6 +377,19 @@ async fn health_and_stats_routes_serve_every_pool_and_404_unknown_names() {
                 .contains("(registered: main, reports)")
         );
     }
+
+    // A name segment that is not UTF-8: problem+json as well, not text.
+    for uri in ["/pools/health/%ff", "/pools/stats/%ff"] {
+        let r = app.clone().oneshot(req(uri)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let body = body_json(r).await;
+        assert_eq!(
+            body["type"], "urn:axum-pools:problem:invalid-path",
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

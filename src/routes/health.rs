@@ -1,12 +1,12 @@
 //! `GET /pools/health` and `GET /pools/health/{name}`.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, request::Parts},
     response::Response,
 };
 
-use super::{PoolName, UnknownPool, health_json, json, unknown_pool};
+use super::{Name, PoolName, UnknownPool, health_json, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{
     health::{HealthDetails, HealthReport, HealthStatus, PoolHealth},
@@ -84,7 +84,7 @@ async fn report(
 pub(super) async fn one(
     State(manager): State<PoolManager>,
     State(details): State<HealthDetails>,
-    Path(PoolName { name }): Path<PoolName>,
+    Name(name): Name,
     parts: Parts,
 ) -> Response {
     if !details.show(&parts) {

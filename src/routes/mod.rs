@@ -120,6 +120,34 @@ struct PoolName {
     name: String,
 }
 
+/// The `{name}` segment as the handlers take it: a segment axum cannot
+/// read (not UTF-8, say) is answered with problem+json too, like every
+/// other answer of these routes.
+struct Name(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Name {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        use axum::{extract::Path, response::IntoResponse as _};
+        match Path::<PoolName>::from_request_parts(parts, state).await {
+            Ok(Path(PoolName { name })) => Ok(Self(name)),
+            Err(rejection) => Err(no_store(
+                Problem::new(
+                    rejection.status(),
+                    "invalid-path",
+                    "Invalid path",
+                    rejection.body_text(),
+                )
+                .into_response(),
+            )),
+        }
+    }
+}
+
 /// The per-pool routes' answer to a name no pool has.
 #[derive(utoipa::IntoResponses)]
 #[response(

@@ -1,13 +1,9 @@
 //! `GET /pools/stats` and `GET /pools/stats/{name}`.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{extract::State, http::StatusCode, response::Response};
 use serde::Serialize;
 
-use super::{PoolName, UnknownPool, json, unknown_pool};
+use super::{Name, PoolName, UnknownPool, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{manager::PoolManager, stats::StatsSnapshot};
 
@@ -43,10 +39,7 @@ pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
         UnknownPool,
     )
 )]
-pub(super) async fn one(
-    State(manager): State<PoolManager>,
-    Path(PoolName { name }): Path<PoolName>,
-) -> Response {
+pub(super) async fn one(State(manager): State<PoolManager>, Name(name): Name) -> Response {
     match manager.stats_of(&name) {
         Some(stats) => json(StatusCode::OK, stats),
         None => unknown_pool(&manager, name),
