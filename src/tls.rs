@@ -16,7 +16,11 @@
 //!
 //! The handshake's signatures are checked in every mode.
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -49,6 +53,28 @@ pub(crate) struct Files {
     pub(crate) cert: Option<PathBuf>,
     /// The PEM private key of `cert`.
     pub(crate) key: Option<PathBuf>,
+}
+
+impl Files {
+    /// The client certificate and key, which go together; `names` are the
+    /// backend's own words for them in the error.
+    pub(crate) fn identity(&self, names: [&str; 2]) -> Result<Option<(&Path, &Path)>, String> {
+        match (&self.cert, &self.key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            _ => Err(format!(
+                "{} and {} go together: set both or neither",
+                names[0], names[1]
+            )),
+        }
+    }
+}
+
+/// The bytes of `path`, the file the user gave as `name`, for drivers that
+/// take PEM bytes; the error names both.
+#[cfg(any(feature = "mysql", feature = "redis"))]
+pub(crate) fn read(name: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{name} {}: {e}", path.display()))
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -91,8 +117,8 @@ pub(crate) fn client_config(
                 .with_custom_certificate_verifier(Arc::new(Partial { chain, provider }))
         }
     };
-    let mut config = match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => {
+    let mut config = match files.identity(["sslcert", "sslkey"])? {
+        Some((cert, key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
@@ -102,8 +128,7 @@ pub(crate) fn client_config(
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("sslcert/sslkey: {e}"))?
         }
-        (None, None) => builder.with_no_client_auth(),
-        _ => return Err("sslcert and sslkey go together: set both or neither".to_owned()),
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))

@@ -202,25 +202,24 @@ fn client_identity(
     key: Option<String>,
     mode: &str,
 ) -> Result<Option<ClientIdentity>, String> {
-    let read = |name: &str, path: &str| {
-        std::fs::read(path)
-            .map(Into::into)
-            .map_err(|e| format!("{name} {path}: {e}"))
+    let files = tls::Files {
+        cert: cert.map(Into::into),
+        key: key.map(Into::into),
+        ..tls::Files::default()
     };
-    match (cert, key) {
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) if mode == "DISABLED" => Err(
+    let Some((cert, key)) = files.identity(["ssl-cert", "ssl-key"])? else {
+        return Ok(None);
+    };
+    if mode == "DISABLED" {
+        return Err(
             "ssl-cert and ssl-key need TLS, but ssl-mode=DISABLED; drop them or choose another ssl-mode"
                 .to_owned(),
-        ),
-        (Some(cert), Some(key)) => {
-            let cert = read("ssl-cert", &cert)?;
-            let pem = std::fs::read(&key).map_err(|e| format!("ssl-key {key}: {e}"))?;
-            let key = rsa_pkcs1_der(&pem).map_err(|e| format!("ssl-key {key}: {e}"))?;
-            Ok(Some(ClientIdentity::new(cert, key.into())))
-        }
-        _ => Err("ssl-cert and ssl-key go together: set both or neither".to_owned()),
+        );
     }
+    let cert = tls::read("ssl-cert", cert)?;
+    let pem = tls::read("ssl-key", key)?;
+    let der = rsa_pkcs1_der(&pem).map_err(|e| format!("ssl-key {}: {e}", key.display()))?;
+    Ok(Some(ClientIdentity::new(cert.into(), der.into())))
 }
 
 /// The key as the driver reads it: PKCS#1 DER, the only form its rustls

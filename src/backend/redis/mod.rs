@@ -39,6 +39,7 @@ pub use self::{config::RedisConfig, conn::RedisConn};
 use crate::{
     manager::PoolManagerBuilder,
     pool::{Backend, RoundTrip, hooks::Hooks},
+    tls,
 };
 
 impl PoolManagerBuilder {
@@ -220,17 +221,10 @@ pub struct Redis {
     tls: bool,
 }
 
-/// The TLS files a Redis URL names: `sslrootcert`, `sslcert`, `sslkey`.
-#[derive(Debug, Default)]
-struct TlsFiles {
-    ca: Option<String>,
-    cert: Option<String>,
-    key: Option<String>,
-}
-
-/// Takes the TLS file parameters out of a Redis URL's query.
-fn take_tls_files(url: &str) -> (String, TlsFiles) {
-    let mut files = TlsFiles::default();
+/// Takes the TLS file parameters (`sslrootcert`, `sslcert`, `sslkey`) out
+/// of a Redis URL's query.
+fn take_tls_files(url: &str) -> (String, tls::Files) {
+    let mut files = tls::Files::default();
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_owned(), files);
     };
@@ -249,7 +243,8 @@ fn take_tls_files(url: &str) -> (String, TlsFiles) {
         *slot = Some(
             percent_encoding::percent_decode_str(value)
                 .decode_utf8_lossy()
-                .into_owned(),
+                .into_owned()
+                .into(),
         );
     }
     let url = if kept.is_empty() {
@@ -260,30 +255,26 @@ fn take_tls_files(url: &str) -> (String, TlsFiles) {
     (url, files)
 }
 
-impl TlsFiles {
-    /// The certificates to build the client with; `None` without any file.
-    fn read(self) -> Result<Option<redis::TlsCertificates>, String> {
-        let read =
-            |name: &str, path: &str| std::fs::read(path).map_err(|e| format!("{name} {path}: {e}"));
-        let client_tls = match (self.cert, self.key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: read("sslcert", &cert)?,
-                client_key: read("sslkey", &key)?,
-            }),
-            _ => return Err("sslcert and sslkey go together: set both or neither".to_owned()),
-        };
-        let root_cert = match self.ca {
-            Some(ca) => Some(read("sslrootcert", &ca)?),
-            None => None,
-        };
-        Ok(
-            (client_tls.is_some() || root_cert.is_some()).then_some(redis::TlsCertificates {
-                client_tls,
-                root_cert,
-            }),
-        )
-    }
+/// The certificates to build the client with, read from `files`; `None`
+/// without any file.
+fn certificates(files: &tls::Files) -> Result<Option<redis::TlsCertificates>, String> {
+    let client_tls = match files.identity(["sslcert", "sslkey"])? {
+        None => None,
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: tls::read("sslcert", cert)?,
+            client_key: tls::read("sslkey", key)?,
+        }),
+    };
+    let root_cert = match &files.ca {
+        Some(ca) => Some(tls::read("sslrootcert", ca)?),
+        None => None,
+    };
+    Ok(
+        (client_tls.is_some() || root_cert.is_some()).then_some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
 }
 
 /// Not derived: the client holds the password.
@@ -300,20 +291,24 @@ impl Redis {
     /// password).
     pub(crate) fn new(url: &str) -> Result<Self, String> {
         let (url, files) = take_tls_files(url);
-        let tls = url.starts_with("rediss://");
-        if tls {
-            crate::tls::install_default_provider();
+        let encrypted = url.starts_with("rediss://");
+        if encrypted {
+            tls::install_default_provider();
         }
-        let client = match files.read()? {
+        let client = match certificates(&files)? {
             None => redis::Client::open(url.as_str()),
-            Some(_) if !tls => {
+            Some(_) if !encrypted => {
                 return Err("sslrootcert, sslcert and sslkey need a rediss:// URL".to_owned());
             }
             Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
         }
         .map_err(|e| e.to_string())?;
         let db = client.get_connection_info().redis_settings().db();
-        Ok(Self { client, db, tls })
+        Ok(Self {
+            client,
+            db,
+            tls: encrypted,
+        })
     }
 }
 
@@ -339,7 +334,7 @@ impl Backend for Redis {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| match crate::tls::reason(&e) {
+            .map_err(|e| match tls::reason(&e) {
                 Some(reason) => reason,
                 None => e.to_string(),
             })?;
