@@ -200,27 +200,16 @@ impl PgConnector {
         let (socket, host) = open_socket(&config).await?;
         let socket = Silence::new(socket, round_trip);
         let client = match &self.tls {
-            None => {
-                let (client, connection) = config
-                    .connect_raw(socket, NoTls)
-                    .await
-                    .map_err(|e| self.explain(&e))?;
-                tokio::spawn(drive(connection));
-                client
-            }
+            None => connect_driven(&config, socket, NoTls).await,
             Some(tls) => {
                 let connect = RustlsConnect {
                     make: tls.clone(),
                     host,
                 };
-                let (client, connection) = config
-                    .connect_raw(socket, connect)
-                    .await
-                    .map_err(|e| self.explain(&e))?;
-                tokio::spawn(drive(connection));
-                client
+                connect_driven(&config, socket, connect).await
             }
-        };
+        }
+        .map_err(|e| self.explain(&e))?;
         AsyncPgConnection::try_from(client)
             .await
             .map_err(|e| e.to_string())
@@ -354,6 +343,21 @@ async fn open_socket(config: &tokio_postgres::Config) -> Result<(PgSocket, Strin
         }
     }
     Err(failed)
+}
+
+/// Connects over `socket` and drives the connection on a task of ours.
+async fn connect_driven<T>(
+    config: &tokio_postgres::Config,
+    socket: Silence<PgSocket>,
+    tls: T,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error>
+where
+    T: TlsConnect<Silence<PgSocket>>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect_raw(socket, tls).await?;
+    tokio::spawn(drive(connection));
+    Ok(client)
 }
 
 /// Drives a connection opened by [`PgConnector::connect_watched`] until its
