@@ -59,17 +59,10 @@ start_app() { # binary port recycle
   echo "$1 did not start" >&2; exit 1
 }
 
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.2f", v}'; }
+. scripts/wrk.sh
 
 measure() { # label port route round
-  local url="http://127.0.0.1:$2/$3" out rps p50 p99 bad
-  wrk -t"$THREADS" -c"$CONNS" -d2s "$url" >/dev/null
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
-  rps=$(awk '/^Requests\/sec/{printf "%.0f", $2}' <<<"$out")
-  p50=$(awk '$1=="50%"{print $2}' <<<"$out" | to_ms)
-  p99=$(awk '$1=="99%"{print $2}' <<<"$out" | to_ms)
-  bad=$(awk '/Non-2xx/{print $5} /Socket errors/{print "sock"}' <<<"$out" | tr '\n' ' ')
-  printf '%s %s %s %s %s %s %s\n' "$4" "$3" "$1" "$rps" "$p50" "$p99" "${bad:-0}" | tee -a "$RESULTS"
+  printf '%s %s %s %s\n' "$4" "$3" "$1" "$(wrk_run "http://127.0.0.1:$2/$3")" | tee -a "$RESULTS"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION; POOL_MAX=$POOL_MAX"

@@ -17,6 +17,8 @@ command -v mariadbd      >/dev/null || need+=(mariadb-server)
 command -v redis-server  >/dev/null || need+=(redis-server)
 # The TLS tests make an RSA client key with it (the MySQL driver takes no other).
 command -v openssl       >/dev/null || need+=(openssl)
+# tests/pgbouncer.rs starts its own instances of it in transaction mode.
+[ -x /usr/sbin/pgbouncer ]         || need+=(pgbouncer)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "services-up: missing ${need[*]}; run as root to install them" >&2

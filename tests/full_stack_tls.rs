@@ -9,59 +9,16 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    path::PathBuf,
+    io::Read,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use common::{
     certs::{KillOnDrop, make_certs},
+    example::{free_port, get},
     servers::{redis_tls, start_cluster},
 };
-
-/// The example's binary: built by `cargo test --all-targets`, else built
-/// here.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let binary = dir.join("examples").join("full_stack");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let ok = Command::new(cargo)
-            .args(["build", "--example", "full_stack", "--features"])
-            .arg("postgres,redis,http")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "cargo build --example full_stack failed");
-    }
-    binary
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on `port`: the status line and the body, once it answers.
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
 
 #[test]
 fn full_stack_over_tls_passes_with_the_ca_and_exits_saying_why_without() {
@@ -71,7 +28,7 @@ fn full_stack_over_tls_passes_with_the_ca_and_exits_saying_why_without() {
     else {
         return;
     };
-    let binary = example_binary();
+    let binary = common::example::binary("full_stack", "postgres,redis,http");
     let run = |ca: &std::path::Path, port: u16| {
         let mut command = Command::new(&binary);
         command

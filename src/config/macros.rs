@@ -19,14 +19,15 @@ macro_rules! setters {
 /// `DbConfig::from_url(..).max_size(4)` reads like
 /// `PoolConfig::default().max_size(4)`).
 macro_rules! pool_setters {
-    () => {
+    ($($extra:ident: $var:literal),*) => {
         /// Applies the pool knobs an operator set in the environment
         /// (`{PREFIX}_MAX_SIZE`, `{PREFIX}_ACQUIRE_TIMEOUT`,
         /// `{PREFIX}_QUERY_TIMEOUT`, …: the names and forms of
         /// [`PoolConfig::from_env`](crate::PoolConfig::from_env)) over those
         /// set so far, so the code gives the defaults and a deployment
-        /// changes them without a rebuild. The error names the variable and
-        /// its value.
+        /// changes them without a rebuild (with the type's own switches, such
+        /// as `{PREFIX}_TRANSACTION_POOLING` of a `DbConfig`). The error names
+        /// the variable and its value.
         ///
         /// ```no_run
         /// // DB_MAX_SIZE=8 DB_QUERY_TIMEOUT=1s override the 16 and the default.
@@ -35,7 +36,10 @@ macro_rules! pool_setters {
         /// ```
         pub fn knobs_from_env(mut self, prefix: &str) -> Result<Self, $crate::ConfigError> {
             let knobs = ::std::mem::take(self.knobs());
-            *self.knobs() = knobs.overridden_by(prefix, |key| ::std::env::var(key).ok())?;
+            let lookup = |key: &str| ::std::env::var(key).ok();
+            *self.knobs() = knobs.overridden_by(prefix, lookup)?;
+            let _env = $crate::config::EnvReader { prefix, lookup };
+            $(_env.read($var, &mut self.$extra, $crate::config::parse_bool)?;)*
             Ok(self)
         }
 
@@ -86,17 +90,27 @@ macro_rules! from_env {
 /// The methods of a config that is a server URL plus the shared knobs
 /// (`DbConfig`, `RedisConfig`): `from_url`, `from_env`, `from_lookup`, the
 /// knob setters, and a `Debug` that redacts the URL. `$prefix` and `$url`
-/// make the examples.
+/// make the examples. `$extra` are the type's own switches (`bool`, off by
+/// default, read from `{PREFIX}_$var`); each has its setter.
 macro_rules! url_config {
-    ($name:ident, $prefix:literal, $url:literal) => {
+    ($name:ident, $prefix:literal, $url:literal $(; $($(#[$doc:meta])* $extra:ident: $var:literal),*)?) => {
         impl $name {
             /// A config for `url` with default knobs.
             pub fn from_url(url: impl Into<String>) -> Self {
                 Self {
                     url: url.into(),
                     pool: $crate::PoolConfig::default(),
+                    $($($extra: false,)*)?
                 }
             }
+
+            $($(
+                $(#[$doc])*
+                pub fn $extra(mut self, $extra: bool) -> Self {
+                    self.$extra = $extra;
+                    self
+                }
+            )*)?
 
             $crate::config::from_env! {
                 #[doc = concat!(
@@ -125,15 +139,19 @@ macro_rules! url_config {
                 prefix: &str,
                 lookup: impl Fn(&str) -> Option<String>,
             ) -> Result<Self, $crate::ConfigError> {
-                let (url, pool) = $crate::config::url_and_knobs(prefix, lookup)?;
-                Ok(Self { url, pool })
+                let (url, pool) = $crate::config::url_and_knobs(prefix, &lookup)?;
+                #[allow(unused_mut)]
+                let mut config = Self { url, pool, $($($extra: false,)*)? };
+                let _env = $crate::config::EnvReader { prefix, lookup };
+                $($(_env.read($var, &mut config.$extra, $crate::config::parse_bool)?;)*)?
+                Ok(config)
             }
 
             fn knobs(&mut self) -> &mut $crate::PoolConfig {
                 &mut self.pool
             }
 
-            $crate::config::pool_setters!();
+            $crate::config::pool_setters!($($($extra: $var),*)?);
         }
 
         impl ::std::fmt::Debug for $name {
@@ -141,6 +159,7 @@ macro_rules! url_config {
                 f.debug_struct(stringify!($name))
                     .field("url", &$crate::redact::redact_url(&self.url))
                     .field("pool", &self.pool)
+                    $($(.field(stringify!($extra), &self.$extra))*)?
                     .finish()
             }
         }

@@ -11,6 +11,7 @@ use std::{
 use axum::{body::Body, http::Request, response::Response};
 
 pub mod certs;
+pub mod example;
 pub mod servers;
 use http_body_util::BodyExt;
 

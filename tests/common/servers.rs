@@ -415,3 +415,102 @@ pub fn mariadb(
     let _ = child.wait();
     panic!("mariadbd did not listen on {port}");
 }
+
+/// Debian's PgBouncer on a free port, in transaction mode, in front of the
+/// Postgres database of `target` (a `postgres://user:password@host:port/db`
+/// URL) with `pool_size` server connections; clients log in as that user
+/// (trust). Run as the `postgres` user (it refuses root); stopped when
+/// dropped. `None` (skipped) when it is not installed, outside CI.
+pub struct PgBouncer {
+    _child: KillOnDrop,
+    /// The URL of the database through it.
+    pub url: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn pgbouncer(target: &str, pool_size: usize) -> Option<PgBouncer> {
+    pgbouncer_with(target, pool_size, None)
+}
+
+/// The same, with TLS required of clients (`certs`' server certificate,
+/// for `localhost`) when `tls` is given.
+pub fn pgbouncer_with(target: &str, pool_size: usize, tls: Option<&Certs>) -> Option<PgBouncer> {
+    let binary = Path::new("/usr/sbin/pgbouncer");
+    if !binary.exists() {
+        assert!(
+            !super::in_ci(),
+            "pgbouncer is not installed: scripts/services-up.sh installs it"
+        );
+        eprintln!("skipping: no pgbouncer");
+        return None;
+    }
+    let rest = target.split_once("://").expect("a postgres URL").1;
+    let (user_info, rest) = rest.split_once('@').expect("user@host in the URL");
+    let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
+    let (host_port, db) = rest.split_once('/').expect("a database in the URL");
+    let db = db.split('?').next().unwrap();
+    let (host, server_port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pgbouncer.log");
+    let users = dir.path().join("users.txt");
+    std::fs::write(&users, format!("\"{user}\" \"{password}\"\n")).unwrap();
+    let mut client_tls = String::new();
+    if let Some(certs) = tls {
+        let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        std::fs::copy(&certs.cert, &cert).unwrap();
+        std::fs::copy(&certs.key, &key).unwrap();
+        client_tls = format!(
+            "client_tls_sslmode = require\nclient_tls_cert_file = {}\nclient_tls_key_file = {}\n",
+            cert.display(),
+            key.display()
+        );
+    }
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\n\
+             {db} = host={host} port={server_port} dbname={db} user={user} password={password}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {users}\n\
+             pool_mode = transaction\n\
+             default_pool_size = {pool_size}\n\
+             max_client_conn = 1000\n\
+             logfile = {log}\n\
+             {client_tls}",
+            users = users.display(),
+            log = log.display(),
+        ),
+    )
+    .unwrap();
+    let ok = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown of the pgbouncer dir");
+    let mut child = as_postgres(binary)
+        .arg(&ini)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(&mut child, port);
+    Some(PgBouncer {
+        _child: KillOnDrop(child),
+        url: format!("postgres://{user}:{password}@127.0.0.1:{port}/{db}"),
+        log,
+        _dir: dir,
+    })
+}

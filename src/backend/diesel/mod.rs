@@ -75,8 +75,13 @@ impl PoolManagerBuilder {
         config: DbConfig,
         hooks: Hooks<C>,
     ) -> Self {
-        let DbConfig { url, pool } = config;
-        self.register(name.into(), Diesel::<C>::new(&url), &url, pool, hooks)
+        let DbConfig {
+            url,
+            pool,
+            transaction_pooling,
+        } = config;
+        let backend = Diesel::<C>::new(&url, transaction_pooling);
+        self.register(name.into(), backend, &url, pool, hooks)
     }
 }
 
@@ -124,6 +129,12 @@ pub trait DbConnection:
 pub trait Connect<C>: Send + Sync + Sized + 'static {
     /// Parses the pool's URL; the error says what is wrong with it.
     fn new(url: &str) -> Result<Self, String>;
+
+    /// Turns `transaction_pooling` on; refused by the backends that have
+    /// no such mode.
+    fn transaction_pooling(&mut self) -> Result<(), String> {
+        Err("transaction_pooling: applies to Postgres pools only; turn it off for this pool".into())
+    }
 
     /// Opens one connection. Errors are raw driver text; the pool scrubs
     /// them. `round_trip`: the pool's `query_timeout` watch, enforced where
@@ -275,9 +286,13 @@ impl<C: DbConnection> std::fmt::Debug for Diesel<C> {
 impl<C: DbConnection> Diesel<C> {
     /// The backend of a pool at `url`; the error says what is wrong with
     /// the URL.
-    pub(crate) fn new(url: &str) -> Result<Self, String> {
+    pub(crate) fn new(url: &str, transaction_pooling: bool) -> Result<Self, String> {
+        let mut connector = C::Connector::new(url)?;
+        if transaction_pooling {
+            connector.transaction_pooling()?;
+        }
         Ok(Self {
-            connector: C::Connector::new(url)?,
+            connector,
             first_setup: tokio::sync::OnceCell::new(),
             _conn: PhantomData,
         })

@@ -16,27 +16,24 @@
 //! the other parameters, so they are taken out of the URL here and the TLS
 //! is done by this crate's one stack ([`crate::tls`]).
 
-use std::{
-    io,
-    path::PathBuf,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    task::{Context, Poll},
-};
+mod socket;
+mod tls;
+mod unnamed;
+
+use std::{path::PathBuf, sync::Arc};
 
 use diesel_async::AsyncPgConnection;
-use futures_util::future::BoxFuture;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::{
-    Socket,
-    config::SslMode,
-    tls::{ChannelBinding, MakeTlsConnect, NoTls, TlsConnect},
-};
+use tokio_postgres::{config::SslMode, tls::NoTls};
 
+use self::{
+    socket::{Stream, connect_driven, open_socket},
+    tls::{MakeRustls, Refused, RustlsConnect},
+    unnamed::Unnamed,
+};
 use super::silence::Silence;
 use crate::{
     pool::RoundTrip,
-    tls::{self, Files, Verify},
+    tls::{Files, Verify},
 };
 
 /// How a Postgres pool opens its connections: the driver's config and, for
@@ -45,6 +42,8 @@ pub struct PgConnector {
     config: tokio_postgres::Config,
     mode: Mode,
     tls: Option<MakeRustls>,
+    /// `transaction_pooling`: see [`unnamed`].
+    pooled: bool,
 }
 
 /// Not derived: the driver's config holds the password.
@@ -52,6 +51,7 @@ impl std::fmt::Debug for PgConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgConnector")
             .field("sslmode", &self.mode.name())
+            .field("transaction_pooling", &self.pooled)
             .finish_non_exhaustive()
     }
 }
@@ -128,11 +128,21 @@ impl super::Connect<AsyncPgConnection> for PgConnector {
         let tls = match verify {
             None => None,
             Some(verify) => Some(MakeRustls {
-                config: tls::client_config(verify, &files, &[b"postgresql"])?,
+                config: crate::tls::client_config(verify, &files, &[b"postgresql"])?,
                 version: Arc::default(),
             }),
         };
-        Ok(Self { config, mode, tls })
+        Ok(Self {
+            config,
+            mode,
+            tls,
+            pooled: false,
+        })
+    }
+
+    fn transaction_pooling(&mut self) -> Result<(), String> {
+        self.pooled = true;
+        Ok(())
     }
 
     /// Opens one connection; the error names the TLS reason when there is
@@ -141,6 +151,9 @@ impl super::Connect<AsyncPgConnection> for PgConnector {
         &self,
         round_trip: Option<Arc<RoundTrip>>,
     ) -> Result<AsyncPgConnection, String> {
+        if self.pooled {
+            return self.connect_pooled(round_trip).await;
+        }
         if let Some(round_trip) = round_trip {
             return self.connect_watched(round_trip).await;
         }
@@ -209,14 +222,66 @@ impl PgConnector {
                 connect_driven(&config, socket, connect).await
             }
         }
-        .map_err(|e| self.explain(&e))?;
+        .map_err(|e| {
+            let text = self.explain(&e);
+            if text.contains("unsupported startup parameter: options") {
+                return format!(
+                    "{text} (query_timeout sets the server's statement_timeout at startup, which \
+                     a pooler such as PgBouncer refuses: behind one, turn on transaction_pooling, \
+                     which leaves it to the client)"
+                );
+            }
+            text
+        })?;
         AsyncPgConnection::try_from(client)
             .await
             .map_err(|e| e.to_string())
     }
 
+    /// With `transaction_pooling`: the socket, opened here (in
+    /// [`Silence`] with `query_timeout`; no `statement_timeout` startup
+    /// option, which a pooler refuses), TLS negotiated here, and the driver
+    /// over [`Unnamed`] above it.
+    async fn connect_pooled(
+        &self,
+        round_trip: Option<Arc<RoundTrip>>,
+    ) -> Result<AsyncPgConnection, String> {
+        let mut config = self.config.clone();
+        config.ssl_mode(SslMode::Disable);
+        let (socket, host) = open_socket(&config).await?;
+        let mut socket: Box<dyn Stream> = match round_trip {
+            Some(round_trip) => Box::new(Silence::new(socket, round_trip)),
+            None => Box::new(socket),
+        };
+        if let Some(make) = &self.tls {
+            let required = self.mode != Mode::Prefer;
+            socket = tls::negotiate(socket, make, host, required)
+                .await
+                .map_err(|refused| match refused {
+                    Refused::NoTls => self.no_tls(),
+                    Refused::Io(e) => match crate::tls::reason(&e) {
+                        Some(reason) => format!("{reason} (sslmode={})", self.mode.name()),
+                        None => format!("error connecting to server: {e}"),
+                    },
+                })?;
+        }
+        let client = connect_driven(&config, Unnamed::new(socket), NoTls)
+            .await
+            .map_err(|e| self.explain(&e))?;
+        AsyncPgConnection::try_from(client)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn no_tls(&self) -> String {
+        format!(
+            "server does not support TLS but sslmode={}; enable ssl on the server or use sslmode=prefer",
+            self.mode.name()
+        )
+    }
+
     fn explain(&self, e: &tokio_postgres::Error) -> String {
-        if let Some(reason) = tls::reason(e) {
+        if let Some(reason) = crate::tls::reason(e) {
             return format!("{reason} (sslmode={})", self.mode.name());
         }
         // tokio-postgres puts the detail ("no pg_hba.conf entry …", "server
@@ -229,146 +294,9 @@ impl PgConnector {
             source = cause.source();
         }
         if text.contains("server does not support TLS") {
-            return format!(
-                "server does not support TLS but sslmode={}; enable ssl on the server or use sslmode=prefer",
-                self.mode.name()
-            );
+            return self.no_tls();
         }
         text
-    }
-}
-
-/// What a TLS session can run over.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
-
-/// A socket to the server, of either kind.
-enum PgSocket {
-    Tcp(tokio::net::TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
-/// Calls `$method` on whichever socket `$self` is.
-macro_rules! on_socket {
-    ($self:expr, $method:ident($($arg:expr),*)) => {
-        match $self.get_mut() {
-            PgSocket::Tcp(s) => Pin::new(s).$method($($arg),*),
-            #[cfg(unix)]
-            PgSocket::Unix(s) => Pin::new(s).$method($($arg),*),
-        }
-    };
-}
-
-impl AsyncRead for PgSocket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        on_socket!(self, poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for PgSocket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        on_socket!(self, poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        on_socket!(self, poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(s) => s.is_write_vectored(),
-            #[cfg(unix)]
-            Self::Unix(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        on_socket!(self, poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        on_socket!(self, poll_shutdown(cx))
-    }
-}
-
-/// Opens a socket to the first of `config`'s hosts that answers, as
-/// tokio-postgres would (`hostaddr`, per-host ports, `connect_timeout`);
-/// also the host name, for TLS.
-async fn open_socket(config: &tokio_postgres::Config) -> Result<(PgSocket, String), String> {
-    use tokio_postgres::config::Host;
-    let ports = config.get_ports();
-    let mut failed = "no host in the connection string".to_owned();
-    for (i, host) in config.get_hosts().iter().enumerate() {
-        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-        let attempt = async {
-            match host {
-                Host::Tcp(name) => {
-                    let stream = match config.get_hostaddrs().get(i) {
-                        Some(addr) => tokio::net::TcpStream::connect((*addr, port)).await,
-                        None => tokio::net::TcpStream::connect((name.as_str(), port)).await,
-                    }?;
-                    stream.set_nodelay(true)?;
-                    Ok::<_, io::Error>((PgSocket::Tcp(stream), name.clone()))
-                }
-                #[cfg(unix)]
-                Host::Unix(dir) => {
-                    let path = dir.join(format!(".s.PGSQL.{port}"));
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok((PgSocket::Unix(stream), String::new()))
-                }
-            }
-        };
-        let opened = match config.get_connect_timeout() {
-            Some(limit) => tokio::time::timeout(*limit, attempt)
-                .await
-                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-            None => attempt.await,
-        };
-        match opened {
-            Ok(opened) => return Ok(opened),
-            Err(e) => failed = format!("error connecting to server: {e}"),
-        }
-    }
-    Err(failed)
-}
-
-/// Connects over `socket` and drives the connection on a task of ours.
-async fn connect_driven<T>(
-    config: &tokio_postgres::Config,
-    socket: Silence<PgSocket>,
-    tls: T,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error>
-where
-    T: TlsConnect<Silence<PgSocket>>,
-    T::Stream: Send + 'static,
-{
-    let (client, connection) = config.connect_raw(socket, tls).await?;
-    tokio::spawn(drive(connection));
-    Ok(client)
-}
-
-/// Drives a connection opened by [`PgConnector::connect_watched`] until its
-/// client is dropped or the socket fails.
-async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    if let Err(e) = connection.await {
-        tracing::debug!(error = %e, "postgres connection ended");
     }
 }
 
@@ -410,107 +338,6 @@ fn take_ssl_params(url: &str) -> Result<(String, Vec<(String, String)>), String>
         }
     }
     Ok((kept.join(" "), taken))
-}
-
-/// tokio-postgres' TLS hook on rustls; records the negotiated version.
-#[derive(Clone)]
-struct MakeRustls {
-    config: Arc<rustls::ClientConfig>,
-    version: Arc<Mutex<Option<String>>>,
-}
-
-impl MakeTlsConnect<Socket> for MakeRustls {
-    type Stream = RustlsStream;
-    type TlsConnect = RustlsConnect;
-    type Error = io::Error;
-
-    fn make_tls_connect(&mut self, host: &str) -> Result<RustlsConnect, io::Error> {
-        Ok(RustlsConnect {
-            make: self.clone(),
-            host: host.to_owned(),
-        })
-    }
-}
-
-struct RustlsConnect {
-    make: MakeRustls,
-    host: String,
-}
-
-impl<S: Stream> TlsConnect<S> for RustlsConnect {
-    type Stream = RustlsStream<S>;
-    type Error = io::Error;
-    type Future = BoxFuture<'static, io::Result<RustlsStream<S>>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move {
-            // A unix socket or `hostaddr` alone has no name to check.
-            let name =
-                rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("TLS needs a host name to check, not {:?}", self.host),
-                    )
-                })?;
-            let connector = tokio_rustls::TlsConnector::from(self.make.config.clone());
-            let tls = connector.connect(name, stream).await?;
-            if let Some(version) = tls.get_ref().1.protocol_version() {
-                *self.make.version.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(tls::version_name(version));
-            }
-            Ok(RustlsStream(tls))
-        })
-    }
-}
-
-/// A TLS stream to the server.
-struct RustlsStream<S = Socket>(tokio_rustls::client::TlsStream<S>);
-
-impl<S: Stream> tokio_postgres::tls::TlsStream for RustlsStream<S> {
-    /// No channel binding: SCRAM works; `channel_binding=require` does not.
-    fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
-    }
-}
-
-impl<S: Stream> AsyncRead for RustlsStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<S: Stream> AsyncWrite for RustlsStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
 }
 
 #[cfg(test)]
