@@ -324,6 +324,19 @@ pin_project! {
         #[pin]
         state: State<F>,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        /// Dropped before the response is out (client gone, a timeout
+        /// outside, a panic): the request's future goes inside
+        /// [`while_cancelling`](crate::pool::lease::while_cancelling), so leases it
+        /// drops mid round trip are not handed out again.
+        fn drop(this: Pin<&mut Self>) {
+            let mut state = this.project().state;
+            if !matches!(state.as_mut().project(), StateProj::Done) {
+                crate::pool::lease::while_cancelling(|| state.set(State::Done));
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -333,6 +346,8 @@ pin_project! {
         Reading { future: BoxFuture<'static, TaskLocalFuture<RequestScope, F>> },
         Inner { #[pin] future: TaskLocalFuture<RequestScope, F> },
         Finishing { future: BoxFuture<'static, Response> },
+        // Answered (or dropped).
+        Done,
     }
 }
 
@@ -368,13 +383,21 @@ where
                     }
                     let finish = scope.finish.into_inner().and_then(|finish| finish.close());
                     match finish {
-                        None => return Poll::Ready(Ok(response)),
+                        None => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
                         Some(finish) => this.state.set(State::Finishing {
                             future: finish(response),
                         }),
                     }
                 }
-                StateProj::Finishing { future } => return future.as_mut().poll(cx).map(Ok),
+                StateProj::Finishing { future } => {
+                    let response = ready!(future.as_mut().poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after it answered"),
             }
         }
     }

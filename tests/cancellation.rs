@@ -138,3 +138,73 @@ async fn one_deadline_bounds_an_acquisition_whose_ping_hangs() {
         .unwrap();
     assert_eq!(one, 1);
 }
+
+/// MySQL's driver is not cancel-safe: a query future dropped mid-way
+/// leaves the connection with the answer still coming, and the next query
+/// on it would read that answer. A request dropped mid-query (the client
+/// gone, a timeout outside the layer) must not hand its connection on.
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn a_mysql_request_dropped_mid_query_does_not_hand_its_connection_on() {
+    use diesel::{dsl::sql, sql_types::BigInt};
+    use diesel_async::AsyncMysqlConnection as My;
+
+    let Some(url) = common::mysql_url() else {
+        return;
+    };
+    let m = PoolManager::builder()
+        .database::<My>(
+            "db",
+            DbConfig::from_url(url)
+                .min_size(1)
+                .max_size(1)
+                .health_check_interval(None),
+        )
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|mut db: DbConn<My>| async move {
+                let v: i64 = diesel::select(sql::<BigInt>("CAST(SLEEP(0.5) AS SIGNED)"))
+                    .get_result(&mut db)
+                    .await?;
+                Ok::<_, DbError>(v.to_string())
+            }),
+        )
+        .route(
+            "/answer",
+            get(|mut db: DbConn<My>| async move {
+                let v: i64 = diesel::select(sql::<BigInt>("CAST(42 AS SIGNED)"))
+                    .get_result(&mut db)
+                    .await?;
+                Ok::<_, DbError>(v.to_string())
+            }),
+        )
+        .layer(PoolLayer::new(m.clone()));
+
+    // The client gives up 100 ms into the half-second query.
+    let slow = app.clone().oneshot(get_request("/slow"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), slow)
+            .await
+            .is_err()
+    );
+    assert_eq!(m.stats_of("db").unwrap().active, 0);
+
+    // The next request (the pool has one connection) gets its own answer.
+    let response = app.clone().oneshot(get_request("/answer")).await.unwrap();
+    let status = response.status();
+    let body = common::body_text(response).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
+    assert_eq!(
+        m.stats_of("db").unwrap().broken,
+        1,
+        "the cut connection was not discarded"
+    );
+    // Once the old answer would have arrived, still right.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let response = app.oneshot(get_request("/answer")).await.unwrap();
+    assert_eq!(common::body_text(response).await, "42");
+}

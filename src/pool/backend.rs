@@ -53,6 +53,13 @@ pub trait Backend: Send + Sync + 'static {
     /// A local, non-blocking check that the connection is unusable.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool;
 
+    /// Whether a connection stays usable when the future of one of its
+    /// round trips is dropped mid-way (the driver reads and drops the
+    /// answer itself, as tokio-postgres and redis do). When not (MySQL), a
+    /// lease dropped while [`PoolLayer`](crate::PoolLayer) drops an
+    /// unfinished request (client gone, timeout, panic) is discarded.
+    const CANCEL_SAFE: bool = true;
+
     /// Whether the build fails when no connection can be opened (a
     /// database: yes; an upstream HTTP service: no, it may come later).
     fn required_at_build(&self) -> bool {

@@ -10,6 +10,19 @@ use deadpool::managed::Object;
 
 use super::{Backend, Shared, managed::Managed};
 
+tokio::task_local! {
+    /// Set while a request that did not finish is being dropped.
+    static CANCELLING: ();
+}
+
+/// Runs `f` (which drops a request's future) as the cancellation of that
+/// request: the leases it drops of a backend that is not
+/// [cancel-safe](Backend::CANCEL_SAFE) are discarded, since a round trip
+/// may have been cut in the middle.
+pub(crate) fn while_cancelling(f: impl FnOnce()) {
+    CANCELLING.sync_scope((), f);
+}
+
 /// A leased connection. Dropping it — at the end of a handler, on a panic,
 /// or when the request future is cancelled — returns the connection and
 /// records the return.
@@ -85,6 +98,10 @@ impl<B: Backend> Drop for Lease<B> {
         }
         if shared.is_draining() {
             shared.lease_returned.notify_waiters();
+        }
+        if !B::CANCEL_SAFE && CANCELLING.try_with(|_| ()).is_ok() {
+            // The next checkout discards it, and counts it as broken.
+            self.obj.in_doubt = true;
         }
         // `obj` drops next and goes back to the pool.
     }

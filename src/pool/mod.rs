@@ -12,7 +12,7 @@ pub(crate) mod clock;
 mod erased;
 pub(crate) mod hooks;
 pub(crate) mod leaks;
-mod lease;
+pub(crate) mod lease;
 mod maintain;
 mod managed;
 mod round_trip;

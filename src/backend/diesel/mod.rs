@@ -114,6 +114,10 @@ pub trait DbConnection:
     #[doc(hidden)]
     const FIRST_SETUP_SQL: Option<&'static str> = None;
 
+    /// Whether a query future dropped mid-way leaves the connection usable.
+    #[doc(hidden)]
+    const CANCEL_SAFE: bool = true;
+
     /// How a pool opens connections, made once from its URL (Postgres:
     /// the driver's config and the TLS settings taken out of the URL).
     #[doc(hidden)]
@@ -186,6 +190,10 @@ impl sealed::Sealed for diesel_async::AsyncMysqlConnection {}
 #[cfg(feature = "mysql")]
 impl DbConnection for diesel_async::AsyncMysqlConnection {
     const BACKEND: &'static str = "mysql";
+    /// mysql_async marks a connection whose routine was dropped as
+    /// disconnected, but only its own pool looks: diesel-async would send
+    /// the next query on it and read the last one's answer.
+    const CANCEL_SAFE: bool = false;
     type Connector = mysql::MysqlConnector;
 
     async fn begin(&mut self, options: TxOptions) -> Result<(), DbError> {
@@ -301,6 +309,7 @@ impl<C: DbConnection> Diesel<C> {
 
 impl<C: DbConnection> Backend for Diesel<C> {
     type Connection = C;
+    const CANCEL_SAFE: bool = C::CANCEL_SAFE;
 
     fn kind(&self) -> &'static str {
         C::BACKEND
