@@ -303,7 +303,8 @@ pub fn redis_tls_with(certs: &Certs, auth_clients: &str) -> Option<(KillOnDrop, 
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", "0", "--bind", "127.0.0.1"])
         .args([
             "--tls-port",
@@ -317,18 +318,8 @@ pub fn redis_tls_with(certs: &Certs, auth_clients: &str) -> Option<(KillOnDrop, 
         .arg(&certs.key)
         .arg("--tls-ca-cert-file")
         .arg(&certs.ca)
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => {
-            assert!(!super::in_ci(), "redis-server could not start: {e}");
-            eprintln!("skipping: redis-server could not start: {e}");
-            return None;
-        }
-    };
+        .args(["--save", "", "--appendonly", "no"]);
+    let mut child = started(&mut command)?;
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some((KillOnDrop(child), port));
@@ -511,6 +502,109 @@ pub fn pgbouncer_with(target: &str, pool_size: usize, tls: Option<&Certs>) -> Op
         _child: KillOnDrop(child),
         url: format!("postgres://{user}:{password}@127.0.0.1:{port}/{db}"),
         log,
+        _dir: dir,
+    })
+}
+
+/// A Redis Cluster of three masters on free ports below 55000 (each bus
+/// port, port + 10000, free too), made with `redis-cli --cluster create`;
+/// stopped when dropped. `None` (skipped) without `redis-server`, outside CI.
+pub struct RedisCluster {
+    _nodes: Vec<KillOnDrop>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3/`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}/", nodes.join(","))
+    }
+}
+
+/// Spawns `command` (a `redis-server`) quietly; `None` (skipped) when it
+/// cannot start, outside CI.
+fn started(command: &mut Command) -> Option<Child> {
+    match command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+        Ok(child) => Some(child),
+        Err(e) => {
+            assert!(!super::in_ci(), "redis-server could not start: {e}");
+            eprintln!("skipping: redis-server could not start: {e}");
+            None
+        }
+    }
+}
+
+fn cluster_ports() -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port < 55000
+            && !ports.contains(&port)
+            && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
+            ports.push(port);
+            if ports.len() == 3 {
+                return ports;
+            }
+        }
+    }
+    panic!("no three free ports below 55000 with their bus ports free");
+}
+
+pub fn redis_cluster() -> Option<RedisCluster> {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = cluster_ports();
+    let mut nodes = Vec::new();
+    for port in &ports {
+        let mut node = Command::new("redis-server");
+        node.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .arg("--cluster-config-file")
+            .arg(dir.path().join(format!("nodes-{port}.conf")))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--save", "", "--appendonly", "no"]);
+        let mut child = started(&mut node)?;
+        wait_listening(&mut child, *port);
+        nodes.push(KillOnDrop(child));
+    }
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .arg("--cluster-yes")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster create: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for port in &ports {
+        let mut ok = false;
+        for _ in 0..200 {
+            let info = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(ok, "the cluster did not reach cluster_state:ok on {port}");
+    }
+    Some(RedisCluster {
+        _nodes: nodes,
+        ports,
         _dir: dir,
     })
 }

@@ -23,19 +23,33 @@
 //! present a client certificate to a server started with
 //! `tls-auth-clients yes`. These parameters are taken out of the URL before
 //! the redis crate sees it. Stats show `tls`: `on` or `off`.
+//!
+//! **Redis Cluster**: `redis+cluster://[user][:password@]h1:p1,h2:p2,h3:p3/`
+//! (`rediss+cluster://` with TLS) names nodes to start from; each lease is
+//! then a cluster connection (the redis crate's `cluster-async`) that routes
+//! every command to the node owning its key's slot and follows `MOVED` and
+//! `ASK`. A pipeline goes to one node: its keys must share a slot (a
+//! cross-slot error says when they do not), as must an atomic pipeline's
+//! (`redis::pipe().atomic()`, the way to run `MULTI`/`EXEC` there). `MULTI`,
+//! `WATCH` and `SELECT` sent as separate commands are refused with an error
+//! saying so, and a database other than 0 in the URL fails the build. The
+//! stats show the cluster's state, slots, and masters and replicas.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use redis::{
-    Cmd, Pipeline, RedisFuture, Value,
-    aio::{ConnectionLike, MultiplexedConnection},
-    cmd,
-};
+use redis::cmd;
 
+mod cluster;
 mod config;
 mod conn;
+mod connection;
+mod url;
 
-pub use self::{config::RedisConfig, conn::RedisConn};
+pub use self::{config::RedisConfig, conn::RedisConn, connection::RedisConnection};
+use self::{
+    connection::Link,
+    url::{certificates, take_tls_files},
+};
 use crate::{
     manager::PoolManagerBuilder,
     pool::{Backend, RoundTrip, hooks::Hooks},
@@ -61,221 +75,24 @@ impl PoolManagerBuilder {
     }
 }
 
-/// A pooled Redis connection: `redis`'s multiplexed connection plus the
-/// state its user may leave behind (see the [module docs](self)).
-/// Use it with [`redis::AsyncCommands`] or `cmd(..).query_async(&mut *conn)`.
-///
-/// ```no_run
-/// use axum_pools::RedisConn;
-/// use redis::AsyncCommands;
-///
-/// async fn visits(mut redis: RedisConn) -> Result<String, axum_pools::PoolError> {
-///     let n: i64 = redis.incr("visits", 1).await.expect("INCR");
-///     Ok(n.to_string())
-/// }
-/// ```
-pub struct RedisConnection {
-    inner: MultiplexedConnection,
-    /// The database the pool's URL names.
-    home_db: i64,
-    /// The database selected now (`None`: unknown, reset it).
-    db: Option<i64>,
-    multi: bool,
-    watch: bool,
-    /// In a state no command can undo: discard.
-    poisoned: bool,
-    /// The pool's `query_timeout` watch, fired when a command times out.
-    round_trip: Option<Arc<RoundTrip>>,
-}
-
-impl std::fmt::Debug for RedisConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConnection")
-            .field("db", &self.db)
-            .field("multi", &self.multi)
-            .field("watch", &self.watch)
-            .field("poisoned", &self.poisoned)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisConnection {
-    fn new(inner: MultiplexedConnection, db: i64, round_trip: Option<Arc<RoundTrip>>) -> Self {
-        Self {
-            inner,
-            home_db: db,
-            db: Some(db),
-            multi: false,
-            watch: false,
-            poisoned: false,
-            round_trip,
-        }
-    }
-
-    fn dirty(&self) -> bool {
-        self.multi || self.watch || self.db != Some(self.home_db)
-    }
-
-    /// Notes what `cmd` does to the connection's state before it is sent.
-    fn track(&mut self, cmd: &Cmd) {
-        let mut args = cmd.args_iter().filter_map(|a| match a {
-            redis::Arg::Simple(bytes) => Some(bytes),
-            _ => None,
-        });
-        let Some(name) = args.next() else { return };
-        let is = |word: &str| name.eq_ignore_ascii_case(word.as_bytes());
-        if is("MULTI") {
-            self.multi = true;
-        } else if is("EXEC") || is("DISCARD") {
-            self.multi = false;
-            self.watch = false;
-        } else if is("WATCH") {
-            self.watch = true;
-        } else if is("UNWATCH") {
-            self.watch = false;
-        } else if is("SELECT") {
-            self.db = args
-                .next()
-                .and_then(|db| std::str::from_utf8(db).ok()?.parse().ok());
-        } else if is("CLIENT") {
-            if args
-                .next()
-                .is_some_and(|sub| sub.eq_ignore_ascii_case(b"REPLY"))
-            {
-                self.poisoned = true;
-            }
-        } else if [
-            "SUBSCRIBE",
-            "PSUBSCRIBE",
-            "SSUBSCRIBE",
-            "MONITOR",
-            "AUTH",
-            "HELLO",
-            "RESET",
-            "QUIT",
-        ]
-        .iter()
-        .any(|w| is(w))
-        {
-            self.poisoned = true;
-        }
-    }
-
-    fn note_error(&mut self, e: &redis::RedisError) {
-        if e.is_timeout() {
-            // The answer may still come, to whatever is sent next.
-            self.poisoned = true;
-            if let Some(round_trip) = &self.round_trip {
-                round_trip.fire();
-            }
-        }
-        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-            self.poisoned = true;
-        }
-    }
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.track(cmd);
-        Box::pin(async move {
-            let result = self.inner.req_packed_command(cmd).await;
-            if let Err(e) = &result {
-                self.note_error(e);
-            }
-            result
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        for cmd in pipeline.cmd_iter() {
-            self.track(cmd);
-        }
-        Box::pin(async move {
-            let result = self
-                .inner
-                .req_packed_commands(pipeline, offset, count)
-                .await;
-            if let Err(e) = &result {
-                self.note_error(e);
-            }
-            result
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.db.unwrap_or(self.home_db)
-    }
-}
-
 /// The backend of a Redis pool.
 #[doc(hidden)]
 pub struct Redis {
-    client: redis::Client,
+    client: Client,
     db: i64,
     tls: bool,
 }
 
-/// Takes the TLS file parameters (`sslrootcert`, `sslcert`, `sslkey`) out
-/// of a Redis URL's query.
-fn take_tls_files(url: &str) -> (String, tls::Files) {
-    let mut files = tls::Files::default();
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), files);
-    };
-    let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match key {
-            "sslrootcert" => &mut files.ca,
-            "sslcert" => &mut files.cert,
-            "sslkey" => &mut files.key,
-            _ => {
-                kept.push(pair);
-                continue;
-            }
-        };
-        *slot = Some(
-            percent_encoding::percent_decode_str(value)
-                .decode_utf8_lossy()
-                .into_owned()
-                .into(),
-        );
-    }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, files)
+/// How a pool reaches Redis (boxed: made once per pool, and the two
+/// differ in size by hundreds of bytes).
+enum Client {
+    Single(Box<redis::Client>),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
-/// The certificates to build the client with, read from `files`; `None`
-/// without any file.
-fn certificates(files: &tls::Files) -> Result<Option<redis::TlsCertificates>, String> {
-    let client_tls = match files.identity(["sslcert", "sslkey"])? {
-        None => None,
-        Some((cert, key)) => Some(redis::ClientTlsConfig {
-            client_cert: tls::read("sslcert", cert)?,
-            client_key: tls::read("sslkey", key)?,
-        }),
-    };
-    let root_cert = match &files.ca {
-        Some(ca) => Some(tls::read("sslrootcert", ca)?),
-        None => None,
-    };
-    Ok(
-        (client_tls.is_some() || root_cert.is_some()).then_some(redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        }),
-    )
-}
+/// The response timeout of a connection without `query_timeout`: the
+/// redis crate's default for one server (its cluster client has none).
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Not derived: the client holds the password.
 impl std::fmt::Debug for Redis {
@@ -291,26 +108,46 @@ impl Redis {
     /// password).
     pub(crate) fn new(url: &str) -> Result<Self, String> {
         let (url, files) = take_tls_files(url);
+        if let Some(nodes) = cluster::cluster_nodes(&url)? {
+            let encrypted = nodes[0].starts_with("rediss://");
+            if encrypted {
+                tls::install_default_provider();
+            }
+            let mut builder =
+                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str));
+            match certificates(&files)? {
+                None => {}
+                Some(_) if !encrypted => return Err(NEEDS_TLS.to_owned()),
+                Some(certs) => builder = builder.certs(certs),
+            }
+            let client = builder.build().map_err(|e| e.to_string())?;
+            return Ok(Self {
+                client: Client::Cluster(Box::new(client)),
+                db: 0,
+                tls: encrypted,
+            });
+        }
         let encrypted = url.starts_with("rediss://");
         if encrypted {
             tls::install_default_provider();
         }
         let client = match certificates(&files)? {
             None => redis::Client::open(url.as_str()),
-            Some(_) if !encrypted => {
-                return Err("sslrootcert, sslcert and sslkey need a rediss:// URL".to_owned());
-            }
+            Some(_) if !encrypted => return Err(NEEDS_TLS.to_owned()),
             Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
         }
         .map_err(|e| e.to_string())?;
         let db = client.get_connection_info().redis_settings().db();
         Ok(Self {
-            client,
+            client: Client::Single(Box::new(client)),
             db,
             tls: encrypted,
         })
     }
 }
+
+const NEEDS_TLS: &str =
+    "sslrootcert, sslcert and sslkey need a rediss:// URL (rediss+cluster:// for a cluster)";
 
 impl Backend for Redis {
     fn type_name() -> &'static str {
@@ -324,21 +161,29 @@ impl Backend for Redis {
     }
 
     async fn connect(&self, round_trip: Option<Arc<RoundTrip>>) -> Result<RedisConnection, String> {
-        // Without `query_timeout` the redis crate's own response timeout
-        // (500 ms) stays.
-        let mut config = redis::AsyncConnectionConfig::new();
-        if let Some(round_trip) = &round_trip {
-            config = config.set_response_timeout(Some(round_trip.limit()));
-        }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| match tls::reason(&e) {
-                Some(reason) => reason,
-                None => e.to_string(),
-            })?;
-        Ok(RedisConnection::new(conn, self.db, round_trip))
+        let explain = |e: redis::RedisError| match tls::reason(&e) {
+            Some(reason) => reason,
+            None => e.to_string(),
+        };
+        let link = match &self.client {
+            // Without `query_timeout` the redis crate's own response
+            // timeout (500 ms) stays.
+            Client::Single(client) => {
+                let mut config = redis::AsyncConnectionConfig::new();
+                if let Some(round_trip) = &round_trip {
+                    config = config.set_response_timeout(Some(round_trip.limit()));
+                }
+                let conn = client.get_multiplexed_async_connection_with_config(&config);
+                Link::Single(conn.await.map_err(explain)?)
+            }
+            Client::Cluster(client) => {
+                let limit = round_trip.as_ref().map_or(RESPONSE_TIMEOUT, |r| r.limit());
+                let config = redis::cluster::ClusterConfig::new().set_response_timeout(limit);
+                let conn = client.get_async_connection_with_config(config);
+                Link::Cluster(conn.await.map_err(explain)?)
+            }
+        };
+        Ok(RedisConnection::new(link, self.db, round_trip))
     }
 
     async fn ping(&self, conn: &mut RedisConnection) -> Result<(), String> {
@@ -380,28 +225,45 @@ impl Backend for Redis {
     }
 
     async fn server_info(&self, conn: &mut RedisConnection) -> Option<BTreeMap<String, String>> {
-        let info: String = cmd("INFO")
-            .arg("server")
-            .arg("clients")
-            .query_async(conn)
-            .await
-            .ok()?;
-        let wanted = [
-            "redis_version",
-            "redis_mode",
-            "connected_clients",
-            "maxclients",
-        ];
-        let mut facts: BTreeMap<String, String> = info
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .filter(|(k, _)| wanted.contains(k))
-            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-            .collect();
+        let mut facts = match &self.client {
+            Client::Single(_) => single_info(conn).await?,
+            Client::Cluster(_) => cluster_info(conn).await?,
+        };
         facts.insert(
             "tls".to_owned(),
             if self.tls { "on" } else { "off" }.to_owned(),
         );
         Some(facts)
     }
+}
+
+/// What `INFO` says of one server.
+async fn single_info(conn: &mut RedisConnection) -> Option<BTreeMap<String, String>> {
+    let info: String = cmd("INFO")
+        .arg("server")
+        .arg("clients")
+        .query_async(conn)
+        .await
+        .ok()?;
+    let wanted = [
+        "redis_version",
+        "redis_mode",
+        "connected_clients",
+        "maxclients",
+    ];
+    Some(
+        info.lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(k, _)| wanted.contains(k))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect(),
+    )
+}
+
+/// The cluster's topology: its state and slots (`CLUSTER INFO`), and its
+/// masters and replicas (`CLUSTER NODES`), asked of any node.
+async fn cluster_info(conn: &mut RedisConnection) -> Option<BTreeMap<String, String>> {
+    let info: String = cmd("CLUSTER").arg("INFO").query_async(conn).await.ok()?;
+    let nodes: String = cmd("CLUSTER").arg("NODES").query_async(conn).await.ok()?;
+    Some(cluster::topology(&info, &nodes))
 }
