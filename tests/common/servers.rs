@@ -608,3 +608,96 @@ pub fn redis_cluster() -> Option<RedisCluster> {
         _dir: dir,
     })
 }
+
+/// One master, one replica of it and one sentinel watching them (quorum 1,
+/// `down-after-milliseconds 1000`), each a `redis-server` on a free port;
+/// stopped when dropped. `None` (skipped) without `redis-server`, outside CI.
+pub struct RedisSentinel {
+    master: Option<KillOnDrop>,
+    _replica: KillOnDrop,
+    _sentinel: KillOnDrop,
+    pub master_port: u16,
+    pub replica_port: u16,
+    pub sentinel_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    /// `redis+sentinel://127.0.0.1:S/mymaster`.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.sentinel_port)
+    }
+
+    /// `kill -9` of the master.
+    pub fn kill_master(&mut self) {
+        self.master = None;
+    }
+}
+
+/// Polls `redis-cli -p port args…` until its output contains `want`.
+fn until_cli(port: u16, args: &[&str], want: &str) {
+    for _ in 0..300 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("redis-cli -p {port} {args:?} never said {want:?}");
+}
+
+pub fn redis_sentinel() -> Option<RedisSentinel> {
+    let dir = tempfile::tempdir().unwrap();
+    let free_port = super::example::free_port;
+    let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
+    let server = |port: u16| {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"]);
+        command
+    };
+    let mut master = started(&mut server(master_port))?;
+    wait_listening(&mut master, master_port);
+    let mut replica =
+        started(server(replica_port).args(["--replicaof", "127.0.0.1", &master_port.to_string()]))?;
+    wait_listening(&mut replica, replica_port);
+    until_cli(
+        replica_port,
+        &["info", "replication"],
+        "master_link_status:up",
+    );
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 5000\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut sentinel = started(Command::new("redis-server").arg(&conf).arg("--sentinel"))?;
+    wait_listening(&mut sentinel, sentinel_port);
+    // The sentinel has found the replica (through the master's INFO).
+    until_cli(
+        sentinel_port,
+        &["sentinel", "replicas", "mymaster"],
+        &replica_port.to_string(),
+    );
+    Some(RedisSentinel {
+        master: Some(KillOnDrop(master)),
+        _replica: KillOnDrop(replica),
+        _sentinel: KillOnDrop(sentinel),
+        master_port,
+        replica_port,
+        sentinel_port,
+        _dir: dir,
+    })
+}

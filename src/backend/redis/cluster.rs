@@ -17,24 +17,16 @@ pub(super) fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
     } else {
         return Ok(None);
     };
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, format!("?{query}")),
-        None => (rest, String::new()),
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (credentials, hosts) = match authority.rsplit_once('@') {
-        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
-        None => (String::new(), authority),
-    };
+    let parts = super::url::hosts(rest);
+    let (credentials, path, query) = (&parts.credentials, parts.path, &parts.query);
     if !path.is_empty() && path != "0" {
         return Err(format!(
             "redis+cluster: database {path}: a Redis Cluster has database 0 only; drop /{path} from the URL"
         ));
     }
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
+    let nodes: Vec<String> = parts
+        .hosts
+        .iter()
         .map(|host| format!("{scheme}://{credentials}{host}/{query}"))
         .collect();
     if nodes.is_empty() {

@@ -43,6 +43,7 @@ mod cluster;
 mod config;
 mod conn;
 mod connection;
+mod sentinel;
 mod url;
 
 pub use self::{config::RedisConfig, conn::RedisConn, connection::RedisConnection};
@@ -71,13 +72,17 @@ impl PoolManagerBuilder {
     /// ```
     pub fn redis(self, name: impl Into<String>, config: RedisConfig) -> Self {
         let RedisConfig { url, pool } = config;
-        self.register(name.into(), Redis::new(&url), &url, pool, Hooks::new())
+        let name = name.into();
+        let backend = Redis::new(&name, &url);
+        self.register(name, backend, &url, pool, Hooks::new())
     }
 }
 
 /// The backend of a Redis pool.
 #[doc(hidden)]
 pub struct Redis {
+    /// The pool's name, for the logs.
+    name: String,
     client: Client,
     db: i64,
     tls: bool,
@@ -88,6 +93,7 @@ pub struct Redis {
 enum Client {
     Single(Box<redis::Client>),
     Cluster(Box<redis::cluster::ClusterClient>),
+    Sentinel(Box<sentinel::Sentinels>),
 }
 
 /// The response timeout of a connection without `query_timeout`: the
@@ -106,8 +112,19 @@ impl std::fmt::Debug for Redis {
 impl Redis {
     /// Parses `url`; the error is redis' own message (it never echoes the
     /// password).
-    pub(crate) fn new(url: &str) -> Result<Self, String> {
+    pub(crate) fn new(name: &str, url: &str) -> Result<Self, String> {
         let (url, files) = take_tls_files(url);
+        if let Some(sentinels) = sentinel::Sentinels::parse(&url)? {
+            if certificates(&files)?.is_some() {
+                return Err(NEEDS_TLS.to_owned());
+            }
+            return Ok(Self {
+                name: name.to_owned(),
+                db: sentinels.db,
+                client: Client::Sentinel(Box::new(sentinels)),
+                tls: false,
+            });
+        }
         if let Some(nodes) = cluster::cluster_nodes(&url)? {
             let encrypted = nodes[0].starts_with("rediss://");
             if encrypted {
@@ -122,6 +139,7 @@ impl Redis {
             }
             let client = builder.build().map_err(|e| e.to_string())?;
             return Ok(Self {
+                name: name.to_owned(),
                 client: Client::Cluster(Box::new(client)),
                 db: 0,
                 tls: encrypted,
@@ -139,6 +157,7 @@ impl Redis {
         .map_err(|e| e.to_string())?;
         let db = client.get_connection_info().redis_settings().db();
         Ok(Self {
+            name: name.to_owned(),
             client: Client::Single(Box::new(client)),
             db,
             tls: encrypted,
@@ -165,21 +184,23 @@ impl Backend for Redis {
             Some(reason) => reason,
             None => e.to_string(),
         };
+        let config = one_server(&round_trip);
         let link = match &self.client {
             // Without `query_timeout` the redis crate's own response
             // timeout (500 ms) stays.
             Client::Single(client) => {
-                let mut config = redis::AsyncConnectionConfig::new();
-                if let Some(round_trip) = &round_trip {
-                    config = config.set_response_timeout(Some(round_trip.limit()));
-                }
+                let conn = client.get_multiplexed_async_connection_with_config(&config);
+                Link::Single(conn.await.map_err(explain)?)
+            }
+            Client::Sentinel(sentinels) => {
+                let client = sentinels.master(&self.name).await.map_err(explain)?;
                 let conn = client.get_multiplexed_async_connection_with_config(&config);
                 Link::Single(conn.await.map_err(explain)?)
             }
             Client::Cluster(client) => {
                 let limit = round_trip.as_ref().map_or(RESPONSE_TIMEOUT, |r| r.limit());
-                let config = redis::cluster::ClusterConfig::new().set_response_timeout(limit);
-                let conn = client.get_async_connection_with_config(config);
+                let cluster = redis::cluster::ClusterConfig::new().set_response_timeout(limit);
+                let conn = client.get_async_connection_with_config(cluster);
                 Link::Cluster(conn.await.map_err(explain)?)
             }
         };
@@ -224,9 +245,22 @@ impl Backend for Redis {
         Ok(())
     }
 
+    /// Behind Sentinel: the master's name, the master the last connection
+    /// went to, and the changes of master seen, as they are now.
+    fn fill_stats(&self, snapshot: &mut crate::stats::StatsSnapshot) {
+        if let Client::Sentinel(sentinels) = &self.client {
+            snapshot
+                .server
+                .get_or_insert_default()
+                .extend(sentinels.facts());
+        }
+    }
+
     async fn server_info(&self, conn: &mut RedisConnection) -> Option<BTreeMap<String, String>> {
         let mut facts = match &self.client {
             Client::Single(_) => single_info(conn).await?,
+            // The sentinel facts are added live, by `fill_stats`.
+            Client::Sentinel(_) => single_info(conn).await?,
             Client::Cluster(_) => cluster_info(conn).await?,
         };
         facts.insert(
@@ -234,6 +268,16 @@ impl Backend for Redis {
             if self.tls { "on" } else { "off" }.to_owned(),
         );
         Some(facts)
+    }
+}
+
+/// A one-server connection's config: the response timeout is
+/// `query_timeout`, else the redis crate's own (500 ms).
+fn one_server(round_trip: &Option<Arc<RoundTrip>>) -> redis::AsyncConnectionConfig {
+    let config = redis::AsyncConnectionConfig::new();
+    match round_trip {
+        Some(round_trip) => config.set_response_timeout(Some(round_trip.limit())),
+        None => config,
     }
 }
 

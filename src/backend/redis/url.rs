@@ -1,4 +1,5 @@
-//! A Redis pool's URL: the TLS file parameters taken out of it.
+//! A Redis pool's URL: the TLS file parameters taken out of it, and the
+//! parts of the several-host forms (`redis+cluster://`, `redis+sentinel://`).
 
 use crate::tls;
 
@@ -56,4 +57,37 @@ pub(super) fn certificates(files: &tls::Files) -> Result<Option<redis::TlsCertif
             root_cert,
         }),
     )
+}
+
+/// The parts of `[user:password@]h1:p1,h2:p2/path?query` (what follows a
+/// several-host scheme).
+pub(super) struct Hosts<'a> {
+    /// `user:password@`, or empty.
+    pub(super) credentials: String,
+    pub(super) hosts: Vec<&'a str>,
+    pub(super) path: &'a str,
+    /// `?query`, or empty.
+    pub(super) query: String,
+}
+
+pub(super) fn hosts(rest: &str) -> Hosts<'_> {
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+        None => (String::new(), authority),
+    };
+    Hosts {
+        credentials,
+        hosts: hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect(),
+        path,
+        query,
+    }
 }

@@ -1,0 +1,131 @@
+//! Redis pools behind Sentinel (`redis+sentinel://`), against a throwaway
+//! master, replica and sentinel: the pool finds the master through the
+//! sentinel, and when the master is killed under load, writes go to the
+//! promoted replica within 10 s, no request waits past its bound, and the
+//! stats name the new master and count the failover.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum_pools::{PoolManager, RedisConfig, RedisConn};
+use common::servers::redis_sentinel;
+use redis::AsyncCommands;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_master_is_killed_writes_go_to_the_promoted_replica() {
+    let Some(mut servers) = redis_sentinel() else {
+        return;
+    };
+    let acquire_timeout = Duration::from_secs(2);
+    let m = PoolManager::builder()
+        .redis(
+            "cache",
+            RedisConfig::from_url(servers.url())
+                .max_size(4)
+                .acquire_timeout(acquire_timeout)
+                .health_check_interval(None),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut conn = <RedisConn>::acquire(&m).await.unwrap();
+    let _: () = conn.set("before", "failover").await.unwrap();
+    drop(conn);
+    let facts = m.stats_of("cache").unwrap().server.unwrap();
+    assert_eq!(
+        facts["master"],
+        format!("127.0.0.1:{}", servers.master_port)
+    );
+    assert_eq!(facts["sentinel_master"], "mymaster");
+
+    // Four clients write in a loop; each write is timed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes: Arc<Mutex<Vec<(Instant, Duration, bool)>>> = Arc::default();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (m, stop, writes) = (m.clone(), stop.clone(), writes.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let ok = match <RedisConn>::acquire(&m).await {
+                        Ok(mut conn) => conn.incr::<_, _, i64>("n", 1).await.is_ok(),
+                        Err(_) => false,
+                    };
+                    writes.lock().unwrap().push((start, start.elapsed(), ok));
+                    tokio::time::sleep(Duration::from_millis(if ok { 5 } else { 50 })).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    servers.kill_master();
+
+    let mut back = None;
+    while killed.elapsed() < Duration::from_secs(20) && back.is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        back = writes
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(start, _, ok)| *ok && *start > killed + Duration::from_millis(100))
+            .map(|(start, took, _)| (*start + *took).duration_since(killed));
+    }
+    // A little more load on the new master, then stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let back = back.expect("no write succeeded within 20 s of the kill");
+    eprintln!("writes back {back:?} after the kill");
+    assert!(back < Duration::from_secs(10), "writes back after {back:?}");
+    let slowest = writes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, took, _)| *took)
+        .max()
+        .unwrap();
+    assert!(
+        slowest <= acquire_timeout + Duration::from_millis(500),
+        "a write took {slowest:?}"
+    );
+
+    let stats = m.stats_of("cache").unwrap();
+    assert_eq!(stats.active, 0);
+    let facts = stats.server.unwrap();
+    assert_eq!(
+        facts["master"],
+        format!("127.0.0.1:{}", servers.replica_port),
+        "{facts:?}"
+    );
+    assert_eq!(facts["failovers"], "1", "{facts:?}");
+    // What the old master had replicated is on the new one.
+    let mut conn = <RedisConn>::acquire(&m).await.unwrap();
+    let before: String = conn.get("before").await.unwrap();
+    assert_eq!(before, "failover");
+}
+
+#[tokio::test]
+async fn a_sentinel_url_without_a_master_name_fails_the_build_saying_why() {
+    let e = PoolManager::builder()
+        .redis(
+            "cache",
+            RedisConfig::from_url("redis+sentinel://:s3cret@127.0.0.1:1/"),
+        )
+        .build()
+        .await
+        .expect_err("a sentinel pool without a master name");
+    let text = e.to_string();
+    assert!(text.contains("name the master"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
