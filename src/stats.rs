@@ -166,6 +166,11 @@ pub struct StatsSnapshot {
     pub server: Option<std::collections::BTreeMap<String, String>>,
     /// The pool's circuit breaker.
     pub breaker: crate::breaker::BreakerStats,
+    /// Changes of master seen by a Redis pool behind Sentinel (feature
+    /// `redis`); absent for other pools.
+    #[cfg(feature = "redis")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failovers: Option<u64>,
     /// Requests through an HTTP pool (feature `http`); absent for other pools.
     #[cfg(feature = "http")]
     #[serde(default, skip_serializing_if = "Option::is_none")]

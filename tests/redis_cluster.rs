@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::{Router, body::Body, http::Request, http::StatusCode, routing::get};
 use axum_pools::{PoolManager, RateLimitLayer, RedisConfig, RedisConn, layer::FailPolicy};
-use common::servers::redis_cluster;
+use common::servers::{redis_cluster, redis_cluster_with};
 use redis::AsyncCommands;
 use tower::ServiceExt;
 
@@ -169,4 +169,39 @@ async fn the_shared_rate_limit_holds_across_two_managers_on_a_cluster() {
         }
     }
     assert_eq!(allowed, 5);
+}
+
+/// `rediss+cluster://` with the test CA: every node speaks TLS only (and
+/// so does the cluster bus); the pool verifies each node's certificate and
+/// name, and the stats say `tls: on`.
+#[tokio::test]
+async fn a_tls_cluster_works_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::certs::make_certs(dir.path());
+    let Some(cluster) = redis_cluster_with(Some(&certs)) else {
+        return;
+    };
+    let m = manager(&cluster.url()).await;
+    let mut conn = <RedisConn>::acquire(&m).await.unwrap();
+    for i in 0..30 {
+        let _: () = conn.set(format!("tls:{i}"), i).await.unwrap();
+    }
+    let n: i64 = conn.get("tls:29").await.unwrap();
+    assert_eq!(n, 29);
+    drop(conn);
+    let server = m.stats_of("cache").unwrap().server.expect("server facts");
+    assert_eq!(server["tls"], "on");
+    assert_eq!(server["cluster_state"], "ok");
+
+    // Another CA: the build fails saying the certificate is not trusted.
+    let other = cluster.url().replace(
+        &certs.ca.display().to_string(),
+        &certs.other_ca.display().to_string(),
+    );
+    let e = PoolManager::builder()
+        .redis("cache", RedisConfig::from_url(other))
+        .build()
+        .await
+        .expect_err("an untrusted cluster was accepted");
+    assert!(e.to_string().contains("not trusted"), "{e}");
 }

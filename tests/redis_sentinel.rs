@@ -109,6 +109,15 @@ async fn after_the_master_is_killed_writes_go_to_the_promoted_replica() {
         "{facts:?}"
     );
     assert_eq!(facts["failovers"], "1", "{facts:?}");
+    assert_eq!(stats.failovers, Some(1));
+    let response = tower::ServiceExt::oneshot(m.router::<()>(), common::get("/pools/metrics"))
+        .await
+        .unwrap();
+    let metrics = common::body_text(response).await;
+    assert!(
+        metrics.contains("axum_pools_failovers_total{pool_name=\"cache\"} 1"),
+        "{metrics}"
+    );
     // What the old master had replicated is on the new one.
     let mut conn = <RedisConn>::acquire(&m).await.unwrap();
     let before: String = conn.get("before").await.unwrap();

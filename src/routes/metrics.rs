@@ -14,6 +14,7 @@
 //! | `axum_pools_leases_total`, `axum_pools_shed_total`, `axum_pools_backend_errors_total`, `axum_pools_query_timeouts_total`, `axum_pools_breaker_rejections_total` | counter | `pool_name` |
 //! | `axum_pools_breaker_state` | gauge, 1 for the current state | `pool_name`, `state` |
 //! | `axum_pools_health_status` | gauge: 0 pass, 1 warn, 2 fail (cached check) | `pool_name` |
+//! | `axum_pools_failovers_total` | counter: changes of master seen by a Redis pool behind Sentinel (those pools only) | `pool_name` |
 //! | `axum_pools_rate_limited_total` | counter: 429s of a [`RateLimitLayer`](crate::layer::RateLimitLayer) registered with `.metrics(&manager, name)` | `limiter` |
 //!
 //! Every series is computed at scrape time from the pools' atomics: the
@@ -202,6 +203,25 @@ impl Collector for PoolsCollector {
                     metric
                         .encode_family(&[("pool_name", s.pool.as_str()), ("state", name)])?
                         .encode_gauge(&i64::from(s.breaker.state == state))?;
+                }
+            }
+        }
+        #[cfg(feature = "redis")]
+        {
+            let mut metric = encoder.encode_descriptor(
+                "axum_pools_failovers",
+                "Changes of master seen by a Redis pool behind Sentinel.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (_, s) in &pools {
+                if let Some(failovers) = s.failovers {
+                    metric
+                        .encode_family(&[("pool_name", s.pool.as_str())])?
+                        .encode_counter::<NoLabelSet, u64, f64>(
+                            &failovers,
+                            None::<&Exemplar<NoLabelSet, f64>>,
+                        )?;
                 }
             }
         }

@@ -512,18 +512,25 @@ pub fn pgbouncer_with(target: &str, pool_size: usize, tls: Option<&Certs>) -> Op
 pub struct RedisCluster {
     _nodes: Vec<KillOnDrop>,
     pub ports: Vec<u16>,
+    /// With TLS: the CA file.
+    tls: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
-    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3/`.
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3/`, or with
+    /// TLS `rediss+cluster://localhost:p1,…/?sslrootcert=ca.pem`.
     pub fn url(&self) -> String {
-        let nodes: Vec<String> = self
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        format!("redis+cluster://{}/", nodes.join(","))
+        let (scheme, host) = match self.tls {
+            None => ("redis", "127.0.0.1"),
+            Some(_) => ("rediss", "localhost"),
+        };
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("{host}:{p}")).collect();
+        let query = match &self.tls {
+            None => String::new(),
+            Some(ca) => format!("?sslrootcert={}", ca.display()),
+        };
+        format!("{scheme}+cluster://{}/{query}", nodes.join(","))
     }
 }
 
@@ -559,23 +566,52 @@ fn cluster_ports() -> Vec<u16> {
 }
 
 pub fn redis_cluster() -> Option<RedisCluster> {
+    redis_cluster_with(None)
+}
+
+/// The same with TLS only (`tls-cluster yes`, clients need no certificate),
+/// the nodes announcing themselves as `localhost`, the name in `certs`'
+/// server certificate; [`RedisCluster::url`] is then `rediss+cluster://`.
+pub fn redis_cluster_with(tls: Option<&Certs>) -> Option<RedisCluster> {
     let dir = tempfile::tempdir().unwrap();
     let ports = cluster_ports();
+    let tls_args = |command: &mut Command| {
+        if let Some(certs) = tls {
+            command.args(["--tls", "--insecure"]);
+            command.arg("--cacert").arg(&certs.ca);
+        }
+    };
     let mut nodes = Vec::new();
     for port in &ports {
         let mut node = Command::new("redis-server");
-        node.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        node.args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
             .arg("--cluster-config-file")
             .arg(dir.path().join(format!("nodes-{port}.conf")))
             .arg("--dir")
             .arg(dir.path())
             .args(["--save", "", "--appendonly", "no"]);
+        match tls {
+            None => node.args(["--port", &port.to_string()]),
+            Some(certs) => node
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-auth-clients", "no"])
+                .args(["--cluster-announce-hostname", "localhost"])
+                .args(["--cluster-preferred-endpoint-type", "hostname"])
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca),
+        };
         let mut child = started(&mut node)?;
         wait_listening(&mut child, *port);
         nodes.push(KillOnDrop(child));
     }
-    let out = Command::new("redis-cli")
+    let mut create = Command::new("redis-cli");
+    tls_args(&mut create);
+    let out = create
         .arg("--cluster")
         .arg("create")
         .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
@@ -584,13 +620,16 @@ pub fn redis_cluster() -> Option<RedisCluster> {
         .unwrap();
     assert!(
         out.status.success(),
-        "redis-cli --cluster create: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "redis-cli --cluster create: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     for port in &ports {
         let mut ok = false;
         for _ in 0..200 {
-            let info = Command::new("redis-cli")
+            let mut info = Command::new("redis-cli");
+            tls_args(&mut info);
+            let info = info
                 .args(["-p", &port.to_string(), "cluster", "info"])
                 .output()
                 .unwrap();
@@ -605,6 +644,7 @@ pub fn redis_cluster() -> Option<RedisCluster> {
     Some(RedisCluster {
         _nodes: nodes,
         ports,
+        tls: tls.map(|certs| certs.ca.clone()),
         _dir: dir,
     })
 }

@@ -249,6 +249,7 @@ impl Backend for Redis {
     /// went to, and the changes of master seen, as they are now.
     fn fill_stats(&self, snapshot: &mut crate::stats::StatsSnapshot) {
         if let Client::Sentinel(sentinels) = &self.client {
+            snapshot.failovers = Some(sentinels.failovers());
             snapshot
                 .server
                 .get_or_insert_default()

@@ -97,6 +97,11 @@ impl Sentinels {
         Ok(client)
     }
 
+    /// The changes of master seen.
+    pub(super) fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
     /// The master's name, its address last seen and the changes counted.
     pub(super) fn facts(&self) -> [(String, String); 3] {
         let current = self
