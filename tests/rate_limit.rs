@@ -292,4 +292,80 @@ mod distributed {
             assert_eq!(svc.backend_errors(), 1, "{policy:?}");
         }
     }
+
+    /// Two limiters on one Redis, with other names and quotas, and the same
+    /// client: each keeps its own budget.
+    #[tokio::test]
+    async fn limiters_of_other_names_keep_their_own_budgets_on_one_redis() {
+        let url = require!(common::redis_url());
+        let m = manager(&url).await;
+        let limiter = |name: &str, count: u32| {
+            app(RateLimitLayer::new(count, Duration::from_secs(60))
+                .name(name)
+                .key(KeyBy::Header(HeaderName::from_static("x-api-key")))
+                .distributed(m.clone(), "limits", FailPolicy::Closed))
+        };
+        let (search, upload) = (limiter("search", 2), limiter("upload", 5));
+        let key = common::unique("client");
+        let mut allowed = (0, 0);
+        for _ in 0..8 {
+            if search.clone().oneshot(keyed(&key)).await.unwrap().status() == StatusCode::OK {
+                allowed.0 += 1;
+            }
+            let r = upload.clone().oneshot(keyed(&key)).await.unwrap();
+            if r.status() == StatusCode::OK {
+                allowed.1 += 1;
+                assert_eq!(r.headers()["ratelimit-policy"], "\"upload\";q=5;w=60");
+            }
+        }
+        assert_eq!(allowed, (2, 5));
+    }
+
+    /// A Redis that cannot answer is logged once, then counted, not once
+    /// per request.
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_is_logged_once_not_per_request() {
+        let url = require!(common::redis_url());
+        let logs = common::Logs::default();
+        let _guard = logs.install(tracing::Level::WARN);
+        let m = manager(&url).await;
+        m.force_open("limits").unwrap();
+        let app = app(RateLimitLayer::new(5, Duration::from_secs(60))
+            .name("api")
+            .key(KeyBy::Global)
+            .distributed(m, "limits", FailPolicy::Open));
+        for _ in 0..20 {
+            let r = app.clone().oneshot(keyed("x")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        let text = logs.text();
+        assert_eq!(
+            text.matches("the rate limiter's store").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("limiter=\"api\""), "{text}");
+    }
+}
+
+/// Keyed by peer address but served without `ConnectInfo`: one warning
+/// naming the fix, not a silent global bucket.
+#[tokio::test]
+async fn a_peer_ip_limiter_without_connect_info_says_so_once() {
+    let logs = common::Logs::default();
+    let _guard = logs.install(tracing::Level::WARN);
+    let app = app(RateLimitLayer::new(5, Duration::from_secs(60)));
+    for _ in 0..3 {
+        let request = Request::get("/").body(Body::empty()).unwrap();
+        app.clone().oneshot(request).await.unwrap();
+    }
+    let text = logs.text();
+    assert_eq!(
+        text.matches("into_make_service_with_connect_info").count(),
+        1,
+        "{text}"
+    );
+    // With the peer's address: nothing more.
+    app.clone().oneshot(from("10.0.0.1")).await.unwrap();
+    assert_eq!(logs.text().matches("ConnectInfo").count(), 1);
 }

@@ -68,6 +68,11 @@ impl KeyBy {
         Self::Custom(Arc::new(f))
     }
 
+    /// Keys by the peer's address, which only `ConnectInfo` gives.
+    pub(super) fn by_peer(&self) -> bool {
+        matches!(self, Self::PeerIp | Self::ClientIp(_))
+    }
+
     pub(super) fn key(&self, parts: &Parts) -> Key {
         let peer = || {
             parts

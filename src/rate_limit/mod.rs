@@ -3,9 +3,9 @@
 //! axum clones services per connection, so it does not limit at all there.
 //!
 //! Over the limit: 429 `application/problem+json` with `Retry-After`. Every
-//! answer carries the IETF draft headers `RateLimit-Policy` (`"default";q=<burst>;w=<window s>`)
-//! and `RateLimit` (`"default";r=<remaining>;t=<s until full>`) unless
-//! turned off.
+//! answer carries the IETF draft headers `RateLimit-Policy` (`"<name>";q=<burst>;w=<window s>`)
+//! and `RateLimit` (`"<name>";r=<remaining>;t=<s until full>`) unless
+//! turned off; the name is `default` unless [`RateLimitLayer::name`] sets it.
 //!
 //! | key | what counts as one client |
 //! |---|---|
@@ -54,6 +54,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 mod keys;
+mod report;
 mod store;
 
 pub use self::keys::{KeyBy, KeyFn, TrustedProxies};
@@ -62,7 +63,11 @@ use crate::problem::{Problem, retry_after_secs};
 
 struct Shared {
     store: Box<dyn Store>,
+    /// The limiter's name: its policy's in the headers, its keys' prefix in
+    /// a shared store, and in its log lines.
+    name: String,
     key: KeyBy,
+    reports: report::Reports,
     burst: u32,
     per_cell: Duration,
     headers: bool,
@@ -77,14 +82,15 @@ struct Shared {
 impl Shared {
     fn policy(&self) -> HeaderValue {
         let window = (self.per_cell * self.burst).as_secs().max(1);
-        HeaderValue::from_str(&format!("\"default\";q={};w={window}", self.burst))
+        HeaderValue::from_str(&format!("\"{}\";q={};w={window}", self.name, self.burst))
             .expect("digits and ASCII")
     }
 
     fn state(&self, remaining: u32) -> HeaderValue {
         let to_full = (self.per_cell * (self.burst - remaining.min(self.burst))).as_secs_f64();
         HeaderValue::from_str(&format!(
-            "\"default\";r={remaining};t={}",
+            "\"{}\";r={remaining};t={}",
+            self.name,
             to_full.ceil() as u64
         ))
         .expect("digits and ASCII")
@@ -101,6 +107,7 @@ impl Shared {
 #[derive(Clone)]
 #[must_use]
 pub struct RateLimitLayer {
+    name: String,
     count: u32,
     per: Duration,
     burst: Option<u32>,
@@ -133,6 +140,7 @@ pub enum FailPolicy {
 impl fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
+            .field("name", &self.name)
             .field("count", &self.count)
             .field("per", &self.per)
             .field("burst", &self.burst)
@@ -160,6 +168,7 @@ impl RateLimitLayer {
             "RateLimitLayer::new: per must be greater than zero"
         );
         Self {
+            name: "default".to_owned(),
             count,
             per,
             burst: None,
@@ -183,8 +192,35 @@ impl RateLimitLayer {
     ///     .metrics(&manager, "api");
     /// # }
     /// ```
+    /// The limiter is then called `name` too (see [`name`](Self::name)).
     pub fn metrics(mut self, manager: &crate::PoolManager, name: &str) -> Self {
         self.counter = Some(manager.rate_limiter_counter(name));
+        self.name(name)
+    }
+
+    /// The limiter's name (default `default`): its policy's name in the
+    /// `RateLimit-Policy` and `RateLimit` headers, the prefix of its keys in
+    /// a shared store (so limiters with other names or quotas on one Redis
+    /// never share a budget), and in its log lines.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is empty or has characters other than ASCII letters,
+    /// digits, `_`, `-` and `.` (it goes into a header as is).
+    ///
+    /// ```
+    /// let search = axum_pools::layer::RateLimitLayer::new(10, std::time::Duration::from_secs(1))
+    ///     .name("search");
+    /// ```
+    pub fn name(mut self, name: &str) -> Self {
+        assert!(
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)),
+            "RateLimitLayer::name: {name:?} must be ASCII letters, digits, `_`, `-` or `.`"
+        );
+        self.name = name.to_owned();
         self.changed()
     }
 
@@ -280,6 +316,7 @@ impl RateLimitLayer {
             Some((manager, pool)) => Box::new(redis::RedisStore::new(
                 manager.clone(),
                 pool.clone(),
+                &self.name,
                 burst,
                 per_cell,
             )) as Box<dyn Store>,
@@ -289,7 +326,9 @@ impl RateLimitLayer {
         let store = local();
         Arc::new(Shared {
             store,
+            name: self.name.clone(),
             key: self.key.clone(),
+            reports: report::Reports::default(),
             burst,
             per_cell,
             headers: self.headers,
@@ -391,6 +430,9 @@ where
         let shared = &self.shared;
         let (parts, body) = req.into_parts();
         let key = shared.key.key(&parts);
+        if matches!(key, keys::Key::Unknown) && shared.key.by_peer() {
+            shared.reports.no_peer(&shared.name);
+        }
         let req = Request::from_parts(parts, body);
         match shared.store.check(key) {
             Check::Decided(Decision::Allowed { remaining }) => {
@@ -433,7 +475,9 @@ where
         Ok(Decision::Limited { wait }) => Ok(shared.limited(wait)),
         Err(error) => {
             shared.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, policy = ?shared.on_error, "the rate limiter's store did not answer");
+            shared
+                .reports
+                .store_failed(&shared.name, shared.on_error, &error);
             match shared.on_error {
                 FailPolicy::Open => inner.call(req).await,
                 FailPolicy::Closed => Ok(Problem::new(

@@ -39,21 +39,32 @@ pub(super) struct RedisStore {
 struct Inner {
     manager: PoolManager,
     pool: String,
+    /// `axum-pools:rl:<limiter>:<burst>:<interval µs>:`: limiters of other
+    /// names or quotas never share a key.
+    prefix: String,
     script: redis::Script,
     interval_us: u64,
     burst: u32,
 }
 
 impl RedisStore {
-    pub(super) fn new(manager: PoolManager, pool: String, burst: u32, per_cell: Duration) -> Self {
+    pub(super) fn new(
+        manager: PoolManager,
+        pool: String,
+        limiter: &str,
+        burst: u32,
+        per_cell: Duration,
+    ) -> Self {
+        let interval_us = u64::try_from(per_cell.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         Self {
             inner: Arc::new(Inner {
                 manager,
                 pool,
+                prefix: format!("axum-pools:rl:{limiter}:{burst}:{interval_us}:"),
                 script: redis::Script::new(GCRA),
-                interval_us: u64::try_from(per_cell.as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
+                interval_us,
                 burst,
             }),
         }
@@ -75,10 +86,11 @@ impl Inner {
             .pool::<Redis>(Some(&self.pool), "redis::aio::MultiplexedConnection")
             .map_err(|e| e.to_string())?;
         let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+        let prefix = &self.prefix;
         let redis_key = match key {
-            Key::Ip(ip) => format!("axum-pools:rl:ip:{ip}"),
-            Key::Text(t) => format!("axum-pools:rl:k:{t}"),
-            Key::Unknown => "axum-pools:rl:-".to_owned(),
+            Key::Ip(ip) => format!("{prefix}ip:{ip}"),
+            Key::Text(t) => format!("{prefix}k:{t}"),
+            Key::Unknown => format!("{prefix}-"),
         };
         let (allowed, retry_us, remaining): (i64, i64, i64) = self
             .script
