@@ -87,6 +87,33 @@ async fn an_unusable_url_fails_the_build_naming_the_pool() {
     assert_eq!(err.pool(), Some("notes"));
 }
 
+/// An optional pool (`required(false)`) that cannot open builds with a
+/// warning and shows as failing, optional, in health; the same pool
+/// required fails the build.
+#[tokio::test]
+async fn an_optional_pool_that_is_down_builds_and_a_required_one_does_not() {
+    let (_dir, good) = common::sqlite_file();
+    let bad = || DbConfig::from_url("/nonexistent-dir/axum-pools/x.db").health_check_interval(None);
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>("main", config(&good))
+        .database::<SqliteConnection>("reports", bad().required(false))
+        .build()
+        .await
+        .expect("an optional pool that is down failed the build");
+    let health = m.health().await;
+    assert_eq!(health.status, HealthStatus::Warn);
+    let reports = health.pools.iter().find(|p| p.pool == "reports").unwrap();
+    assert_eq!(reports.status, HealthStatus::Fail);
+    assert!(!reports.required);
+
+    let err = PoolManager::builder()
+        .database::<SqliteConnection>("reports", bad())
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.pool(), Some("reports"));
+}
+
 #[tokio::test]
 async fn a_failed_build_closes_the_pools_it_opened() {
     let (_dir, good) = common::sqlite_file();

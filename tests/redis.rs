@@ -346,3 +346,46 @@ async fn two_redis_pools_are_picked_by_marker() {
     let body = body_text(r).await;
     assert!(body.contains("(sessions, counters)"), "{body}");
 }
+
+/// A Redis that wants a password the URL does not give accepts the
+/// connection and refuses the first command (NOAUTH): a required pool
+/// fails the build saying so, without echoing the password; with it, the
+/// pool builds and works.
+#[tokio::test]
+async fn a_required_pool_that_cannot_log_in_fails_the_build() {
+    let Some((_server, port)) = common::servers::redis_with_password("s3cret-pass") else {
+        return;
+    };
+    let err = PoolManager::builder()
+        .redis(
+            "cache",
+            RedisConfig::from_url(format!("redis://127.0.0.1:{port}/0")),
+        )
+        .build()
+        .await
+        .expect_err("a pool that cannot log in was built");
+    let text = err.to_string();
+    assert_eq!(err.pool(), Some("cache"));
+    assert!(text.contains("NOAUTH"), "{text}");
+
+    let err = PoolManager::builder()
+        .redis(
+            "cache",
+            RedisConfig::from_url(format!("redis://:wrong-pass@127.0.0.1:{port}/0")),
+        )
+        .build()
+        .await
+        .expect_err("a wrong password was accepted");
+    assert!(!err.to_string().contains("wrong-pass"), "{err}");
+
+    let m = PoolManager::builder()
+        .redis(
+            "cache",
+            RedisConfig::from_url(format!("redis://:s3cret-pass@127.0.0.1:{port}/0")),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut conn = <RedisConn>::acquire(&m).await.unwrap();
+    let _: () = conn.set("k", 1).await.unwrap();
+}

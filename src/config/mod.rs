@@ -160,9 +160,11 @@ pub struct PoolConfig {
     pub query_timeout: Option<Duration>,
     /// The pool's circuit breaker.
     pub breaker: BreakerConfig,
-    /// Whether the service needs this pool: a required pool that fails makes
-    /// `/pools/health` and `/pools/health/ready` fail; an optional one only
-    /// warns.
+    /// Whether the service needs this pool: a required database or Redis
+    /// pool that cannot connect, or whose first health check fails (a
+    /// Redis that answers `NOAUTH`), fails `build()`, and one that fails
+    /// later makes `/pools/health` and `/pools/health/ready` fail; an
+    /// optional one builds with a warning and only warns in health.
     ///
     /// Default: `true`.
     pub required: bool,

@@ -18,6 +18,7 @@ use super::{Inner, PoolManager, tasks::spawn_maintenance};
 use crate::{
     config::{ConfigError, PoolConfig},
     error::{BackendError, PoolError},
+    health::HealthStatus,
     pool::{Backend, ErasedPool, Pool},
     redact::Redactor,
 };
@@ -93,6 +94,7 @@ impl PoolManagerBuilder {
     ) -> Self {
         let redactor = Redactor::from_url(url);
         let (pool_name, pool_config) = (name.clone(), config.clone());
+        let required = config.required;
         self.entries.push(Entry {
             name,
             url: redactor.url().to_owned(),
@@ -102,13 +104,24 @@ impl PoolManagerBuilder {
                 Box::pin(async move {
                     let backend = backend.map_err(|e| BackendError::new(redactor.scrub(&e)))?;
                     let pool = Pool::new(pool_name, backend, pool_config, redactor, hooks);
+                    // A database the app cannot run without fails the
+                    // build, with what the server said; an optional pool
+                    // (`required(false)`) and an HTTP upstream (which may
+                    // come later) start unhealthy instead.
+                    let must = required && pool.backend().required_at_build();
                     if let Err(e) = pool.warm_up().await {
-                        if pool.backend().required_at_build() {
+                        if must {
                             return Err(e);
                         }
                         tracing::warn!(pool = %pool.shared().name, error = %e, "upstream unreachable at build; the pool starts unhealthy");
                     }
-                    pool.check_health().await;
+                    // Connecting is not always logging in (Redis answers
+                    // NOAUTH only to the first command): one real round trip.
+                    let health = pool.check_health().await;
+                    if must && health.status == HealthStatus::Fail {
+                        let why = health.error.unwrap_or_else(|| "failed".to_owned());
+                        return Err(BackendError::new(format!("the first health check at build: {why}")));
+                    }
                     Ok(Arc::new(pool) as Arc<dyn ErasedPool>)
                 })
             }),

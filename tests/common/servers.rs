@@ -741,3 +741,17 @@ pub fn redis_sentinel() -> Option<RedisSentinel> {
         _dir: dir,
     })
 }
+
+/// A `redis-server` on a free port that wants `password` (`requirepass`);
+/// `None` (skipped) without one, outside CI.
+pub fn redis_with_password(password: &str) -> Option<(KillOnDrop, u16)> {
+    let port = super::example::free_port();
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--requirepass", password])
+        .args(["--save", "", "--appendonly", "no"]);
+    let mut child = started(&mut command)?;
+    wait_listening(&mut child, port);
+    Some((KillOnDrop(child), port))
+}
