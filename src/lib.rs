@@ -163,6 +163,18 @@ pub mod stats;
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 mod tls;
 
+/// The diesel crate the SQL pools are built on, for the query DSL in
+/// handlers (`axum_pools::diesel::select(..)`). Its derives and `table!`
+/// expand to `diesel::` paths: a crate using them adds `diesel` itself, at
+/// this version (see README, "Dependencies").
+pub use diesel;
+/// diesel-async, whose `RunQueryDsl` runs queries on a [`DbConn`].
+pub use diesel_async;
+/// The redis crate behind [`RedisConn`] (feature `redis`), for
+/// `redis::AsyncCommands` and `redis::cmd`, as deadpool-redis re-exports it.
+#[cfg(feature = "redis")]
+pub use redis;
+
 #[cfg(feature = "sqlite")]
 pub use crate::backend::diesel::SqliteConnection;
 #[cfg(feature = "http")]
