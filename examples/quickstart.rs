@@ -10,6 +10,10 @@
 //! curl -s localhost:3000/pools/stats
 //! ```
 //!
+//! Inputs are checked before anything is stored: a body over 64 KiB answers
+//! 413, a title that is empty, longer than 200 characters or holds control
+//! characters 422, an id that is not a number 404, all problem+json.
+//!
 //! SQLite keeps an in-memory database per connection, so the pool uses a
 //! file: every pooled connection sees the same notes. Writes run in a
 //! `DbTx`: `PoolLayer` commits it when the handler answers 2xx and rolls it
@@ -20,7 +24,10 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, rejection::JsonRejection},
+    extract::{
+        DefaultBodyLimit, Path,
+        rejection::{JsonRejection, PathRejection},
+    },
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -66,14 +73,21 @@ pub async fn migrate(manager: &PoolManager) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
+/// The largest request body the notes routes take.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The longest title, in characters.
+pub const TITLE_MAX: usize = 200;
+
 /// The notes routes plus the pools router, with the pool layer.
 pub fn app(manager: PoolManager) -> Router {
     Router::new()
         .route("/notes", get(list_notes).post(add_note))
         .route("/notes/batch", post(add_notes))
         .route("/notes/{id}", get(get_note))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(manager.router())
-        .layer(PoolLayer::new(manager))
+        .layer(PoolLayer::new(manager).read_body_first(BODY_LIMIT))
 }
 
 async fn list_notes(mut db: DbConn<SqliteConnection>) -> Result<Json<Vec<Note>>, AppError> {
@@ -85,10 +99,28 @@ async fn list_notes(mut db: DbConn<SqliteConnection>) -> Result<Json<Vec<Note>>,
     Ok(Json(all))
 }
 
-fn title_of(new: NewNote) -> Option<String> {
-    match new.title.as_deref().map(str::trim) {
-        Some(t) if !t.is_empty() => Some(t.to_owned()),
-        _ => None,
+/// The note's title, trimmed, or why it cannot be stored.
+fn title_of(new: NewNote) -> Result<String, String> {
+    let title = new.title.as_deref().map(str::trim).unwrap_or_default();
+    if title.is_empty() {
+        return Err("`title` must be a non-empty string".into());
+    }
+    if title.chars().count() > TITLE_MAX {
+        return Err(format!("`title` must be at most {TITLE_MAX} characters"));
+    }
+    if title.chars().any(char::is_control) {
+        return Err("`title` must not contain control characters".into());
+    }
+    Ok(title.to_owned())
+}
+
+/// A body the JSON extractor refused: its own status (413 for one over
+/// the limit, 415 without `content-type: application/json`, 400 for
+/// broken JSON), 422 for JSON of the wrong shape.
+fn rejected(e: JsonRejection) -> AppError {
+    match e.status() {
+        StatusCode::UNPROCESSABLE_ENTITY => AppError::Invalid(e.body_text()),
+        status => AppError::Rejected(status, e.body_text()),
     }
 }
 
@@ -104,9 +136,8 @@ async fn add_note(
     mut tx: DbTx<SqliteConnection>,
     body: Result<Json<NewNote>, JsonRejection>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Note>), AppError> {
-    let Json(new) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
-    let title = title_of(new)
-        .ok_or_else(|| AppError::Invalid("`title` must be a non-empty string".into()))?;
+    let Json(new) = body.map_err(rejected)?;
+    let title = title_of(new).map_err(AppError::Invalid)?;
     let note = insert(&mut tx, title).await?;
     let location = format!("/notes/{}", note.id);
     Ok((
@@ -116,27 +147,27 @@ async fn add_note(
     ))
 }
 
-/// Stores every note or none: each is inserted as it comes, and an empty
+/// Stores every note or none: each is inserted as it comes, and an invalid
 /// title answers 422, so the layer rolls the earlier inserts back.
 async fn add_notes(
     mut tx: DbTx<SqliteConnection>,
     body: Result<Json<Vec<NewNote>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Vec<Note>>), AppError> {
-    let Json(batch) = body.map_err(|e| AppError::Invalid(e.body_text()))?;
+    let Json(batch) = body.map_err(rejected)?;
     let mut stored = Vec::with_capacity(batch.len());
     for (i, new) in batch.into_iter().enumerate() {
-        let title = title_of(new).ok_or_else(|| {
-            AppError::Invalid(format!("note {i}: `title` must be a non-empty string"))
-        })?;
+        let title = title_of(new).map_err(|why| AppError::Invalid(format!("note {i}: {why}")))?;
         stored.push(insert(&mut tx, title).await?);
     }
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
 async fn get_note(
-    Path(id): Path<i32>,
+    id: Result<Path<i32>, PathRejection>,
     mut db: DbConn<SqliteConnection>,
 ) -> Result<Json<Note>, AppError> {
+    // Not a number: no such note.
+    let Path(id) = id.map_err(|_| AppError::NoSuchId)?;
     notes::table
         .find(id)
         .select(Note::as_select())
@@ -152,7 +183,9 @@ async fn get_note(
 pub enum AppError {
     Db(DbError),
     Invalid(String),
+    Rejected(StatusCode, String),
     NotFound(i32),
+    NoSuchId,
 }
 
 impl From<DbError> for AppError {
@@ -178,10 +211,16 @@ impl IntoResponse for AppError {
         let (status, title, detail) = match self {
             Self::Db(e) => return e.into_response(),
             Self::Invalid(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid note", detail),
+            Self::Rejected(status, detail) => (status, "Request not accepted", detail),
             Self::NotFound(id) => (
                 StatusCode::NOT_FOUND,
                 "Note not found",
                 format!("no note with id {id}"),
+            ),
+            Self::NoSuchId => (
+                StatusCode::NOT_FOUND,
+                "Note not found",
+                "note ids are whole numbers".to_owned(),
             ),
         };
         let body = serde_json::json!({

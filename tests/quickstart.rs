@@ -58,7 +58,6 @@ async fn notes_round_trip_and_invalid_titles_store_nothing() {
         r#"{"title":"   "}"#,
         "{}",
         r#"{"title":null}"#,
-        "not json",
     ] {
         let r = app.clone().oneshot(post(bad)).await.unwrap();
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
@@ -92,7 +91,7 @@ async fn notes_round_trip_and_invalid_titles_store_nothing() {
     let r = app.oneshot(get("/pools/stats/notes")).await.unwrap();
     let stats = body_json(r).await;
     assert_eq!(stats["active"], 0);
-    assert!(stats["leases"].as_u64().unwrap() >= 10);
+    assert!(stats["leases"].as_u64().unwrap() >= 9);
 }
 
 #[tokio::test]
@@ -201,4 +200,60 @@ async fn clients_trickling_uploads_hold_no_connection() {
     }
     let all = body_json(app.oneshot(get("/notes")).await.unwrap()).await;
     assert_eq!(all.as_array().unwrap().len(), 4);
+}
+
+/// What the quickstart refuses, each as problem+json, and that none of it is
+/// stored: a body over the limit (413), titles too long, with a NUL or a
+/// control character (422), an id that is not a number (404).
+#[tokio::test]
+async fn bad_inputs_are_refused_as_problems_and_store_nothing() {
+    let (_dir, app) = app().await;
+    let too_long = "x".repeat(quickstart::TITLE_MAX + 1);
+    let huge = "x".repeat(3 * 1024 * 1024);
+    let cases = [
+        (
+            format!(r#"{{"title":"{huge}"}}"#),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            format!(r#"{{"title":"{too_long}"}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"title":"a\u0000b"}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"title":"line\nbreak"}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("{not json".to_owned(), StatusCode::BAD_REQUEST),
+        ("not json".to_owned(), StatusCode::BAD_REQUEST),
+    ];
+    for (body, want) in cases {
+        let r = app.clone().oneshot(post(&body)).await.unwrap();
+        assert_eq!(r.status(), want, "{}", &body[..body.len().min(60)]);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+    // Exactly the longest title is fine.
+    let longest = "y".repeat(quickstart::TITLE_MAX);
+    let r = app
+        .clone()
+        .oneshot(post(&format!(r#"{{"title":"{longest}"}}"#)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let r = app.clone().oneshot(get("/notes/abc")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+
+    let stored = body_json(app.oneshot(get("/notes")).await.unwrap()).await;
+    assert_eq!(stored.as_array().map(Vec::len), Some(1), "{stored}");
 }
