@@ -319,3 +319,41 @@ async fn rate_limit_rejections_are_in_the_metrics() {
         sample.value
     );
 }
+
+/// The process series, with the names Prometheus' clients use, and the
+/// runtime's: present, and with values this process can have.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_and_runtime_series_are_there_with_plausible_values() {
+    let (_d1, _d2, m) = two_pools().await;
+    let app: Router = m.router();
+    let text = body_text(app.oneshot(get("/pools/metrics")).await.unwrap()).await;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition");
+    let value = |metric: &str| {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric)
+            .unwrap_or_else(|| panic!("no {metric} in:\n{text}"));
+        match sample.value {
+            Value::Counter(n) | Value::Gauge(n) | Value::Untyped(n) => n,
+            ref other => panic!("{metric} is not a number: {other:?}"),
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("process_resident_memory_bytes") > 1024.0 * 1024.0);
+    assert!(value("process_threads") >= 2.0);
+    let started = value("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "{started} vs {now}"
+    );
+    let (open, max) = (value("process_open_fds"), value("process_max_fds"));
+    assert!(open >= 3.0 && max >= open, "{open} of {max}");
+    assert_eq!(value("tokio_workers"), 2.0);
+    assert!(value("tokio_alive_tasks") >= 1.0);
+}

@@ -15,6 +15,8 @@
 //! | `axum_pools_breaker_state` | gauge, 1 for the current state | `pool_name`, `state` |
 //! | `axum_pools_health_status` | gauge: 0 pass, 1 warn, 2 fail (cached check) | `pool_name` |
 //! | `axum_pools_failovers_total` | counter: changes of master seen by a Redis pool behind Sentinel (those pools only) | `pool_name` |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_threads`, `process_start_time_seconds`, `process_open_fds`, `process_max_fds` | counter / gauges, from `/proc/self` (Linux only) | – |
+//! | `tokio_workers`, `tokio_alive_tasks` | gauges: the runtime serving the scrape | – |
 //! | `axum_pools_rate_limited_total` | counter: 429s of a [`RateLimitLayer`](crate::layer::RateLimitLayer) registered with `.metrics(&manager, name)` | `limiter` |
 //!
 //! Every series is computed at scrape time from the pools' atomics: the
@@ -259,7 +261,7 @@ impl Collector for PoolsCollector {
                     .encode_gauge(&value)?;
             }
         }
-        Ok(())
+        super::process::encode(&mut encoder)
     }
 }
 

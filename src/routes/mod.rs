@@ -24,6 +24,7 @@
 mod health;
 pub mod metrics;
 pub mod openapi;
+mod process;
 mod stats;
 
 use axum::{
