@@ -417,6 +417,24 @@ async fn health_and_stats_routes_serve_every_pool_and_404_unknown_names() {
             "{body}"
         );
     }
+
+    // Another method than GET: 405 problem+json naming the allowed ones.
+    for uri in ["/pools/health", "/pools/stats/main", "/pools/metrics"] {
+        let request = axum::http::Request::post(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert_eq!(r.headers()["allow"], "GET, HEAD");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let body = body_json(r).await;
+        assert_eq!(body["type"], "urn:axum-pools:problem:method-not-allowed");
+    }
+    // HEAD still answers as GET does.
+    let head = axum::http::Request::head("/pools/health/live")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(head).await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test(start_paused = true)]

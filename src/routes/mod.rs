@@ -29,9 +29,10 @@ mod stats;
 
 use axum::{
     Router,
+    handler::Handler,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{MethodRouter, get},
 };
 
 use axum::extract::FromRef;
@@ -88,13 +89,13 @@ impl PoolManager {
         S: Clone + Send + Sync + 'static,
     {
         Router::new()
-            .route("/pools/health", get(health::all))
-            .route("/pools/health/{name}", get(health::one))
-            .route("/pools/stats", get(stats::all))
-            .route("/pools/stats/{name}", get(stats::one))
-            .route("/pools/metrics", get(metrics::metrics))
-            .route("/pools/health/live", get(health::live))
-            .route("/pools/health/ready", get(health::ready))
+            .route("/pools/health", only_get(health::all))
+            .route("/pools/health/{name}", only_get(health::one))
+            .route("/pools/stats", only_get(stats::all))
+            .route("/pools/stats/{name}", only_get(stats::one))
+            .route("/pools/metrics", only_get(metrics::metrics))
+            .route("/pools/health/live", only_get(health::live))
+            .route("/pools/health/ready", only_get(health::ready))
             .with_state(RouterState {
                 manager: self.clone(),
                 details,
@@ -104,6 +105,30 @@ impl PoolManager {
                     .url("/pools/openapi.json", openapi::PoolsApi::openapi()),
             )
     }
+}
+
+/// `GET` (and `HEAD`) to `handler`; any other method 405 problem+json with
+/// `Allow`, not axum's empty 405.
+fn only_get<H, T>(handler: H) -> MethodRouter<RouterState>
+where
+    H: Handler<T, RouterState>,
+    T: 'static,
+{
+    get(handler).fallback(not_allowed)
+}
+
+async fn not_allowed() -> Response {
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route answers GET only".to_owned(),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
 }
 
 fn no_store(mut response: Response) -> Response {
