@@ -575,11 +575,11 @@ pub fn redis_cluster() -> Option<RedisCluster> {
 pub fn redis_cluster_with(tls: Option<&Certs>) -> Option<RedisCluster> {
     let dir = tempfile::tempdir().unwrap();
     let ports = cluster_ports();
-    let tls_args = |command: &mut Command| {
-        if let Some(certs) = tls {
-            command.args(["--tls", "--insecure"]);
-            command.arg("--cacert").arg(&certs.ca);
-        }
+    // redis-cli's options for the TLS nodes.
+    let ca = tls.map(|certs| certs.ca.display().to_string());
+    let tls_args: Vec<&str> = match &ca {
+        Some(ca) => vec!["--tls", "--insecure", "--cacert", ca],
+        None => Vec::new(),
     };
     let mut nodes = Vec::new();
     for port in &ports {
@@ -609,9 +609,8 @@ pub fn redis_cluster_with(tls: Option<&Certs>) -> Option<RedisCluster> {
         wait_listening(&mut child, *port);
         nodes.push(KillOnDrop(child));
     }
-    let mut create = Command::new("redis-cli");
-    tls_args(&mut create);
-    let out = create
+    let out = Command::new("redis-cli")
+        .args(&tls_args)
         .arg("--cluster")
         .arg("create")
         .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
@@ -624,22 +623,9 @@ pub fn redis_cluster_with(tls: Option<&Certs>) -> Option<RedisCluster> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let info = [tls_args.as_slice(), &["cluster", "info"]].concat();
     for port in &ports {
-        let mut ok = false;
-        for _ in 0..200 {
-            let mut info = Command::new("redis-cli");
-            tls_args(&mut info);
-            let info = info
-                .args(["-p", &port.to_string(), "cluster", "info"])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                ok = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(ok, "the cluster did not reach cluster_state:ok on {port}");
+        until_cli(*port, &info, "cluster_state:ok");
     }
     Some(RedisCluster {
         _nodes: nodes,

@@ -114,51 +114,38 @@ impl Redis {
     /// password).
     pub(crate) fn new(name: &str, url: &str) -> Result<Self, String> {
         let (url, files) = take_tls_files(url);
-        if let Some(sentinels) = sentinel::Sentinels::parse(&url)? {
-            if certificates(&files)?.is_some() {
-                return Err(NEEDS_TLS.to_owned());
-            }
-            return Ok(Self {
-                name: name.to_owned(),
-                db: sentinels.db,
-                client: Client::Sentinel(Box::new(sentinels)),
-                tls: false,
-            });
+        // `rediss://` and `rediss+cluster://` (Sentinel refuses its TLS form).
+        let encrypted = url.starts_with("rediss://") || url.starts_with("rediss+");
+        let certs = certificates(&files)?;
+        if certs.is_some() && !encrypted {
+            return Err(NEEDS_TLS.to_owned());
         }
-        if let Some(nodes) = cluster::cluster_nodes(&url)? {
-            let encrypted = nodes[0].starts_with("rediss://");
-            if encrypted {
-                tls::install_default_provider();
-            }
-            let mut builder =
-                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str));
-            match certificates(&files)? {
-                None => {}
-                Some(_) if !encrypted => return Err(NEEDS_TLS.to_owned()),
-                Some(certs) => builder = builder.certs(certs),
-            }
-            let client = builder.build().map_err(|e| e.to_string())?;
-            return Ok(Self {
-                name: name.to_owned(),
-                client: Client::Cluster(Box::new(client)),
-                db: 0,
-                tls: encrypted,
-            });
-        }
-        let encrypted = url.starts_with("rediss://");
         if encrypted {
             tls::install_default_provider();
         }
-        let client = match certificates(&files)? {
-            None => redis::Client::open(url.as_str()),
-            Some(_) if !encrypted => return Err(NEEDS_TLS.to_owned()),
-            Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
-        }
-        .map_err(|e| e.to_string())?;
-        let db = client.get_connection_info().redis_settings().db();
+        let (client, db) = if let Some(sentinels) = sentinel::Sentinels::parse(&url)? {
+            let db = sentinels.db;
+            (Client::Sentinel(Box::new(sentinels)), db)
+        } else if let Some(nodes) = cluster::cluster_nodes(&url)? {
+            let mut builder =
+                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str));
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build().map_err(|e| e.to_string())?;
+            (Client::Cluster(Box::new(client)), 0)
+        } else {
+            let client = match certs {
+                None => redis::Client::open(url.as_str()),
+                Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
+            }
+            .map_err(|e| e.to_string())?;
+            let db = client.get_connection_info().redis_settings().db();
+            (Client::Single(Box::new(client)), db)
+        };
         Ok(Self {
             name: name.to_owned(),
-            client: Client::Single(Box::new(client)),
+            client,
             db,
             tls: encrypted,
         })
@@ -186,8 +173,6 @@ impl Backend for Redis {
         };
         let config = one_server(&round_trip);
         let link = match &self.client {
-            // Without `query_timeout` the redis crate's own response
-            // timeout (500 ms) stays.
             Client::Single(client) => {
                 let conn = client.get_multiplexed_async_connection_with_config(&config);
                 Link::Single(conn.await.map_err(explain)?)

@@ -259,10 +259,9 @@ impl PgConnector {
                 .await
                 .map_err(|refused| match refused {
                     Refused::NoTls => self.no_tls(),
-                    Refused::Io(e) => match crate::tls::reason(&e) {
-                        Some(reason) => format!("{reason} (sslmode={})", self.mode.name()),
-                        None => format!("error connecting to server: {e}"),
-                    },
+                    Refused::Io(e) => self
+                        .tls_reason(&e)
+                        .unwrap_or_else(|| format!("error connecting to server: {e}")),
                 })?;
         }
         let client = connect_driven(&config, Unnamed::new(socket), NoTls)
@@ -280,9 +279,14 @@ impl PgConnector {
         )
     }
 
+    /// The TLS reason of `e` in a user's words, with the `sslmode`.
+    fn tls_reason(&self, e: &(dyn std::error::Error + 'static)) -> Option<String> {
+        crate::tls::reason(e).map(|reason| format!("{reason} (sslmode={})", self.mode.name()))
+    }
+
     fn explain(&self, e: &tokio_postgres::Error) -> String {
-        if let Some(reason) = crate::tls::reason(e) {
-            return format!("{reason} (sslmode={})", self.mode.name());
+        if let Some(reason) = self.tls_reason(e) {
+            return reason;
         }
         // tokio-postgres puts the detail ("no pg_hba.conf entry …", "server
         // does not support TLS") in the error's sources.

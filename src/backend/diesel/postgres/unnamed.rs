@@ -252,8 +252,7 @@ impl<S> Unnamed<S> {
     /// Which Parse a ParseComplete answers.
     fn parse_complete(&mut self) -> Expect {
         match self.expect.front() {
-            Some(Expect::Drop) => self.expect.pop_front().unwrap_or(Expect::Keep),
-            Some(Expect::Keep) => self.expect.pop_front().unwrap_or(Expect::Keep),
+            Some(Expect::Drop | Expect::Keep) => self.expect.pop_front().unwrap_or(Expect::Keep),
             _ => Expect::Keep,
         }
     }
