@@ -83,6 +83,12 @@ pub struct PoolHealth {
     /// by the manager together with `status: warn`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub saturated: bool,
+    /// Where the pool's connections go when the backend is several servers,
+    /// as of the last check: a Redis Cluster's state, slots and nodes by
+    /// role; behind Sentinel the master's name, its current address and
+    /// the failovers seen. Absent for one server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<std::collections::BTreeMap<String, String>>,
     /// The component type of the health draft's checks: `datastore` for a
     /// database or cache, `component` for an upstream service. Not
     /// serialized.
@@ -110,6 +116,7 @@ impl PoolHealth {
             utilization_percent: None,
             required: true,
             saturated: false,
+            topology: None,
             component_type,
         }
     }

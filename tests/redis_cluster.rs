@@ -123,6 +123,18 @@ async fn pipelines_work_within_a_slot_and_the_rest_is_refused_saying_why() {
     assert_eq!(server["slots_assigned"], "16384");
     assert_eq!(server["masters"].split(' ').count(), 3, "{server:?}");
     assert_eq!(server["tls"], "off");
+
+    // And in the health report: each master by address.
+    let health = m.check_health().await;
+    let topology = health.pools[0].topology.clone().expect("topology");
+    assert_eq!(topology["cluster_state"], "ok", "{topology:?}");
+    for port in &cluster.ports {
+        assert!(
+            topology["masters"].contains(&format!(":{port}")),
+            "{topology:?}"
+        );
+    }
+    assert!(!topology.contains_key("tls"), "{topology:?}");
 }
 
 #[tokio::test]
@@ -194,10 +206,7 @@ async fn a_tls_cluster_works_with_its_ca() {
     assert_eq!(server["cluster_state"], "ok");
 
     // Another CA: the build fails saying the certificate is not trusted.
-    let other = cluster.url().replace(
-        &certs.ca.display().to_string(),
-        &certs.other_ca.display().to_string(),
-    );
+    let other = certs.with_other_ca(&cluster.url());
     let e = PoolManager::builder()
         .redis("cache", RedisConfig::from_url(other))
         .build()

@@ -2,7 +2,9 @@
 //! master, replica and sentinel: the pool finds the master through the
 //! sentinel, and when the master is killed under load, writes go to the
 //! promoted replica within 10 s, no request waits past its bound, and the
-//! stats name the new master and count the failover.
+//! stats and the health report name the new master and count the
+//! failover. The same over TLS (`rediss+sentinel://`), where the sentinel
+//! and both servers listen with TLS only.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -16,14 +18,30 @@ use std::{
 };
 
 use axum_pools::{PoolManager, RedisConfig, RedisConn};
-use common::servers::redis_sentinel;
+use common::{
+    certs::make_certs,
+    servers::{RedisSentinel, redis_sentinel, redis_sentinel_with},
+};
 use redis::AsyncCommands;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_master_is_killed_writes_go_to_the_promoted_replica() {
-    let Some(mut servers) = redis_sentinel() else {
-        return;
-    };
+    if let Some(servers) = redis_sentinel() {
+        failover(servers).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_after_the_master_is_killed_writes_go_to_the_promoted_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    if let Some(servers) = redis_sentinel_with(Some(&certs)) {
+        failover(servers).await;
+    }
+}
+
+async fn failover(mut servers: RedisSentinel) {
+    let host = servers.host();
     let acquire_timeout = Duration::from_secs(2);
     let m = PoolManager::builder()
         .redis(
@@ -40,11 +58,14 @@ async fn after_the_master_is_killed_writes_go_to_the_promoted_replica() {
     let _: () = conn.set("before", "failover").await.unwrap();
     drop(conn);
     let facts = m.stats_of("cache").unwrap().server.unwrap();
-    assert_eq!(
-        facts["master"],
-        format!("127.0.0.1:{}", servers.master_port)
-    );
+    assert_eq!(facts["master"], format!("{host}:{}", servers.master_port));
     assert_eq!(facts["sentinel_master"], "mymaster");
+    let tls = if servers.url().starts_with("rediss") {
+        "on"
+    } else {
+        "off"
+    };
+    assert_eq!(facts["tls"], tls, "{facts:?}");
 
     // Four clients write in a loop; each write is timed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -105,10 +126,16 @@ async fn after_the_master_is_killed_writes_go_to_the_promoted_replica() {
     let facts = stats.server.unwrap();
     assert_eq!(
         facts["master"],
-        format!("127.0.0.1:{}", servers.replica_port),
+        format!("{host}:{}", servers.replica_port),
         "{facts:?}"
     );
     assert_eq!(facts["failovers"], "1", "{facts:?}");
+    // The health report shows the same topology.
+    let health = m.check_health().await;
+    let topology = health.pools[0].topology.clone().expect("topology");
+    assert_eq!(topology["sentinel_master"], "mymaster", "{topology:?}");
+    assert_eq!(topology["master"], facts["master"], "{topology:?}");
+    assert_eq!(topology["failovers"], "1", "{topology:?}");
     assert_eq!(stats.failovers, Some(1));
     let response = tower::ServiceExt::oneshot(m.router::<()>(), common::get("/pools/metrics"))
         .await
@@ -137,4 +164,22 @@ async fn a_sentinel_url_without_a_master_name_fails_the_build_saying_why() {
     let text = e.to_string();
     assert!(text.contains("name the master"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
+}
+
+/// The sentinel's certificate is checked: with another CA the build fails
+/// saying the certificate is not trusted.
+#[tokio::test]
+async fn a_tls_sentinel_with_another_ca_fails_the_build_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let Some(servers) = redis_sentinel_with(Some(&certs)) else {
+        return;
+    };
+    let other = certs.with_other_ca(&servers.url());
+    let e = PoolManager::builder()
+        .redis("cache", RedisConfig::from_url(other))
+        .build()
+        .await
+        .expect_err("an untrusted sentinel was accepted");
+    assert!(e.to_string().contains("not trusted"), "{e}");
 }

@@ -85,6 +85,13 @@ pub trait Backend: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Where the connections go when the backend is several servers (a
+    /// Redis Cluster's nodes, the master Sentinel names), for the health
+    /// report; `None` for one server.
+    fn topology(&self) -> Option<BTreeMap<String, String>> {
+        None
+    }
+
     /// Facts about the server for the stats (version, clients), read after
     /// a passing health check.
     fn server_info(

@@ -115,6 +115,7 @@ impl<B: Backend> Pool<B> {
             utilization_percent: None,
             required: shared.config.required,
             saturated: false,
+            topology: self.backend().topology(),
             component_type: shared.component_type,
         };
         shared.store_health(health.clone());

@@ -89,6 +89,14 @@ impl Certs {
             self.client_key.display()
         )
     }
+
+    /// `url` with the path of the CA file replaced by the other CA's.
+    pub fn with_other_ca(&self, url: &str) -> String {
+        url.replace(
+            &self.ca.display().to_string(),
+            &self.other_ca.display().to_string(),
+        )
+    }
 }
 
 /// A server process, killed when dropped.

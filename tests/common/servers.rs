@@ -645,13 +645,33 @@ pub struct RedisSentinel {
     pub master_port: u16,
     pub replica_port: u16,
     pub sentinel_port: u16,
+    /// With TLS: the CA file.
+    tls: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisSentinel {
-    /// `redis+sentinel://127.0.0.1:S/mymaster`.
+    /// `redis+sentinel://127.0.0.1:S/mymaster`, or with TLS
+    /// `rediss+sentinel://localhost:S/mymaster?sslrootcert=ca.pem`.
     pub fn url(&self) -> String {
-        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.sentinel_port)
+        match &self.tls {
+            None => format!("redis+sentinel://127.0.0.1:{}/mymaster", self.sentinel_port),
+            Some(ca) => format!(
+                "rediss+sentinel://localhost:{}/mymaster?sslrootcert={}",
+                self.sentinel_port,
+                ca.display()
+            ),
+        }
+    }
+
+    /// How the sentinel names the master and the replica: `127.0.0.1`, or
+    /// with TLS `localhost` (the name in the certificate).
+    pub fn host(&self) -> &'static str {
+        if self.tls.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        }
     }
 
     /// `kill -9` of the master.
@@ -677,34 +697,84 @@ fn until_cli(port: u16, args: &[&str], want: &str) {
 }
 
 pub fn redis_sentinel() -> Option<RedisSentinel> {
+    redis_sentinel_with(None)
+}
+
+/// The same with TLS only: the master, the replica and the sentinel listen
+/// with `certs`' `localhost` certificate (clients need none), replicate
+/// over TLS, and are known by the name `localhost` (the sentinel resolves
+/// and announces host names); [`RedisSentinel::url`] is then
+/// `rediss+sentinel://`.
+pub fn redis_sentinel_with(tls: Option<&Certs>) -> Option<RedisSentinel> {
     let dir = tempfile::tempdir().unwrap();
     let free_port = super::example::free_port;
     let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
-    let server = |port: u16| {
+    let host = if tls.is_some() {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
+    // The TLS settings, in a config file's words and as redis-cli options.
+    let (tls_conf, cli) = match tls {
+        None => (String::new(), Vec::new()),
+        Some(certs) => (
+            format!(
+                "tls-replication yes\ntls-auth-clients no\ntls-cert-file {}\n\
+                 tls-key-file {}\ntls-ca-cert-file {}\n",
+                certs.cert.display(),
+                certs.key.display(),
+                certs.ca.display()
+            ),
+            vec![
+                "--tls".to_owned(),
+                "--insecure".to_owned(),
+                "--cacert".to_owned(),
+                certs.ca.display().to_string(),
+            ],
+        ),
+    };
+    let cli: Vec<&str> = cli.iter().map(String::as_str).collect();
+    let listen = |port: u16| match tls {
+        None => format!("port {port}\n"),
+        Some(_) => format!("port 0\ntls-port {port}\n"),
+    };
+    let server = |port: u16, extra: String| {
+        let conf = dir.path().join(format!("redis-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "{}bind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{tls_conf}{extra}",
+                listen(port),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
         let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"]);
+        command.arg(conf);
         command
     };
-    let mut master = started(&mut server(master_port))?;
+    let mut master = started(&mut server(master_port, String::new()))?;
     wait_listening(&mut master, master_port);
-    let mut replica =
-        started(server(replica_port).args(["--replicaof", "127.0.0.1", &master_port.to_string()]))?;
+    let mut replica = started(&mut server(
+        replica_port,
+        format!("replicaof {host} {master_port}\nreplica-announce-ip {host}\n"),
+    ))?;
     wait_listening(&mut replica, replica_port);
     until_cli(
         replica_port,
-        &["info", "replication"],
+        &[cli.as_slice(), &["info", "replication"]].concat(),
         "master_link_status:up",
     );
     let conf = dir.path().join("sentinel.conf");
     std::fs::write(
         &conf,
         format!(
-            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
-             sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+            "{}bind 127.0.0.1\ndir {}\n{tls_conf}\
+             sentinel resolve-hostnames yes\nsentinel announce-hostnames yes\n\
+             sentinel monitor mymaster {host} {master_port} 1\n\
              sentinel down-after-milliseconds mymaster 1000\n\
              sentinel failover-timeout mymaster 5000\n",
+            listen(sentinel_port),
             dir.path().display()
         ),
     )
@@ -714,7 +784,7 @@ pub fn redis_sentinel() -> Option<RedisSentinel> {
     // The sentinel has found the replica (through the master's INFO).
     until_cli(
         sentinel_port,
-        &["sentinel", "replicas", "mymaster"],
+        &[cli.as_slice(), &["sentinel", "replicas", "mymaster"]].concat(),
         &replica_port.to_string(),
     );
     Some(RedisSentinel {
@@ -724,6 +794,7 @@ pub fn redis_sentinel() -> Option<RedisSentinel> {
         master_port,
         replica_port,
         sentinel_port,
+        tls: tls.map(|certs| certs.ca.clone()),
         _dir: dir,
     })
 }

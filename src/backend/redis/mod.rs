@@ -34,6 +34,13 @@
 //! `WATCH` and `SELECT` sent as separate commands are refused with an error
 //! saying so, and a database other than 0 in the URL fails the build. The
 //! stats show the cluster's state, slots, and masters and replicas.
+//!
+//! **Sentinel**: `redis+sentinel://[user][:password@]s1:p1,s2:p2/name[/db]`
+//! (port 26379 when none is given; `rediss+sentinel://` when the sentinels
+//! and the master speak TLS, with the same `sslrootcert`/`sslcert`/`sslkey`)
+//! asks the sentinels for the master called `name` on each new connection.
+//! The health report (`topology`) and the stats show the cluster's nodes or
+//! the master's name, its address and the failovers seen.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -86,6 +93,8 @@ pub struct Redis {
     client: Client,
     db: i64,
     tls: bool,
+    /// A cluster's topology as the last health check saw it.
+    cluster_topology: std::sync::Mutex<Option<BTreeMap<String, String>>>,
 }
 
 /// How a pool reaches Redis (boxed: made once per pool, and the two
@@ -114,7 +123,7 @@ impl Redis {
     /// password).
     pub(crate) fn new(name: &str, url: &str) -> Result<Self, String> {
         let (url, files) = take_tls_files(url);
-        // `rediss://` and `rediss+cluster://` (Sentinel refuses its TLS form).
+        // `rediss://`, `rediss+cluster://` and `rediss+sentinel://`.
         let encrypted = url.starts_with("rediss://") || url.starts_with("rediss+");
         let certs = certificates(&files)?;
         if certs.is_some() && !encrypted {
@@ -123,7 +132,8 @@ impl Redis {
         if encrypted {
             tls::install_default_provider();
         }
-        let (client, db) = if let Some(sentinels) = sentinel::Sentinels::parse(&url)? {
+        let (client, db) = if let Some(sentinels) = sentinel::Sentinels::parse(&url, certs.clone())?
+        {
             let db = sentinels.db;
             (Client::Sentinel(Box::new(sentinels)), db)
         } else if let Some(nodes) = cluster::cluster_nodes(&url)? {
@@ -148,12 +158,13 @@ impl Redis {
             client,
             db,
             tls: encrypted,
+            cluster_topology: std::sync::Mutex::default(),
         })
     }
 }
 
-const NEEDS_TLS: &str =
-    "sslrootcert, sslcert and sslkey need a rediss:// URL (rediss+cluster:// for a cluster)";
+const NEEDS_TLS: &str = "sslrootcert, sslcert and sslkey need a rediss:// URL \
+     (rediss+cluster:// for a cluster, rediss+sentinel:// behind Sentinel)";
 
 impl Backend for Redis {
     fn type_name() -> &'static str {
@@ -242,12 +253,33 @@ impl Backend for Redis {
         }
     }
 
+    /// A cluster's state, slots and nodes (as the last check saw them);
+    /// behind Sentinel the master's name, its address and the failovers.
+    fn topology(&self) -> Option<BTreeMap<String, String>> {
+        match &self.client {
+            Client::Single(_) => None,
+            Client::Cluster(_) => self
+                .cluster_topology
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            Client::Sentinel(sentinels) => Some(sentinels.facts().into_iter().collect()),
+        }
+    }
+
     async fn server_info(&self, conn: &mut RedisConnection) -> Option<BTreeMap<String, String>> {
         let mut facts = match &self.client {
             Client::Single(_) => single_info(conn).await?,
             // The sentinel facts are added live, by `fill_stats`.
             Client::Sentinel(_) => single_info(conn).await?,
-            Client::Cluster(_) => cluster_info(conn).await?,
+            Client::Cluster(_) => {
+                let topology = cluster_info(conn).await?;
+                *self
+                    .cluster_topology
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(topology.clone());
+                topology
+            }
         };
         facts.insert(
             "tls".to_owned(),
