@@ -17,8 +17,12 @@ use redis::AsyncCommands;
 use tower::ServiceExt;
 
 async fn manager(url: &str) -> PoolManager {
+    with_config(RedisConfig::from_url(url)).await
+}
+
+async fn with_config(config: RedisConfig) -> PoolManager {
     PoolManager::builder()
-        .redis("cache", RedisConfig::from_url(url).max_size(4))
+        .redis("cache", config.max_size(4))
         .build()
         .await
         .unwrap()
@@ -29,7 +33,9 @@ async fn keys_spread_over_every_master_and_concurrent_incrs_count_right() {
     let Some(cluster) = redis_cluster() else {
         return;
     };
-    let m = manager(&cluster.url()).await;
+    // Built from the node list, not the URL.
+    let nodes = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}"));
+    let m = with_config(RedisConfig::cluster(nodes)).await;
     let tasks = (0..8).map(|task| {
         let m = m.clone();
         tokio::spawn(async move {

@@ -40,13 +40,24 @@ async fn over_tls_after_the_master_is_killed_writes_go_to_the_promoted_replica()
     }
 }
 
+/// Plaintext: from the sentinel's address and the master's name; TLS: from
+/// the URL, which carries the CA file.
+fn config(servers: &RedisSentinel) -> RedisConfig {
+    match servers.host() {
+        "127.0.0.1" => {
+            RedisConfig::sentinel([format!("127.0.0.1:{}", servers.sentinel_port)], "mymaster")
+        }
+        _ => RedisConfig::from_url(servers.url()),
+    }
+}
+
 async fn failover(mut servers: RedisSentinel) {
     let host = servers.host();
     let acquire_timeout = Duration::from_secs(2);
     let m = PoolManager::builder()
         .redis(
             "cache",
-            RedisConfig::from_url(servers.url())
+            config(&servers)
                 .max_size(4)
                 .acquire_timeout(acquire_timeout)
                 .health_check_interval(None),

@@ -27,3 +27,60 @@ pub struct RedisConfig {
 }
 
 url_config!(RedisConfig, "REDIS", "redis://127.0.0.1:6379/1");
+
+impl RedisConfig {
+    /// A Redis Cluster pool that starts from `nodes` (`host:port` each; any
+    /// reachable master or replica will do, the pool learns the rest): the
+    /// same as `from_url("redis+cluster://h1:p1,h2:p2/")`. For credentials
+    /// or TLS, write the URL (`rediss+cluster://user:password@h1:p1,…/`).
+    ///
+    /// ```
+    /// use axum_pools::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster(["10.0.0.1:7000", "10.0.0.2:7000"]).max_size(8);
+    /// assert_eq!(config.url, "redis+cluster://10.0.0.1:7000,10.0.0.2:7000/");
+    /// ```
+    pub fn cluster<I>(nodes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Self::from_url(format!("redis+cluster://{}/", joined(nodes)))
+    }
+
+    /// A pool behind Redis Sentinel: each new connection asks `sentinels`
+    /// (`host[:port]` each, port 26379 by default) for the master called
+    /// `master_name`, so a failover is followed without a restart. The same
+    /// as `from_url("redis+sentinel://s1:p1,s2:p2/mymaster")`; for the
+    /// master's credentials, a database or TLS, write the URL
+    /// (`rediss+sentinel://:password@s1:p1,…/mymaster/2`).
+    ///
+    /// ```
+    /// use axum_pools::RedisConfig;
+    ///
+    /// let config = RedisConfig::sentinel(["10.0.0.5:26379", "10.0.0.6"], "mymaster");
+    /// assert_eq!(config.url, "redis+sentinel://10.0.0.5:26379,10.0.0.6/mymaster");
+    /// ```
+    pub fn sentinel<I>(sentinels: I, master_name: &str) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Self::from_url(format!(
+            "redis+sentinel://{}/{master_name}",
+            joined(sentinels)
+        ))
+    }
+}
+
+fn joined<I>(hosts: I) -> String
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    let hosts: Vec<String> = hosts
+        .into_iter()
+        .map(|h| h.as_ref().trim().to_owned())
+        .collect();
+    hosts.join(",")
+}
