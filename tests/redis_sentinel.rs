@@ -3,7 +3,8 @@
 //! sentinel, and when the master is killed under load, writes go to the
 //! promoted replica within 10 s, no request waits past its bound, and the
 //! stats and the health report name the new master and count the
-//! failover. The same over TLS (`rediss+sentinel://`), where the sentinel
+//! failover; the shared rate limiter fails open or closed as configured
+//! while no master answers, and decides again after. The same over TLS (`rediss+sentinel://`), where the sentinel
 //! and both servers listen with TLS only.
 #![cfg(feature = "redis")]
 
@@ -17,12 +18,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum_pools::{PoolManager, RedisConfig, RedisConn};
+use axum::{Router, routing::get};
+use axum_pools::{FailPolicy, KeyBy, PoolManager, RateLimitLayer, RedisConfig, RedisConn};
 use common::{
     certs::make_certs,
     servers::{RedisSentinel, redis_sentinel, redis_sentinel_with},
 };
 use redis::AsyncCommands;
+use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_master_is_killed_writes_go_to_the_promoted_replica() {
@@ -78,6 +81,23 @@ async fn failover(mut servers: RedisSentinel) {
     };
     assert_eq!(facts["tls"], tls, "{facts:?}");
 
+    // Two shared rate limiters on the pool: one failing open, one closed.
+    let limiter = |policy: FailPolicy| {
+        Router::new().route("/", get(|| async { "ok" })).layer(
+            RateLimitLayer::new(100_000, Duration::from_secs(60))
+                .name(&format!("{policy:?}"))
+                .key(KeyBy::Global)
+                .distributed(m.clone(), "cache", policy),
+        )
+    };
+    let (open, closed) = (limiter(FailPolicy::Open), limiter(FailPolicy::Closed));
+    let status = |app: &Router| {
+        let app = app.clone();
+        async move { app.oneshot(common::get("/")).await.unwrap().status() }
+    };
+    assert_eq!(status(&open).await, 200);
+    assert_eq!(status(&closed).await, 200);
+
     // Four clients write in a loop; each write is timed.
     let stop = Arc::new(AtomicBool::new(false));
     let writes: Arc<Mutex<Vec<(Instant, Duration, bool)>>> = Arc::default();
@@ -102,8 +122,18 @@ async fn failover(mut servers: RedisSentinel) {
     servers.kill_master();
 
     let mut back = None;
+    // While no master answers: the closed limiter refuses (503), the open
+    // one lets every request through.
+    let (mut refused, mut open_failed) = (false, None);
     while killed.elapsed() < Duration::from_secs(20) && back.is_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        if !refused {
+            let answer = status(&closed).await;
+            refused = answer == 503;
+            assert!(answer == 200 || refused, "closed limiter answered {answer}");
+            let answer = status(&open).await;
+            open_failed = open_failed.or((answer != 200).then_some(answer));
+        }
         back = writes
             .lock()
             .unwrap()
@@ -118,6 +148,24 @@ async fn failover(mut servers: RedisSentinel) {
         client.await.unwrap();
     }
     let back = back.expect("no write succeeded within 20 s of the kill");
+    assert!(
+        refused,
+        "the closed limiter never refused while no master answered"
+    );
+    assert_eq!(open_failed, None, "the open limiter refused");
+    // With the new master, the closed limiter decides again.
+    let mut limited_again = false;
+    for _ in 0..100 {
+        if status(&closed).await == 200 {
+            limited_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        limited_again,
+        "the closed limiter still refuses after the failover"
+    );
     eprintln!("writes back {back:?} after the kill");
     assert!(back < Duration::from_secs(10), "writes back after {back:?}");
     let slowest = writes
@@ -148,7 +196,9 @@ async fn failover(mut servers: RedisSentinel) {
     assert_eq!(topology["master"], facts["master"], "{topology:?}");
     assert_eq!(topology["failovers"], "1", "{topology:?}");
     assert_eq!(stats.failovers, Some(1));
-    let response = tower::ServiceExt::oneshot(m.router::<()>(), common::get("/pools/metrics"))
+    let response = m
+        .router::<()>()
+        .oneshot(common::get("/pools/metrics"))
         .await
         .unwrap();
     let metrics = common::body_text(response).await;
