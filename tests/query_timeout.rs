@@ -2,8 +2,9 @@
 //! the server (its connection survives) and answers 504; a frozen Postgres
 //! (SIGSTOP of the postmaster and its backends) is cut off by the client,
 //! the connection is discarded, the request answers 504 naming the pool,
-//! and the pool serves again once the server is back. Redis commands obey
-//! the same knob. Real servers throughout.
+//! and the pool serves again once the server is back; a frozen MariaDB
+//! (SIGSTOP) is cut off the same way, through the relay in front of each
+//! MySQL connection. Redis commands obey the same knob. Real servers throughout.
 #![cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 
 mod common;
@@ -199,6 +200,55 @@ mod mysql {
             1,
             "the connection survived"
         );
+    }
+
+    /// `kill -<signal>` of a process.
+    fn signal(process: &std::process::Child, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// A frozen MariaDB (SIGSTOP): the pool's relay cuts the round trip
+    /// off, the request answers 504 naming the pool, the connection is
+    /// discarded, and the pool serves again after SIGCONT. Over TLS with
+    /// `VERIFY_IDENTITY`, so the relay keeps the server's name checked.
+    #[tokio::test]
+    async fn a_frozen_server_is_cut_off_by_the_client_and_serves_after_thaw() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = common::certs::make_certs(dir.path());
+        let Some((server, port)) = common::servers::mariadb(&certs, dir.path(), None) else {
+            return;
+        };
+        let url = format!(
+            "mysql://root@localhost:{port}/mysql?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+            certs.ca.display()
+        );
+        let m = manager(&url).await;
+        let app = Router::new()
+            .route("/one", get(|db| run(db, "1")))
+            .layer(PoolLayer::new(m.clone()));
+        assert_eq!(answer(&app, "/one").await.0, StatusCode::OK);
+        assert_eq!(
+            common::certs::tls_in_stats(&m, "mysql").as_deref(),
+            Some("on")
+        );
+
+        signal(&server.0, "STOP");
+        let (status, body) = answer(&app, "/one").await;
+        signal(&server.0, "CONT");
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+        assert_eq!(body["type"], "urn:axum-pools:problem:query-timeout");
+        assert_eq!(body["pool"], "mysql");
+
+        // Back: a new connection serves, the cut one was discarded.
+        assert_eq!(answer(&app, "/one").await.0, StatusCode::OK);
+        let stats = m.stats_of("mysql").unwrap();
+        assert_eq!(stats.query_timeouts, 1, "{stats:?}");
+        assert_eq!(stats.created, 2, "{stats:?}");
+        assert_eq!(stats.active, 0);
     }
 }
 

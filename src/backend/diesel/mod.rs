@@ -17,7 +17,9 @@ mod error;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(feature = "postgres")]
+#[cfg(feature = "mysql")]
+mod relay;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 mod silence;
 pub mod tx;
 

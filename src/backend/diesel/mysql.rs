@@ -98,8 +98,9 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
     /// Opens one connection; the error names the TLS reason when there is
     /// one. With `query_timeout` the server bounds each statement
     /// (MariaDB `max_statement_time`, MySQL `max_execution_time`, which
-    /// covers `SELECT` only); the driver owns its socket, so a server that
-    /// stops answering altogether is not cut off by the client.
+    /// covers `SELECT` only), and the connection goes through a relay that
+    /// cuts it off when the server stops answering altogether
+    /// (`super::relay`: the driver owns its socket).
     async fn connect(
         &self,
         round_trip: Option<Arc<RoundTrip>>,
@@ -108,7 +109,17 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             self.encrypted
                 .store(encrypted, std::sync::atomic::Ordering::Relaxed)
         };
-        let conn = match mysql_async::Conn::new(self.opts.clone()).await {
+        // The options to open with: through a relay with `query_timeout`.
+        let via = |opts: &Opts| {
+            let (opts, round_trip) = (opts.clone(), round_trip.clone());
+            async move {
+                match round_trip {
+                    Some(round_trip) => super::relay::relayed(&opts, round_trip).await,
+                    None => Ok(opts),
+                }
+            }
+        };
+        let conn = match mysql_async::Conn::new(via(&self.opts).await?).await {
             Ok(conn) => {
                 store(self.opts.ssl_opts().is_some());
                 conn
@@ -120,7 +131,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
                         self.mode
                     ));
                 };
-                let conn = mysql_async::Conn::new(plain.clone())
+                let conn = mysql_async::Conn::new(via(plain).await?)
                     .await
                     .map_err(|e| e.to_string())?;
                 store(false);

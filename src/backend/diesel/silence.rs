@@ -1,6 +1,7 @@
 //! [`Silence`]: a socket that fails when the server stays silent too long
-//! after the client wrote to it: the client side of `query_timeout` for the
-//! drivers whose socket we open ourselves (Postgres).
+//! after the client wrote to it: the client side of `query_timeout`, under
+//! the Postgres driver's socket (which we open ourselves) and in the relay
+//! in front of each MySQL connection (whose driver owns its socket).
 //!
 //! It sits under TLS and sees bytes, not messages, so it bounds the wait
 //! for the first byte of an answer: armed by a write, disarmed by any byte
