@@ -97,14 +97,32 @@ fn credentials_without_scheme(s: &str) -> Option<(usize, usize)> {
     (colon + 1 < at).then_some((colon + 1, at))
 }
 
-/// End of the authority (`user:password@host:port`) in what follows `://`.
-///
-/// A raw `/` may appear in a password, so when an `@` comes before the query
-/// the authority runs to the first `/` after the last such `@`: a password is
-/// over-masked rather than shown.
-fn authority_end(after: &str) -> usize {
+/// The `@` that ends the user information in what follows `://`, read as
+/// leniently as any driver: a password may hold raw `@`, `/`, `?` and `#`
+/// (tokio-postgres takes everything up to the first `@` as credentials,
+/// `#` and `?` included). Of these readings the latest `@` ends the
+/// credentials, so a password is over-masked rather than shown:
+/// - the last `@` before the first `/` that follows the first `@` (a
+///   password with `#`, `?` or `@`);
+/// - the last `@` before the query or fragment (a password with `/`);
+/// - the last `@` of all, unless what lies between the first `@` and it
+///   holds a `key=value` (then it is a query's, as in
+///   `?application_name=a@b`).
+fn userinfo_end(after: &str) -> Option<usize> {
+    let first = after.find('@')?;
+    let path = after[first..].find('/').map_or(after.len(), |p| p + first);
+    let by_path = after[..path].rfind('@');
     let before_query = after.find(['?', '#']).unwrap_or(after.len());
-    let host_start = after[..before_query].rfind('@').map_or(0, |at| at + 1);
+    let by_query = after[..before_query].rfind('@');
+    let last = after
+        .rfind('@')
+        .filter(|&last| !after[first..last].contains('='));
+    by_path.max(by_query).max(last)
+}
+
+/// End of the authority (`user:password@host:port`) in what follows `://`.
+fn authority_end(after: &str) -> usize {
+    let host_start = userinfo_end(after).map_or(0, |at| at + 1);
     after[host_start..]
         .find(['/', '?', '#'])
         .map_or(after.len(), |p| p + host_start)
@@ -161,6 +179,62 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How the URL of a pool whose backend refused it is shown: redacted when
+/// it has a scheme (the password is masked however it is written), else
+/// never its text (it may be a password pasted in the wrong place), only
+/// its length.
+pub(crate) fn refused(url: &str) -> String {
+    let has_scheme = url.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    if has_scheme {
+        redact_url(url)
+    } else {
+        format!(
+            "a url of {} characters without a scheme",
+            url.chars().count()
+        )
+    }
+}
+
+/// The fix when the password of a URL that could not be parsed holds a
+/// character that URLs reserve.
+pub(crate) fn encoding_hint(url: &str) -> Option<&'static str> {
+    let after = url.split_once("://")?.1;
+    let userinfo = &after[..userinfo_end(after)?];
+    let password = userinfo.split_once(':')?.1;
+    password.contains(['#', '?', '@', '/', '%']).then_some(
+        "a password holding '#', '?', '@', '/' or '%' must be percent-encoded \
+         (%23, %3F, %40, %2F, %25)",
+    )
+}
+
+/// The shortest secret [`Redactor::scrub`] looks for.
+const MIN_SCRUBBED: usize = 8;
+
+/// `text` with each whole-token occurrence of `secret` masked.
+fn replace_tokens(text: &str, secret: &str) -> String {
+    let bounded = |c: Option<char>| !c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in text.match_indices(secret) {
+        if at < last {
+            continue;
+        }
+        let end = at + secret.len();
+        if bounded(text[..at].chars().next_back()) && bounded(text[end..].chars().next()) {
+            out.push_str(&text[last..at]);
+            out.push_str(MASK);
+            last = end;
+        }
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
 /// Knows one pool's secrets and removes them from any text.
 ///
 /// Backend errors are produced by drivers that may echo parts of the
@@ -170,9 +244,15 @@ fn percent_decode(s: &str) -> String {
 /// ```
 /// use axum_pools::Redactor;
 ///
-/// let r = Redactor::from_url("postgres://app:s3cret@db/app");
+/// let r = Redactor::from_url("postgres://app:Zebra-Secret-9911@db/app");
 /// assert_eq!(r.url(), "postgres://app:***@db/app");
-/// assert_eq!(r.scrub("auth failed with s3cret"), "auth failed with ***");
+/// assert_eq!(
+///     r.scrub("auth failed with Zebra-Secret-9911"),
+///     "auth failed with ***"
+/// );
+/// // A user `test` with the password `test`: the user name stays readable.
+/// let r = Redactor::from_url("postgres://test:test@db/app");
+/// assert_eq!(r.scrub(r#"role "test" does not exist"#), r#"role "test" does not exist"#);
 /// ```
 #[derive(Clone, Default)]
 pub struct Redactor {
@@ -215,15 +295,19 @@ impl Redactor {
         }
         let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
         secrets.extend(decoded);
-        // Masking a one-letter secret would shred every message; such a
-        // password still never appears through `url()`.
-        secrets.retain(|s| s.len() >= 3);
+        let url = redact_url(url);
+        // Scrubbing is a backstop (drivers do not echo passwords): a short
+        // secret would shred every message, and one equal to another part
+        // of the URL (password `test` for user `test`) would hide that part
+        // and tell that the two are equal. Such a password still never
+        // appears through `url()`.
+        let parts: Vec<&str> = url
+            .split([':', '/', '@', '?', '&', '=', ',', ';', ' '])
+            .collect();
+        secrets.retain(|s| s.chars().count() >= MIN_SCRUBBED && !parts.contains(&s.as_str()));
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        Self {
-            secrets,
-            url: redact_url(url),
-        }
+        Self { secrets, url }
     }
 
     /// The redacted URL, safe to show.
@@ -232,14 +316,14 @@ impl Redactor {
         &self.url
     }
 
-    /// `text` with every known secret replaced by `***`.
+    /// `text` with every known secret of at least 8 characters replaced
+    /// by `***` where it stands as a whole token (no letter or digit
+    /// right before or after it).
     #[must_use]
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), MASK);
-            }
+        for secret in &self.secrets {
+            out = replace_tokens(&out, secret);
         }
         out
     }
@@ -284,16 +368,16 @@ mod tests {
     #[test]
     fn masks_credentials_in_strings_without_a_scheme() {
         assert_eq!(
-            redact_url("redis//:hunter2@nonsense"),
+            redact_url("redis//:hunter2-x@nonsense"),
             "redis//:***@nonsense"
         );
         assert_eq!(
             redact_url("app:pw@db.internal/app"),
             "app:***@db.internal/app"
         );
-        let r = Redactor::from_url("redis//:hunter2@nonsense");
+        let r = Redactor::from_url("redis//:hunter2-x@nonsense");
         assert_eq!(
-            r.scrub("bad url redis//:hunter2@nonsense"),
+            r.scrub("bad url redis//:hunter2-x@nonsense"),
             "bad url redis//:***@nonsense"
         );
     }
@@ -325,13 +409,79 @@ mod tests {
 
     #[test]
     fn redactor_scrubs_raw_and_decoded_password() {
-        let r = Redactor::from_url("postgres://u:p%40ssword@h/db?token=tok-123");
-        let msg = r.scrub("failed: p%40ssword / p@ssword / tok-123");
+        let r = Redactor::from_url("postgres://u:p%40ssword@h/db?token=tok-12345");
+        let msg = r.scrub("failed: p%40ssword / p@ssword / tok-12345");
         assert!(!msg.contains("ssword"), "{msg}");
-        assert!(!msg.contains("tok-123"), "{msg}");
+        assert!(!msg.contains("tok-12345"), "{msg}");
         assert_eq!(r.url(), "postgres://u:***@h/db?token=***");
-        let r = Redactor::from_url("mysql://u:pa/ss@w@h/db");
-        assert_eq!(r.scrub("bad pa/ss@w, pa/ss"), "bad ***, ***");
+        let r = Redactor::from_url("mysql://u:pass/word@w@h/db");
+        assert_eq!(r.scrub("bad pass/word@w, pass/word"), "bad ***, ***");
         assert!(!format!("{r:?}").contains("ssword"));
+    }
+
+    #[test]
+    fn unencoded_hash_question_mark_and_at_in_a_password_never_show() {
+        for (url, password, shown) in [
+            (
+                "postgres://u:Zebra#Secret-9911@host/db",
+                "Zebra#Secret-9911",
+                "postgres://u:***@host/db",
+            ),
+            (
+                "postgres://u:Zebra?Secret-9911@host:5432/db?sslmode=require",
+                "Zebra?Secret-9911",
+                "postgres://u:***@host:5432/db?sslmode=require",
+            ),
+            (
+                "redis://:pa#ss-word@cache:6379/0",
+                "pa#ss-word",
+                "redis://:***@cache:6379/0",
+            ),
+            (
+                "mysql://u:a@b#c?d/e@host/db",
+                "a@b#c?d/e",
+                "mysql://u:***@host/db",
+            ),
+            // An `@` in the query leaves the credentials where they are.
+            (
+                "postgres://u:Zebra-9911@host/db?application_name=a@b",
+                "Zebra-9911",
+                "postgres://u:***@host/db?application_name=a@b",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            let r = Redactor::from_url(url);
+            assert_eq!(r.url(), shown);
+            assert_eq!(r.scrub(&format!("echo {password}.")), "echo ***.", "{url}");
+        }
+    }
+
+    #[test]
+    fn a_refused_url_without_a_scheme_shows_only_its_length() {
+        assert_eq!(refused("redis://:pa#ss@h"), "redis://:***@h");
+        assert_eq!(
+            refused("Zebra#Secret:x@y"),
+            "a url of 16 characters without a scheme"
+        );
+        assert!(encoding_hint("redis://:pa#ss@h").unwrap().contains("%23"));
+        assert_eq!(encoding_hint("redis://:pass@h"), None);
+        assert_eq!(encoding_hint("notes.db"), None);
+    }
+
+    #[test]
+    fn scrubbing_takes_whole_tokens_and_spares_the_other_parts() {
+        // Short, or equal to the user name: not scrubbed (never in `url()`).
+        let r = Redactor::from_url("postgres://test:test@db/app");
+        assert_eq!(r.url(), "postgres://test:***@db/app");
+        assert_eq!(
+            r.scrub("role \"test\" does not exist"),
+            "role \"test\" does not exist"
+        );
+        let r = Redactor::from_url("postgres://app:short@db/app");
+        assert_eq!(r.scrub("short"), "short");
+        // Whole tokens only.
+        let r = Redactor::from_url("postgres://app:Zebra-9911x@db/app");
+        assert_eq!(r.scrub("x Zebra-9911x y"), "x *** y");
+        assert_eq!(r.scrub("xZebra-9911xy"), "xZebra-9911xy");
     }
 }

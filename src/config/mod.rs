@@ -476,3 +476,26 @@ pub(crate) fn url_and_knobs(
 
 #[cfg(test)]
 mod tests;
+
+/// The pool knobs flattened into a pool's config, as strictly as
+/// [`PoolConfig`] alone: serde's `deny_unknown_fields` has no effect under
+/// `#[serde(flatten)]`, so the keys the outer config does not claim are
+/// gathered here and read by `PoolConfig`'s own (strict) `Deserialize`,
+/// which names an unknown key (`{"max_sise": 3}`) and the known ones.
+pub(crate) fn strict_knobs<'de, D>(deserializer: D) -> Result<PoolConfig, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let rest = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+    PoolConfig::deserialize(serde_json::Value::Object(rest)).map_err(serde::de::Error::custom)
+}
+
+/// Serializes a URL with its secrets masked ([`redact_url`](crate::redact_url)):
+/// a config written back out (to a log, a dump, an admin page) holds no
+/// password.
+pub(crate) fn masked_url<S: serde::Serializer>(
+    url: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::redact::redact_url(url))
+}

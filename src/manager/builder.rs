@@ -95,9 +95,20 @@ impl PoolManagerBuilder {
         let redactor = Redactor::from_url(url);
         let (pool_name, pool_config) = (name.clone(), config.clone());
         let required = config.required;
+        // A refused URL without a scheme is not shown, not even redacted;
+        // the error names the field, the reason and the fix.
+        let (shown, backend) = match backend {
+            Ok(backend) => (redactor.url().to_owned(), Ok(backend)),
+            Err(e) => {
+                let hint = crate::redact::encoding_hint(url)
+                    .map(|hint| format!("; {hint}"))
+                    .unwrap_or_default();
+                (crate::redact::refused(url), Err(format!("{e}{hint}")))
+            }
+        };
         self.entries.push(Entry {
             name,
-            url: redactor.url().to_owned(),
+            url: shown,
             type_id: TypeId::of::<B>(),
             config,
             init: Box::new(move || {

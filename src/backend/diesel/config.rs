@@ -30,9 +30,11 @@ use crate::config::{PoolConfig, url_config};
 #[must_use]
 pub struct DbConfig {
     /// The database URL (see the type docs for the forms).
+    /// Serialized with its password and secret parameters masked.
+    #[serde(serialize_with = "crate::config::masked_url")]
     pub url: String,
-    /// The pool knobs.
-    #[serde(flatten)]
+    /// The pool knobs; an unknown key among them is an error naming it.
+    #[serde(flatten, deserialize_with = "crate::config::strict_knobs")]
     pub pool: PoolConfig,
     /// Postgres behind a pooler in transaction mode (PgBouncer
     /// `pool_mode = transaction`, and the poolers of Supabase, Neon, …),

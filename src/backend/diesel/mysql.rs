@@ -69,7 +69,8 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
                 ));
             }
         };
-        let base = Opts::from_url(&rest).map_err(|e| format!("invalid connection string: {e}"))?;
+        let base =
+            Opts::from_url(&rest).map_err(|e| format!("url: invalid connection string: {e}"))?;
         let builder = OptsBuilder::from_opts(base)
             // Our own statement cache, found rows as Postgres counts them:
             // what diesel-async's own `establish` sets.

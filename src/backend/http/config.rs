@@ -35,9 +35,11 @@ use crate::{
 #[must_use]
 pub struct HttpConfig {
     /// `http://host[:port][/base/path]`; request paths are appended to it.
+    /// Serialized with its password and secret parameters masked.
+    #[serde(serialize_with = "crate::config::masked_url")]
     pub base_url: String,
-    /// The pool knobs.
-    #[serde(flatten)]
+    /// The pool knobs; an unknown key among them is an error naming it.
+    #[serde(flatten, deserialize_with = "crate::config::strict_knobs")]
     pub pool: PoolConfig,
     /// Bound on one attempt, from sending it until the response headers
     /// arrive (waiting for a pooled connection is bounded by

@@ -20,9 +20,11 @@ use crate::config::{PoolConfig, url_config};
 #[must_use]
 pub struct RedisConfig {
     /// The Redis URL.
+    /// Serialized with its password and secret parameters masked.
+    #[serde(serialize_with = "crate::config::masked_url")]
     pub url: String,
-    /// The pool knobs.
-    #[serde(flatten)]
+    /// The pool knobs; an unknown key among them is an error naming it.
+    #[serde(flatten, deserialize_with = "crate::config::strict_knobs")]
     pub pool: PoolConfig,
 }
 

@@ -142,14 +142,14 @@ impl Redis {
             if let Some(certs) = certs {
                 builder = builder.certs(certs);
             }
-            let client = builder.build().map_err(|e| e.to_string())?;
+            let client = builder.build().map_err(|e| format!("url: {e}"))?;
             (Client::Cluster(Box::new(client)), 0)
         } else {
             let client = match certs {
                 None => redis::Client::open(url.as_str()),
                 Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("url: {e}"))?;
             let db = client.get_connection_info().redis_settings().db();
             (Client::Single(Box::new(client)), db)
         };

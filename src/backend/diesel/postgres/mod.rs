@@ -108,9 +108,14 @@ impl super::Connect<AsyncPgConnection> for PgConnector {
                 _ => unreachable!("take_ssl_params returns only these"),
             }
         }
-        let mut config: tokio_postgres::Config = rest
-            .parse()
-            .map_err(|e: tokio_postgres::Error| format!("invalid connection string: {e}"))?;
+        let mut config: tokio_postgres::Config =
+            rest.parse().map_err(|e: tokio_postgres::Error| {
+                // "invalid connection string", and why in the source.
+                match std::error::Error::source(&e) {
+                    Some(why) => format!("url: {e}: {why}"),
+                    None => format!("url: {e}"),
+                }
+            })?;
         config.ssl_mode(match mode {
             Mode::Disable => SslMode::Disable,
             Mode::Prefer => SslMode::Prefer,
