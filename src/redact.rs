@@ -27,11 +27,16 @@ const MASK: &str = "***";
 const SECRET_KEYS: &[&str] = &[
     "password",
     "passwd",
+    "pass",
     "pwd",
     "sslpassword",
     "token",
+    "access_token",
+    "auth_token",
     "secret",
+    "client_secret",
     "api_key",
+    "api-key",
     "apikey",
 ];
 
@@ -63,6 +68,11 @@ pub fn redact_url(url: &str) -> String {
                     match userinfo.find(':') {
                         Some(colon) => {
                             out.push_str(&userinfo[..=colon]);
+                            out.push_str(MASK);
+                        }
+                        // Redis logs in with a password (`AUTH`): a lone
+                        // user name there is a token (`redis://tok@h`).
+                        None if scheme.starts_with("redis") && !userinfo.is_empty() => {
                             out.push_str(MASK);
                         }
                         None => out.push_str(userinfo),
@@ -131,7 +141,14 @@ fn authority_end(after: &str) -> usize {
 /// Masks `key=value` pairs whose key names a secret, in query strings
 /// (`&`-separated) and keyword DSNs (space-separated).
 fn redact_keyword_values(s: &str) -> String {
+    keyword_values(s).0
+}
+
+/// `s` with the values of secret keys masked, and those values (without
+/// their quotes).
+fn keyword_values(s: &str) -> (String, Vec<String>) {
     let mut out = String::with_capacity(s.len());
+    let mut secrets = Vec::new();
     let mut i = 0;
     while i < s.len() {
         // Find the next `=`; the key is the run of key characters before it.
@@ -145,17 +162,27 @@ fn redact_keyword_values(s: &str) -> String {
             .max(i);
         let key = &s[key_start..eq];
         out.push_str(&s[i..=eq]);
-        let value_end = s[eq + 1..]
-            .find(['&', ' ', ';', '#'])
-            .map_or(s.len(), |p| p + eq + 1);
-        if SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) && value_end > eq + 1 {
+        // A quoted value (`password='a b'`) runs to its closing quote.
+        let quote = s[eq + 1..]
+            .chars()
+            .next()
+            .filter(|c| *c == '\'' || *c == '"');
+        let value_end = match quote {
+            Some(q) => s[eq + 2..].find(q).map_or(s.len(), |p| p + eq + 3),
+            None => s[eq + 1..]
+                .find(['&', ' ', ';', '#'])
+                .map_or(s.len(), |p| p + eq + 1),
+        };
+        let value = &s[eq + 1..value_end];
+        if SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) && !value.is_empty() {
             out.push_str(MASK);
+            secrets.push(value.trim_matches(['\'', '"']).to_owned());
         } else {
-            out.push_str(&s[eq + 1..value_end]);
+            out.push_str(value);
         }
         i = value_end;
     }
-    out
+    (out, secrets)
 }
 
 /// Percent-decodes `s` (for passwords written with `%40` and friends).
@@ -269,14 +296,20 @@ impl Redactor {
         if let Some(i) = url.find("://") {
             let after = &url[i + 3..];
             let authority = &after[..authority_end(after)];
-            if let Some(at) = authority.rfind('@')
-                && let Some(colon) = authority[..at].find(':')
-            {
-                let password = &authority[colon + 1..at];
-                secrets.push(password.to_owned());
-                // The password may itself hold an '@': its first part too.
-                if let Some(first) = password.split('@').next() {
-                    secrets.push(first.to_owned());
+            if let Some(at) = authority.rfind('@') {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        let password = &userinfo[colon + 1..];
+                        secrets.push(password.to_owned());
+                        // The password may itself hold an '@': its first part too.
+                        if let Some(first) = password.split('@').next() {
+                            secrets.push(first.to_owned());
+                        }
+                    }
+                    // A token given as the user name of a Redis URL.
+                    None if url.starts_with("redis") => secrets.push(userinfo.to_owned()),
+                    None => {}
                 }
             }
         }
@@ -285,14 +318,7 @@ impl Redactor {
         {
             secrets.push(url[start..end].to_owned());
         }
-        for part in url.split(['?', '&', ' ', ';']) {
-            if let Some((k, v)) = part.split_once('=') {
-                let k = k.rsplit(['/', '?']).next().unwrap_or(k);
-                if SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) {
-                    secrets.push(v.to_owned());
-                }
-            }
-        }
+        secrets.extend(keyword_values(url).1);
         let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
         secrets.extend(decoded);
         let url = redact_url(url);
@@ -420,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn unencoded_hash_question_mark_and_at_in_a_password_never_show() {
+    fn every_way_a_url_carries_a_secret_is_masked() {
         for (url, password, shown) in [
             (
                 "postgres://u:Zebra#Secret-9911@host/db",
@@ -448,12 +474,40 @@ mod tests {
                 "Zebra-9911",
                 "postgres://u:***@host/db?application_name=a@b",
             ),
+            (
+                "redis+unix:///run/redis.sock?db=2&pass=Zebra-9911",
+                "Zebra-9911",
+                "redis+unix:///run/redis.sock?db=2&pass=***",
+            ),
+            (
+                "unix:///run/redis.sock?pass=Zebra-9911",
+                "Zebra-9911",
+                "unix:///run/redis.sock?pass=***",
+            ),
+            (
+                "redis://tok-Zebra-9911@cache:6379",
+                "tok-Zebra-9911",
+                "redis://***@cache:6379",
+            ),
+            (
+                "https://api/v1?access_token=Zebra-9911&client_secret=Zebra-9912&api-key=Zebra-9913",
+                "Zebra-9912",
+                "https://api/v1?access_token=***&client_secret=***&api-key=***",
+            ),
+            (
+                "host=db user=app password='Zebra 9911 x' dbname=app",
+                "Zebra 9911 x",
+                "host=db user=app password=*** dbname=app",
+            ),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
             let r = Redactor::from_url(url);
             assert_eq!(r.url(), shown);
             assert_eq!(r.scrub(&format!("echo {password}.")), "echo ***.", "{url}");
         }
+        // A user name with a password is not a token: it stays.
+        assert_eq!(redact_url("redis://app:pw@cache"), "redis://app:***@cache");
+        assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
     }
 
     #[test]
