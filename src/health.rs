@@ -86,7 +86,8 @@ pub struct PoolHealth {
     /// Where the pool's connections go when the backend is several servers,
     /// as of the last check: a Redis Cluster's state, slots and nodes by
     /// role; behind Sentinel the master's name, its current address and
-    /// the failovers seen. Absent for one server.
+    /// the failovers seen. Absent for one server, and from the health
+    /// routes unless they show full details ([`HealthDetails::Always`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology: Option<std::collections::BTreeMap<String, String>>,
     /// The component type of the health draft's checks: `datastore` for a
@@ -94,7 +95,14 @@ pub struct PoolHealth {
     /// serialized.
     #[serde(skip, default = "datastore")]
     pub component_type: &'static str,
+    /// Whether `error` holds a driver's or server's words (shown only with
+    /// full details), not only this crate's own.
+    #[serde(skip)]
+    pub(crate) from_driver: bool,
 }
+
+/// What [`PoolHealth::summary`] shows instead of a driver's words.
+const HIDDEN: &str = "check failed (the backend's words are shown with full health details)";
 
 fn yes() -> bool {
     true
@@ -118,7 +126,21 @@ impl PoolHealth {
             saturated: false,
             topology: None,
             component_type,
+            from_driver: false,
         }
+    }
+
+    /// What [`HealthDetails::Summary`] shows: the statuses, figures and this
+    /// crate's own reasons; a driver's or server's words (which may name
+    /// hosts, users, versions) and the topology are left out.
+    #[must_use]
+    pub(crate) fn summary(mut self) -> Self {
+        if self.from_driver {
+            self.error = Some(HIDDEN.to_owned());
+            self.from_driver = false;
+        }
+        self.topology = None;
+        self
     }
 }
 
@@ -186,8 +208,15 @@ pub struct HealthReport {
 }
 
 /// How much `GET /pools/health` tells (Spring's `show-details`): the status
-/// code and `status` always; the checks, the pools and their errors only when
-/// this allows. Errors never carry secrets either way.
+/// code and `status` always; the checks and the pools as this allows.
+/// Errors never carry secrets either way.
+///
+/// The default, [`Summary`](Self::Summary), is safe to expose: every pool's
+/// status and figures and this crate's own reasons, but no driver's or
+/// server's words (a connect error names hosts and users) and no topology.
+/// Open the rest to whom should see it with
+/// `manager.router_with(HealthDetails::when(…))`, or to all with
+/// [`Always`](Self::Always).
 ///
 /// ```
 /// use axum_pools::HealthDetails;
@@ -197,12 +226,16 @@ pub struct HealthReport {
 /// ```
 #[derive(Clone, Default)]
 pub enum HealthDetails {
-    /// Always show details.
+    /// The pools, their statuses, figures and this crate's own reasons;
+    /// no driver's or server's words, no topology. The default.
     #[default]
+    Summary,
+    /// Always show every detail.
     Always,
     /// Never: `{"status": ...}` only.
     Never,
-    /// When the predicate holds for the request.
+    /// Every detail when the predicate holds for the request, else the
+    /// status only.
     When(std::sync::Arc<dyn Fn(&axum::http::request::Parts) -> bool + Send + Sync>),
 }
 
@@ -216,10 +249,20 @@ impl HealthDetails {
         Self::When(std::sync::Arc::new(f))
     }
 
+    /// Whether the pools are shown at all.
     pub(crate) fn show(&self, parts: &axum::http::request::Parts) -> bool {
         match self {
-            Self::Always => true,
+            Self::Summary | Self::Always => true,
             Self::Never => false,
+            Self::When(f) => f(parts),
+        }
+    }
+
+    /// Whether they are shown with the backends' own words.
+    pub(crate) fn full(&self, parts: &axum::http::request::Parts) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Summary | Self::Never => false,
             Self::When(f) => f(parts),
         }
     }
@@ -228,6 +271,7 @@ impl HealthDetails {
 impl std::fmt::Debug for HealthDetails {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Summary => f.write_str("Summary"),
             Self::Always => f.write_str("Always"),
             Self::Never => f.write_str("Never"),
             Self::When(_) => f.write_str("When(..)"),

@@ -8,7 +8,8 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{Router, http::StatusCode, routing::get};
 use axum_pools::{
-    DbConfig, DbConn, HealthStatus, PoolError, PoolLayer, PoolManager, SqliteConnection, pool_name,
+    DbConfig, DbConn, HealthDetails, HealthStatus, PoolError, PoolLayer, PoolManager,
+    SqliteConnection, pool_name,
 };
 use common::{body_json, eventually, get as req};
 use tokio::sync::Semaphore;
@@ -487,4 +488,56 @@ async fn periodic_health_checks_refresh_the_cache() {
         0,
         "health checks are not leases"
     );
+}
+
+/// The health routes' default (`HealthDetails::Summary`) shows every pool's
+/// status and this crate's own reasons, but not a driver's words; with
+/// `HealthDetails::Always` they are shown.
+#[tokio::test]
+async fn by_default_health_shows_no_driver_words_and_always_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = PoolManager::builder()
+        .database::<SqliteConnection>(
+            "broken",
+            DbConfig::from_url("/nonexistent-dir/for-sure/x.db")
+                .required(false)
+                .health_check_interval(None),
+        )
+        .database::<SqliteConnection>(
+            "held",
+            DbConfig::from_url(dir.path().join("ok.db").to_str().unwrap())
+                .health_check_interval(None),
+        )
+        .build()
+        .await
+        .unwrap();
+    m.force_open("held").unwrap();
+    let report = m.check_health().await;
+    let driver_words = report.pools[0].error.clone().unwrap();
+    assert!(driver_words.contains("unable to open"), "{driver_words}");
+
+    let body = |app: Router, uri: &'static str| async move {
+        body_json(app.oneshot(req(uri)).await.unwrap()).await
+    };
+    let summary = body(m.router(), "/pools/health").await;
+    let text = summary.to_string();
+    assert!(!text.contains("unable to open"), "{text}");
+    assert_eq!(summary["pools"][0]["status"], "fail", "{text}");
+    assert!(
+        summary["pools"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("shown with full health details"),
+        "{text}"
+    );
+    // This crate's own reason stays.
+    assert_eq!(
+        summary["pools"][1]["error"], "circuit breaker open",
+        "{text}"
+    );
+    let one = body(m.router(), "/pools/health/broken").await;
+    assert!(!one.to_string().contains("unable to open"), "{one}");
+
+    let full = body(m.router_with(HealthDetails::Always), "/pools/health").await;
+    assert!(full.to_string().contains("unable to open"), "{full}");
 }

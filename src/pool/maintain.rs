@@ -41,7 +41,7 @@ impl<B: Backend> Pool<B> {
         let deadline = start + shared.config.validation_timeout;
         let limit = humantime::format_duration(shared.config.validation_timeout);
         let outcome = if shared.is_draining() {
-            Err((HealthStatus::Fail, "pool is draining".to_owned()))
+            Err((HealthStatus::Fail, "pool is draining".to_owned(), false))
         } else {
             match tokio::time::timeout_at(deadline, self.clean_checkout()).await {
                 Err(_) => {
@@ -50,12 +50,17 @@ impl<B: Backend> Pool<B> {
                         Err((
                             HealthStatus::Warn,
                             format!("pool saturated: no connection free within {limit}"),
+                            false,
                         ))
                     } else {
-                        Err((HealthStatus::Fail, format!("no connection within {limit}")))
+                        Err((
+                            HealthStatus::Fail,
+                            format!("no connection within {limit}"),
+                            false,
+                        ))
                     }
                 }
-                Ok(Err(e)) => Err((HealthStatus::Fail, self.map_error(e).to_string())),
+                Ok(Err(e)) => Err((HealthStatus::Fail, self.map_error(e).to_string(), true)),
                 Ok(Ok(mut obj)) => {
                     obj.in_doubt = true;
                     match tokio::time::timeout_at(
@@ -77,22 +82,25 @@ impl<B: Backend> Pool<B> {
                         failed => {
                             inc(&shared.stats.backend_errors);
                             drop(Object::take(obj));
-                            Err((
-                                HealthStatus::Fail,
-                                match failed {
-                                    Ok(Err(msg)) => shared.redactor.scrub(&msg),
-                                    _ => format!("ping timed out after {limit}"),
-                                },
-                            ))
+                            match failed {
+                                Ok(Err(msg)) => {
+                                    Err((HealthStatus::Fail, shared.redactor.scrub(&msg), true))
+                                }
+                                _ => Err((
+                                    HealthStatus::Fail,
+                                    format!("ping timed out after {limit}"),
+                                    false,
+                                )),
+                            }
                         }
                     }
                 }
             }
         };
         let latency = Instant::now() - start;
-        let (mut status, mut error) = match outcome {
-            Ok(()) => (HealthStatus::Pass, None),
-            Err((status, error)) => (status, Some(error)),
+        let (mut status, mut error, from_driver) = match outcome {
+            Ok(()) => (HealthStatus::Pass, None, false),
+            Err((status, error, from_driver)) => (status, Some(error), from_driver),
         };
         match shared.breaker.state() {
             BreakerState::Open | BreakerState::ForcedOpen => {
@@ -117,6 +125,7 @@ impl<B: Backend> Pool<B> {
             saturated: false,
             topology: self.backend().topology(),
             component_type: shared.component_type,
+            from_driver,
         };
         shared.store_health(health.clone());
         health

@@ -56,8 +56,10 @@ async fn report(
     } else {
         status_of(report.status)
     };
-    let report = if details.show(parts) {
+    let report = if details.full(parts) {
         report
+    } else if details.show(parts) {
+        HealthReport::from_pools(report.pools.into_iter().map(PoolHealth::summary).collect())
     } else {
         report.status_only()
     };
@@ -93,7 +95,8 @@ pub(super) async fn one(
         return report(&manager, &details, &parts, false).await;
     }
     match manager.health_of(&name).await {
-        Some(health) => json(status_of(health.status), health),
+        Some(health) if details.full(&parts) => json(status_of(health.status), health),
+        Some(health) => json(status_of(health.status), health.summary()),
         None => unknown_pool(&manager, name),
     }
 }

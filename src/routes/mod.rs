@@ -61,7 +61,9 @@ impl FromRef<RouterState> for HealthDetails {
 
 impl PoolManager {
     /// The pools router (see the [`routes` module docs](crate::routes)):
-    /// merge it into the application's router.
+    /// merge it into the application's router. Its health routes show
+    /// [`HealthDetails::Summary`]: statuses and figures, no driver's words;
+    /// see [`router_with`](Self::router_with) to open them up.
     ///
     /// ```no_run
     /// # fn demo(manager: axum_pools::PoolManager) {
@@ -72,7 +74,7 @@ impl PoolManager {
     where
         S: Clone + Send + Sync + 'static,
     {
-        self.router_with(HealthDetails::Always)
+        self.router_with(HealthDetails::default())
     }
 
     /// [`router`](Self::router) with a policy for how much the health
