@@ -122,6 +122,7 @@ impl<B: Backend, N: PoolSelector> DerefMut for Pooled<B, N> {
 /// [`PoolLayer`](crate::PoolLayer), which answers 504 if the handler failed.
 impl<B: Backend, N: PoolSelector> Drop for Pooled<B, N> {
     fn drop(&mut self) {
+        self.lease.note_leased();
         if let Some(after) = self.lease.timed_out() {
             crate::layer::note_query_timeout(self.lease.pool_name(), after);
         }

@@ -85,6 +85,26 @@ pub(crate) struct RequestScope {
     /// The first pool whose `query_timeout` cut a round trip of this
     /// request, and that timeout.
     query_timeout: Cell<Option<(String, Duration)>>,
+    /// The pool the request's last lease came from, for the log lines of
+    /// errors that carry no pool (`DbError`).
+    leased: Cell<Option<Arc<crate::pool::Shared>>>,
+}
+
+/// Notes that the request leased from `pool` (at the lease's return).
+pub(crate) fn note_leased(pool: &Arc<crate::pool::Shared>) {
+    with_scope(|scope| scope.leased.set(Some(pool.clone())));
+}
+
+/// The name of the pool the request being served leased from last, if a
+/// [`PoolLayer`] serves it and it leased.
+pub(crate) fn leased_pool() -> Option<String> {
+    with_scope(|scope| {
+        let pool = scope.leased.take();
+        let name = pool.as_ref().map(|p| p.name.clone());
+        scope.leased.set(pool);
+        name
+    })
+    .flatten()
 }
 
 /// Notes that a connection this request leased from `pool` timed out
@@ -248,6 +268,7 @@ where
             manager: self.manager.clone(),
             finish: OnceCell::new(),
             query_timeout: Cell::new(None),
+            leased: Cell::new(None),
         };
         if self.read_first == 0 || req.body().is_end_stream() {
             // Extractors run when the inner future is polled, inside the

@@ -59,6 +59,12 @@ impl<B: Backend> Lease<B> {
         &self.obj.shared
     }
 
+    /// Tells the request's [`PoolLayer`](crate::PoolLayer) scope that it
+    /// leased from this pool, so that its error log lines can name it.
+    pub(crate) fn note_leased(&self) {
+        crate::layer::note_leased(&self.obj.shared);
+    }
+
     /// The pool's `query_timeout`, when a round trip on this connection
     /// exceeded it.
     pub(crate) fn timed_out(&self) -> Option<std::time::Duration> {

@@ -154,10 +154,13 @@ impl IntoResponse for DbError {
             return e.into_response();
         }
         let (status, slug, title, detail) = self.problem();
+        // The error carries no pool: the one this request leased from last.
+        let pool = crate::layer::leased_pool();
+        let pool = pool.as_deref().unwrap_or("unknown");
         if status.is_server_error() {
-            tracing::error!(error = %self, "database error answered {status}");
+            tracing::error!(pool, error = %self, "database error answered {status}");
         } else {
-            tracing::debug!(error = %self, "database error answered {status}");
+            tracing::debug!(pool, error = %self, "database error answered {status}");
         }
         let retry = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(Duration::from_secs(1));
         Problem::new(status, slug, title, detail)

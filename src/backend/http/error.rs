@@ -97,13 +97,13 @@ impl IntoResponse for HttpError {
                 "Invalid upstream request",
             ),
         };
-        tracing::warn!(error = %this, "upstream request failed");
         let pool = match &this {
             Self::Timeout { pool, .. }
             | Self::Upstream { pool, .. }
             | Self::BodyTooLarge { pool, .. } => Some(pool.as_str()),
             _ => None,
         };
+        tracing::warn!(pool = pool.unwrap_or("unknown"), error = %this, "upstream request failed");
         Problem::new(status, slug, title, this.to_string())
             .pool(pool)
             .into_response()
