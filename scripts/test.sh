@@ -17,6 +17,8 @@ cargo test --all-features --doc
 # Once more on the production bookkeeping clock: every feature but test-util
 # (which makes connection ageing follow tokio's pausable clock).
 cargo test --features postgres,mysql,sqlite,redis,http --lib --tests
+# The served OpenAPI document is the committed one with SQLite alone too.
+cargo test --no-default-features --features sqlite --test openapi
 
 for features in "" "--no-default-features" \
   "--no-default-features --features postgres" \

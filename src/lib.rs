@@ -179,8 +179,7 @@ pub use redis;
 pub use crate::backend::diesel::SqliteConnection;
 #[cfg(feature = "http")]
 pub use crate::backend::http::{
-    ConnectionGuard, HttpBody, HttpClient, HttpConfig, HttpError, HttpResponse, HttpStats,
-    RequestBuilder,
+    ConnectionGuard, HttpBody, HttpClient, HttpConfig, HttpError, HttpResponse, RequestBuilder,
 };
 #[cfg(feature = "redis")]
 pub use crate::backend::redis::{RedisConfig, RedisConn, RedisConnection};
@@ -199,5 +198,5 @@ pub use crate::{
     pool::hooks::{ConnectionHook, Hooks, LeaseHook, Leased, ReleaseHook, Released},
     rate_limit::{FailPolicy, KeyBy, RateLimitLayer, TrustedProxies},
     redact::{Redactor, redact_url},
-    stats::{StatsSnapshot, WaitStats},
+    stats::{HttpStats, StatsSnapshot, WaitStats},
 };

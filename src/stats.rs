@@ -167,16 +167,39 @@ pub struct StatsSnapshot {
     /// The pool's circuit breaker.
     pub breaker: crate::breaker::BreakerStats,
     /// Changes of master seen by a Redis pool behind Sentinel (feature
-    /// `redis`); absent for other pools.
-    #[cfg(feature = "redis")]
+    /// `redis`); absent for other pools. In every build, so the stats and
+    /// their OpenAPI document have one shape whatever the features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failovers: Option<u64>,
-    /// Requests through an HTTP pool (feature `http`); absent for other pools.
-    #[cfg(feature = "http")]
+    /// Requests through an HTTP pool (feature `http`); absent for other
+    /// pools. In every build, as `failovers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<crate::backend::http::HttpStats>,
+    pub http: Option<HttpStats>,
     /// How long successful acquisitions waited.
     pub acquire_wait: WaitStats,
+}
+
+/// Requests through an HTTP pool: one per attempt, so a retried request
+/// counts each try.
+///
+/// ```
+/// let s = axum_pools::HttpStats::default();
+/// assert_eq!(s.requests, 0);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HttpStats {
+    /// Attempts sent.
+    pub requests: u64,
+    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub status_classes: [u64; 5],
+    /// Attempts that got no response (connect refused, reset, timed out).
+    pub errors: u64,
+    /// Attempts that timed out (also counted in `errors`).
+    pub timeouts: u64,
+    /// Attempts that were retries.
+    pub retries: u64,
+    /// Time to response headers of attempts that got a response.
+    pub latency: WaitStats,
 }
 
 #[cfg(test)]

@@ -1,34 +1,11 @@
-//! [`HttpStats`]: per-attempt counters of an HTTP pool, shown beside the
-//! pool's own stats.
+//! The live per-attempt counters of an HTTP pool, snapshot as
+//! [`HttpStats`] beside the pool's own stats (the shape lives with
+//! [`StatsSnapshot`](crate::StatsSnapshot), in every build).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
-use crate::histogram::{Histogram, WaitStats};
-
-/// Requests through an HTTP pool: one per attempt, so a retried request
-/// counts each try.
-///
-/// ```
-/// let s = axum_pools::HttpStats::default();
-/// assert_eq!(s.requests, 0);
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct HttpStats {
-    /// Attempts sent.
-    pub requests: u64,
-    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
-    pub status_classes: [u64; 5],
-    /// Attempts that got no response (connect refused, reset, timed out).
-    pub errors: u64,
-    /// Attempts that timed out (also counted in `errors`).
-    pub timeouts: u64,
-    /// Attempts that were retries.
-    pub retries: u64,
-    /// Time to response headers of attempts that got a response.
-    pub latency: WaitStats,
-}
+use crate::histogram::Histogram;
+pub use crate::stats::HttpStats;
 
 /// The live counters behind [`HttpStats`].
 #[derive(Default)]
