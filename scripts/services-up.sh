@@ -19,6 +19,9 @@ command -v redis-server  >/dev/null || need+=(redis-server)
 command -v openssl       >/dev/null || need+=(openssl)
 # tests/pgbouncer.rs starts its own instances of it in transaction mode.
 [ -x /usr/sbin/pgbouncer ]         || need+=(pgbouncer)
+# tests/contrib.rs checks contrib/prometheus/alerts.yml with its promtool
+# (only the tool is used; no Prometheus server is started).
+command -v promtool      >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "services-up: missing ${need[*]}; run as root to install them" >&2
