@@ -63,8 +63,14 @@ async fn a_route_that_never_leases_allocates_nothing_more_under_pool_layer() {
     allocations(&mut bare, 10);
     allocations(&mut layered, 10);
 
-    let without = allocations(&mut bare, 100);
-    let with = allocations(&mut layered, 100);
+    // The allocator is process-wide: another thread (the test harness, a
+    // pool's blocking connection thread) may allocate during one
+    // measurement. The fewest of three runs is this thread's own count.
+    let without = (0..3).map(|_| allocations(&mut bare, 100)).min().unwrap();
+    let with = (0..3)
+        .map(|_| allocations(&mut layered, 100))
+        .min()
+        .unwrap();
     assert_eq!(
         with,
         without,
