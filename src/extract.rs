@@ -118,14 +118,12 @@ impl<B: Backend, N: PoolSelector> DerefMut for Pooled<B, N> {
     }
 }
 
-/// A connection whose round trip timed out tells the request's
-/// [`PoolLayer`](crate::PoolLayer), which answers 504 if the handler failed.
+/// The lease tells the request's [`PoolLayer`](crate::PoolLayer) its pool,
+/// and whether a round trip timed out (the layer then answers 504 if the
+/// handler failed).
 impl<B: Backend, N: PoolSelector> Drop for Pooled<B, N> {
     fn drop(&mut self) {
-        self.lease.note_leased();
-        if let Some(after) = self.lease.timed_out() {
-            crate::layer::note_query_timeout(self.lease.pool_name(), after);
-        }
+        self.lease.note_return();
     }
 }
 

@@ -90,11 +90,6 @@ pub(crate) struct RequestScope {
     leased: Cell<Option<Arc<crate::pool::Shared>>>,
 }
 
-/// Notes that the request leased from `pool` (at the lease's return).
-pub(crate) fn note_leased(pool: &Arc<crate::pool::Shared>) {
-    with_scope(|scope| scope.leased.set(Some(pool.clone())));
-}
-
 /// The name of the pool the request being served leased from last, if a
 /// [`PoolLayer`] serves it and it leased.
 pub(crate) fn leased_pool() -> Option<String> {
@@ -107,15 +102,20 @@ pub(crate) fn leased_pool() -> Option<String> {
     .flatten()
 }
 
-/// Notes that a connection this request leased from `pool` timed out
-/// (`query_timeout`): if the handler then fails (5xx), [`PoolLayer`]
-/// answers 504 naming the pool instead.
-pub(crate) fn note_query_timeout(pool: &str, after: Duration) {
+/// Notes, at a lease's return, that the request leased from `pool` (for
+/// the log lines of errors that carry no pool) and, when a round trip of
+/// that connection timed out after `timed_out` (`query_timeout`), that
+/// [`PoolLayer`] answers 504 naming the pool if the handler then fails
+/// (5xx); the first such pool is kept.
+pub(crate) fn note_return(pool: &Arc<crate::pool::Shared>, timed_out: Option<Duration>) {
     with_scope(|scope| {
-        let noted = scope.query_timeout.take();
-        scope
-            .query_timeout
-            .set(Some(noted.unwrap_or_else(|| (pool.to_owned(), after))));
+        if let Some(after) = timed_out {
+            let noted = scope.query_timeout.take();
+            scope
+                .query_timeout
+                .set(Some(noted.unwrap_or_else(|| (pool.name.clone(), after))));
+        }
+        scope.leased.set(Some(pool.clone()));
     });
 }
 

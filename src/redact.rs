@@ -65,14 +65,9 @@ pub fn redact_url(url: &str) -> String {
             match authority.rfind('@') {
                 Some(at) => {
                     let userinfo = &authority[..at];
-                    match userinfo.find(':') {
-                        Some(colon) => {
-                            out.push_str(&userinfo[..=colon]);
-                            out.push_str(MASK);
-                        }
-                        // Redis logs in with a password (`AUTH`): a lone
-                        // user name there is a token (`redis://tok@h`).
-                        None if scheme.starts_with("redis") && !userinfo.is_empty() => {
+                    match userinfo_secret(scheme, userinfo) {
+                        Some(secret) => {
+                            out.push_str(&userinfo[..userinfo.len() - secret.len()]);
                             out.push_str(MASK);
                         }
                         None => out.push_str(userinfo),
@@ -94,7 +89,7 @@ pub fn redact_url(url: &str) -> String {
             None => url,
         },
     };
-    out.push_str(&redact_keyword_values(rest));
+    out.push_str(&keyword_values(rest).0);
     out
 }
 
@@ -130,6 +125,17 @@ fn userinfo_end(after: &str) -> Option<usize> {
     by_path.max(by_query).max(last)
 }
 
+/// The secret of a URL's user information: the password after its first
+/// `:`, or in a Redis URL (`scheme` starts it) a lone user name, which is a
+/// token there (Redis logs in with a password: `redis://tok@h`).
+fn userinfo_secret<'a>(scheme: &str, userinfo: &'a str) -> Option<&'a str> {
+    match userinfo.split_once(':') {
+        Some((_, password)) => Some(password),
+        None if scheme.starts_with("redis") && !userinfo.is_empty() => Some(userinfo),
+        None => None,
+    }
+}
+
 /// End of the authority (`user:password@host:port`) in what follows `://`.
 fn authority_end(after: &str) -> usize {
     let host_start = userinfo_end(after).map_or(0, |at| at + 1);
@@ -138,14 +144,9 @@ fn authority_end(after: &str) -> usize {
         .map_or(after.len(), |p| p + host_start)
 }
 
-/// Masks `key=value` pairs whose key names a secret, in query strings
-/// (`&`-separated) and keyword DSNs (space-separated).
-fn redact_keyword_values(s: &str) -> String {
-    keyword_values(s).0
-}
-
-/// `s` with the values of secret keys masked, and those values (without
-/// their quotes).
+/// `s` with the values of keys that name a secret masked, in query
+/// strings (`&`-separated) and keyword DSNs (space-separated), and those
+/// values (without their quotes).
 fn keyword_values(s: &str) -> (String, Vec<String>) {
     let mut out = String::with_capacity(s.len());
     let mut secrets = Vec::new();
@@ -296,20 +297,13 @@ impl Redactor {
         if let Some(i) = url.find("://") {
             let after = &url[i + 3..];
             let authority = &after[..authority_end(after)];
-            if let Some(at) = authority.rfind('@') {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        let password = &userinfo[colon + 1..];
-                        secrets.push(password.to_owned());
-                        // The password may itself hold an '@': its first part too.
-                        if let Some(first) = password.split('@').next() {
-                            secrets.push(first.to_owned());
-                        }
-                    }
-                    // A token given as the user name of a Redis URL.
-                    None if url.starts_with("redis") => secrets.push(userinfo.to_owned()),
-                    None => {}
+            if let Some(at) = authority.rfind('@')
+                && let Some(secret) = userinfo_secret(url, &authority[..at])
+            {
+                secrets.push(secret.to_owned());
+                // The password may itself hold an '@': its first part too.
+                if let Some(first) = secret.split('@').next() {
+                    secrets.push(first.to_owned());
                 }
             }
         }

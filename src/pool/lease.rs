@@ -59,10 +59,12 @@ impl<B: Backend> Lease<B> {
         &self.obj.shared
     }
 
-    /// Tells the request's [`PoolLayer`](crate::PoolLayer) scope that it
-    /// leased from this pool, so that its error log lines can name it.
-    pub(crate) fn note_leased(&self) {
-        crate::layer::note_leased(&self.obj.shared);
+    /// Tells the request's [`PoolLayer`](crate::PoolLayer) scope, as the
+    /// lease returns, which pool it came from (its error log lines name it)
+    /// and whether a round trip timed out (the layer then answers 504 if
+    /// the handler failed).
+    pub(crate) fn note_return(&self) {
+        crate::layer::note_return(&self.obj.shared, self.timed_out());
     }
 
     /// The pool's `query_timeout`, when a round trip on this connection

@@ -110,17 +110,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             self.encrypted
                 .store(encrypted, std::sync::atomic::Ordering::Relaxed)
         };
-        // The options to open with: through a relay with `query_timeout`.
-        let via = |opts: &Opts| {
-            let (opts, round_trip) = (opts.clone(), round_trip.clone());
-            async move {
-                match round_trip {
-                    Some(round_trip) => super::relay::relayed(&opts, round_trip).await,
-                    None => Ok(opts),
-                }
-            }
-        };
-        let conn = match mysql_async::Conn::new(via(&self.opts).await?).await {
+        let conn = match mysql_async::Conn::new(via(&self.opts, &round_trip).await?).await {
             Ok(conn) => {
                 store(self.opts.ssl_opts().is_some());
                 conn
@@ -132,7 +122,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
                         self.mode
                     ));
                 };
-                let conn = mysql_async::Conn::new(via(plain).await?)
+                let conn = mysql_async::Conn::new(via(plain, &round_trip).await?)
                     .await
                     .map_err(|e| e.to_string())?;
                 store(false);
@@ -180,6 +170,15 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
     fn transport(&self) -> Option<String> {
         let on = self.encrypted.load(std::sync::atomic::Ordering::Relaxed);
         Some(if on { "on" } else { "off" }.to_owned())
+    }
+}
+
+/// The options to open with: `opts`, through a relay of its own with
+/// `query_timeout`.
+async fn via(opts: &Opts, round_trip: &Option<Arc<RoundTrip>>) -> Result<Opts, String> {
+    match round_trip {
+        Some(round_trip) => super::relay::relayed(opts, round_trip.clone()).await,
+        None => Ok(opts.clone()),
     }
 }
 

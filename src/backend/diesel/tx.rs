@@ -298,10 +298,7 @@ impl<C: DbConnection, N: PoolSelector> DerefMut for DbTx<C, N> {
 impl<C: DbConnection, N: PoolSelector> Drop for DbTx<C, N> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.note_leased();
-            if let Some(after) = lease.timed_out() {
-                crate::layer::note_query_timeout(lease.pool_name(), after);
-            }
+            lease.note_return();
             let open: Box<dyn OpenTx> = Box::new(Open::<C> {
                 lease,
                 ending: false,

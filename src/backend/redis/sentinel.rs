@@ -81,10 +81,10 @@ impl Sentinels {
         }
         // How to log in to whichever master: the redis crate's parse of a
         // one-server URL with these credentials, database and query.
-        let template = redis::Client::open(format!("redis://{credentials}localhost/{db}{query}"))
-            .map_err(|e| format!("redis+sentinel: {e}"))?;
-        let settings = template.get_connection_info().redis_settings();
         let failed = |e: redis::RedisError| format!("redis+sentinel: {e}");
+        let template = redis::Client::open(format!("redis://{credentials}localhost/{db}{query}"))
+            .map_err(failed)?;
+        let settings = template.get_connection_info().redis_settings();
         let mut builder = SentinelClientBuilder::new(sentinels, name, SentinelServerType::Master)
             .map_err(failed)?
             .set_client_to_redis_db(settings.db())
