@@ -22,6 +22,8 @@ command -v openssl       >/dev/null || need+=(openssl)
 # tests/contrib.rs checks contrib/prometheus/alerts.yml with its promtool
 # (only the tool is used; no Prometheus server is started).
 command -v promtool      >/dev/null || need+=(prometheus)
+# tests/dashboard.rs loads /pools/dashboard in headless Chromium.
+command -v chromium      >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "services-up: missing ${need[*]}; run as root to install them" >&2

@@ -188,6 +188,23 @@ fn validate(schema: &Value, value: &Value, doc: &Value, at: &str) -> Result<(), 
     Ok(())
 }
 
+/// The `data:` of the first event of a `text/event-stream` answer.
+async fn first_event_data(r: axum::response::Response) -> String {
+    use http_body_util::BodyExt;
+    let mut body = r.into_body();
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let frame = body.frame().await.expect("an event").unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    text.lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .expect("a data line")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn every_documented_route_answers_as_documented() {
     let (_dir, m) = manager().await;
@@ -228,8 +245,13 @@ async fn every_documented_route_answers_as_documented() {
                     .iter()
                     .find(|(media, _)| content_type.starts_with(media.split(';').next().unwrap()))
                     .unwrap_or_else(|| panic!("{uri} {status}: {content_type} not in {content:?}"));
-                let body = body_text(r).await;
-                if media.starts_with("application/") {
+                let body = if content_type.starts_with("text/event-stream") {
+                    // An endless stream: its first event's data is the body.
+                    first_event_data(r).await
+                } else {
+                    body_text(r).await
+                };
+                if media.starts_with("application/") || media == "text/event-stream" {
                     let value: Value = serde_json::from_str(&body).unwrap();
                     validate(&spec["schema"], &value, &doc, &uri)
                         .unwrap_or_else(|e| panic!("{uri} {status}: {e}\n{body}"));
@@ -246,6 +268,8 @@ async fn every_documented_route_answers_as_documented() {
         "/pools/health/ready 503",
         "/pools/stats/no-such-pool 404",
         "/pools/metrics 200",
+        "/pools/events 200",
+        "/pools/dashboard 200",
     ] {
         assert!(
             checked.iter().any(|c| c == expected),

@@ -11,9 +11,14 @@
 //! | `GET /pools/metrics` | Prometheus text format; see [`metrics`] |
 //! | `GET /pools/openapi.json` | the OpenAPI 3.1 document of these routes ([`openapi::PoolsApi`]) |
 //! | `GET /pools/docs` | Swagger UI for it, served from compiled-in assets (works offline) |
+//! | `GET /pools/events` | Server-Sent Events: a snapshot of every pool's stats and health and the process figures each second |
+//! | `GET /pools/dashboard` | a live page of the pools drawn from `/pools/events`, its assets compiled in, same-origin only (CSP) |
 //!
 //! Health answers come from the cache the periodic checks fill, so polling
 //! them costs the database nothing. Every answer has `Cache-Control: no-store`.
+//! The events and the dashboard follow the health routes' [`HealthDetails`]:
+//! a request it shows nothing gets 403 problem+json; one it shows a summary
+//! sees no driver's words and no server facts.
 //!
 //! ```no_run
 //! # fn demo(manager: axum_pools::PoolManager) {
@@ -21,6 +26,8 @@
 //! # }
 //! ```
 
+mod dashboard;
+mod events;
 mod health;
 pub mod metrics;
 pub mod openapi;
@@ -98,6 +105,10 @@ impl PoolManager {
             .route("/pools/metrics", only_get(metrics::metrics))
             .route("/pools/health/live", only_get(health::live))
             .route("/pools/health/ready", only_get(health::ready))
+            .route("/pools/events", only_get(events::events))
+            .route("/pools/dashboard", only_get(dashboard::page))
+            .route("/pools/dashboard/dashboard.js", only_get(dashboard::script))
+            .route("/pools/dashboard/dashboard.css", only_get(dashboard::style))
             .with_state(RouterState {
                 manager: self.clone(),
                 details,

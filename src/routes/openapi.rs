@@ -21,7 +21,7 @@
 
 use utoipa::OpenApi;
 
-use super::{health, metrics, stats};
+use super::{dashboard, events, health, metrics, stats};
 use crate::{
     breaker::{BreakerState, BreakerStats},
     health::{HealthCheck, HealthReport, HealthStatus, PoolHealth},
@@ -50,6 +50,8 @@ use crate::{
         stats::all,
         stats::one,
         metrics::metrics,
+        events::events,
+        dashboard::page,
     ),
     components(schemas(
         HealthReport,
@@ -63,6 +65,8 @@ use crate::{
         BreakerStats,
         BreakerState,
         ProblemDoc,
+        events::Snapshot,
+        events::ProcessFigures,
     )),
     tags((name = "pools", description = "The connection pools of this service.")),
     modifiers(&PoolsTag)

@@ -1,0 +1,253 @@
+//! `GET /pools/events`: a Server-Sent Events stream of every pool's
+//! statistics, health and the process figures, one snapshot a second.
+//!
+//! Each snapshot is made when the connection can take it, never queued:
+//! a client that reads slowly skips snapshots and gets the newest one, so
+//! what it can hold up is its socket's buffer, not a backlog. A stream
+//! whose client took nothing for [`STALLED`] ends at its next turn (a
+//! browser's `EventSource` then reconnects). When no event goes out for
+//! 15 s a `: ping` comment keeps proxies from closing the connection.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{StatusCode, request::Parts},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures_util::Stream;
+use serde::Serialize;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{no_store, process::Process};
+use crate::{
+    health::{HealthDetails, PoolHealth},
+    manager::PoolManager,
+    problem::Problem,
+    stats::StatsSnapshot,
+};
+
+/// Time between snapshots.
+pub(super) const PERIOD: Duration = Duration::from_secs(1);
+
+/// A stream whose client took nothing for this long ends.
+pub(super) const STALLED: Duration = Duration::from_secs(30);
+
+/// How long a browser waits before reconnecting, sent with the first event.
+const RECONNECT: Duration = Duration::from_secs(2);
+
+/// One event of `GET /pools/events` (event name `snapshot`): what the
+/// dashboard draws.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Snapshot {
+    /// When it was taken, in milliseconds since the Unix epoch.
+    at_ms: u64,
+    /// Every pool's statistics, in registration order; `server` facts only
+    /// with full health details.
+    pools: Vec<StatsSnapshot>,
+    /// Every pool's latest health, shown as the health routes show it to
+    /// the same request.
+    health: Vec<PoolHealth>,
+    /// The process's figures, where `/proc/self` tells them (Linux).
+    process: Option<ProcessFigures>,
+}
+
+/// The process figures of a [`Snapshot`]; the same readings as the
+/// `process_*` and `tokio_*` series of `/pools/metrics`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ProcessFigures {
+    /// User and system CPU time, in seconds.
+    cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    resident_bytes: i64,
+    /// OS threads.
+    threads: i64,
+    /// Open file descriptors.
+    open_fds: i64,
+    /// The limit of open file descriptors, when known.
+    max_fds: Option<i64>,
+    /// Start time, in seconds since the Unix epoch.
+    start_time_seconds: f64,
+    /// Worker threads of the tokio runtime serving the stream.
+    tokio_workers: usize,
+    /// Tasks alive in that runtime.
+    tokio_alive_tasks: usize,
+}
+
+impl ProcessFigures {
+    fn read() -> Option<Self> {
+        let p = Process::read()?;
+        let runtime = tokio::runtime::Handle::current().metrics();
+        Some(Self {
+            cpu_seconds: p.cpu_seconds,
+            resident_bytes: p.resident_bytes,
+            threads: p.threads,
+            open_fds: p.open_fds,
+            max_fds: p.max_fds,
+            start_time_seconds: p.start_time_seconds,
+            tokio_workers: runtime.num_workers(),
+            tokio_alive_tasks: runtime.num_alive_tasks(),
+        })
+    }
+}
+
+/// How much of the pools a request may see.
+#[derive(Clone, Copy)]
+pub(super) enum View {
+    /// Statuses and figures, no driver's words, no server facts.
+    Summary,
+    /// Everything.
+    Full,
+}
+
+impl View {
+    /// The view `details` grants the request; `None` when it shows the
+    /// pools nothing (answer [`hidden`]).
+    pub(super) fn of(details: &HealthDetails, parts: &Parts) -> Option<Self> {
+        if details.full(parts) {
+            Some(Self::Full)
+        } else if details.show(parts) {
+            Some(Self::Summary)
+        } else {
+            None
+        }
+    }
+}
+
+/// The 403 for a request the health details policy shows nothing.
+pub(super) fn hidden() -> Response {
+    no_store(
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "details-hidden",
+            "Pool details hidden",
+            "the health details policy hides the pools from this request; see HealthDetails"
+                .to_owned(),
+        )
+        .into_response(),
+    )
+}
+
+/// A snapshot of `manager` as `view` shows it.
+pub(super) async fn snapshot(manager: &PoolManager, view: View) -> Snapshot {
+    let full = matches!(view, View::Full);
+    let mut pools = manager.stats();
+    if !full {
+        for pool in &mut pools {
+            pool.server = None;
+        }
+    }
+    let health = manager.health().await.pools;
+    let health = if full {
+        health
+    } else {
+        health.into_iter().map(PoolHealth::summary).collect()
+    };
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Snapshot {
+        at_ms,
+        pools,
+        health,
+        process: ProcessFigures::read(),
+    }
+}
+
+/// The answers of `GET /pools/events`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description for the OpenAPI document, never built
+enum EventsAnswers {
+    /// `text/event-stream`: an event `snapshot` at once and then every
+    /// second, its data a `Snapshot` as JSON; `: ping` comments while idle.
+    #[response(status = 200, content_type = "text/event-stream")]
+    Stream(Snapshot),
+    /// The health details policy hides the pools from this request.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Hidden(crate::problem::ProblemDoc),
+}
+
+/// Live statistics, health and process figures as Server-Sent Events.
+#[utoipa::path(get, path = "/pools/events", responses(EventsAnswers))]
+pub(super) async fn events(
+    State(manager): State<PoolManager>,
+    State(details): State<HealthDetails>,
+    parts: Parts,
+) -> Response {
+    let Some(view) = View::of(&details, &parts) else {
+        return hidden();
+    };
+    no_store(
+        Sse::new(stream(manager, view))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response(),
+    )
+}
+
+/// The event stream: a snapshot at once, then one each [`PERIOD`], made
+/// when polled; it ends when a poll comes [`STALLED`] after the last event.
+pub(super) fn stream(
+    manager: PoolManager,
+    view: View,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let mut ticks = tokio::time::interval(PERIOD);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let state = (manager, ticks, None::<Instant>);
+    futures_util::stream::unfold(state, move |(manager, mut ticks, last)| async move {
+        if last.is_some_and(|last| last.elapsed() >= STALLED) {
+            tracing::debug!("pools events: the client took nothing for 30 s; ending its stream");
+            return None;
+        }
+        ticks.tick().await;
+        let snapshot = snapshot(&manager, view).await;
+        let mut event = Event::default().event("snapshot");
+        if last.is_none() {
+            event = event.retry(RECONNECT);
+        }
+        let event = event
+            .json_data(snapshot)
+            .unwrap_or_else(|_| Event::default().comment("snapshot not serializable"));
+        Some((Ok(event), (manager, ticks, Some(Instant::now()))))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    async fn manager() -> PoolManager {
+        PoolManager::builder().build().await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_snapshot_at_once_then_one_a_second_and_a_stalled_client_is_dropped() {
+        let manager = manager().await;
+        let start = Instant::now();
+        let mut events = Box::pin(stream(manager, View::Summary));
+        assert!(events.next().await.is_some());
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first one comes at once"
+        );
+        for n in 1..=3 {
+            assert!(events.next().await.is_some());
+            assert_eq!(start.elapsed(), PERIOD * n, "then one a second");
+        }
+        // The client reads late: it gets one snapshot, the newest, not the
+        // ones it missed.
+        tokio::time::advance(Duration::from_millis(5500)).await;
+        let late = Instant::now();
+        assert!(events.next().await.is_some());
+        assert_eq!(late.elapsed(), Duration::ZERO);
+        assert!(events.next().await.is_some());
+        assert!(late.elapsed() <= PERIOD, "no backlog of missed snapshots");
+        // It takes nothing for 30 s: the stream ends.
+        tokio::time::advance(STALLED).await;
+        assert!(events.next().await.is_none());
+    }
+}
