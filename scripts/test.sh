@@ -6,11 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/services-up.sh
-
-export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test}"
-export TEST_MYSQL_URL="${TEST_MYSQL_URL:-mysql://test:test@127.0.0.1:3306/test}"
-export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
+# shellcheck source=scripts/test-env.sh
+. scripts/test-env.sh
 
 cargo test --all-features --all-targets
 cargo test --all-features --doc

@@ -476,6 +476,13 @@ mod options {
             .optional()
             .unwrap();
         assert_eq!(first, Some(0), "the 409's first insert was rolled back");
+        drop(db);
+        let s = m.stats_of("db").unwrap();
+        assert_eq!(
+            (s.tx_rolled_back, s.tx_committed, s.active),
+            (1, 0, 0),
+            "the rollback is counted: {s:?}"
+        );
     }
 
     /// A deferred constraint fails only at COMMIT: the handler answered 201,

@@ -481,13 +481,22 @@ mod tests;
 /// [`PoolConfig`] alone: serde's `deny_unknown_fields` has no effect under
 /// `#[serde(flatten)]`, so the keys the outer config does not claim are
 /// gathered here and read by `PoolConfig`'s own (strict) `Deserialize`,
-/// which names an unknown key (`{"max_sise": 3}`) and the known ones.
+/// which names an unknown key (`{"max_sise": 3}`) and the known ones. A
+/// value of the wrong type or out of range is reported after the path of
+/// its key (`min_size: invalid value: integer `-1`, expected usize`,
+/// `breaker.window: ...`), which serde alone leaves out.
 pub(crate) fn strict_knobs<'de, D>(deserializer: D) -> Result<PoolConfig, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
     let rest = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
-    PoolConfig::deserialize(serde_json::Value::Object(rest)).map_err(serde::de::Error::custom)
+    serde_path_to_error::deserialize(serde_json::Value::Object(rest)).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => serde::de::Error::custom(e.into_inner()),
+            _ => serde::de::Error::custom(format_args!("{path}: {}", e.into_inner())),
+        }
+    })
 }
 
 /// Serializes a URL with its secrets masked ([`redact_url`](crate::redact_url)):

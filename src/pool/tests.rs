@@ -294,3 +294,73 @@ async fn a_half_open_probe_cancelled_mid_connect_gives_its_permit_back() {
         BreakerState::Closed
     );
 }
+
+/// The test plan's "50 concurrent initializations of one pool initialize it
+/// once". A pool is made once, by `build()`: its warm-up and its first check.
+/// Fifty callers arriving together share the connection it opened (none
+/// opens another), and fifty concurrent closes close it once.
+#[tokio::test(start_paused = true)]
+async fn races_50_concurrent_initializations_initialize_the_pool_once() {
+    let double = Double::default();
+    let m = manager(&double).await;
+    assert_eq!(double.opened.load(Ordering::SeqCst), 1, "warmed once");
+    assert_eq!(m.stats_of("double").unwrap().health_checks, 1);
+
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let lease = Lease::acquire(&m).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(lease);
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let s = m.stats_of("double").unwrap();
+    assert_eq!((s.leases, s.created), (50, 1), "{s:?}");
+    assert_eq!(double.opened.load(Ordering::SeqCst), 1);
+
+    let closes: Vec<_> = (0..50)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move { m.drain(Duration::from_secs(1)).await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for close in closes {
+        reports.push(format!("{:?}", close.await.unwrap()));
+    }
+    assert!(reports.iter().all(|r| *r == reports[0]), "{reports:?}");
+    assert_eq!(m.stats_of("double").unwrap().closed, 1, "closed once");
+}
+
+/// The test plan's "a health check against a backend that hangs returns
+/// unhealthy within the acquisition timeout + 1 s": hanging at connect or
+/// at the ping, the check fails within `validation_timeout`.
+#[tokio::test(start_paused = true)]
+async fn timeouts_health_check_against_a_hanging_backend_is_unhealthy_within_acquire_timeout_plus_1s()
+ {
+    for (step, script) in &steps()[..2] {
+        let double = Double::default();
+        let m = manager(&double).await;
+        prepare(&m, &double, step, script(Act::Never)).await;
+        let start = tokio::time::Instant::now();
+        let report = m.check_health().await;
+        let took = start.elapsed();
+        assert_eq!(
+            report.status,
+            crate::HealthStatus::Fail,
+            "{step}: {report:?}"
+        );
+        assert!(took <= Duration::from_secs(2), "{step}: took {took:?}");
+        assert_eq!(
+            took,
+            Duration::from_millis(300),
+            "{step}: validation_timeout"
+        );
+        nothing_leaked(&m, step);
+    }
+}

@@ -74,6 +74,19 @@ macro_rules! require {
     };
 }
 
+/// How many server connections carry `application_name = app` (tag a
+/// pool's URL with `application_name` to count its connections).
+#[cfg(feature = "postgres")]
+pub async fn pg_connections_named(admin: &mut diesel_async::AsyncPgConnection, app: &str) -> i64 {
+    use diesel_async::RunQueryDsl;
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+        "(SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}')"
+    )))
+    .get_result(admin)
+    .await
+    .unwrap()
+}
+
 /// A fresh SQLite file in its own temporary directory.
 pub fn sqlite_file() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("temp dir");
