@@ -161,7 +161,9 @@ pub struct StatsSnapshot {
     pub query_timeouts: u64,
     /// What the server told at the last passing health check (Redis:
     /// `redis_version`, `connected_clients`); absent for backends that tell
-    /// nothing. Never contains credentials.
+    /// nothing. Never contains credentials. The pools router shows it only
+    /// with full health details ([`HealthDetails`](crate::HealthDetails)
+    /// `Always` or a passing `when`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<std::collections::BTreeMap<String, String>>,
     /// The pool's circuit breaker.

@@ -271,6 +271,23 @@ async fn summary_events_hide_driver_words_and_server_facts() {
             .is_none_or(|s| s.is_null())
     );
 
+    // /pools/stats follows the same policy.
+    for (details, shown) in [
+        (HealthDetails::Always, true),
+        (HealthDetails::Summary, false),
+    ] {
+        let app = manager.router_with::<()>(details);
+        let all = common::body_json(answer(&app, "/pools/stats").await).await;
+        let one = common::body_json(answer(&app, "/pools/stats/cache").await).await;
+        let cache = all["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pool"] == "cache");
+        assert_eq!(cache.unwrap()["server"].is_object(), shown, "{all}");
+        assert_eq!(one["server"].is_object(), shown, "{one}");
+    }
+
     let words = health(&full, "reports")["error"]
         .as_str()
         .unwrap()

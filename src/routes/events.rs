@@ -136,6 +136,7 @@ pub(super) async fn snapshot(manager: &PoolManager, view: View) -> Snapshot {
     let full = matches!(view, View::Full);
     let mut pools = manager.stats();
     if !full {
+        // As `/pools/stats` shows them.
         for pool in &mut pools {
             pool.server = None;
         }

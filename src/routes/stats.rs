@@ -1,11 +1,24 @@
 //! `GET /pools/stats` and `GET /pools/stats/{name}`.
 
-use axum::{extract::State, http::StatusCode, response::Response};
+use axum::{
+    extract::State,
+    http::{StatusCode, request::Parts},
+    response::Response,
+};
 use serde::Serialize;
 
 use super::{Name, PoolName, UnknownPool, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
-use crate::{manager::PoolManager, stats::StatsSnapshot};
+use crate::{health::HealthDetails, manager::PoolManager, stats::StatsSnapshot};
+
+/// `stats` as `details` shows it to the request: the servers' own facts
+/// (versions, addresses, topology) only with full details.
+fn shown(mut stats: StatsSnapshot, details: &HealthDetails, parts: &Parts) -> StatsSnapshot {
+    if !details.full(parts) {
+        stats.server = None;
+    }
+    stats
+}
 
 /// The body of `GET /pools/stats`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -20,11 +33,16 @@ pub(crate) struct AllStats {
     path = "/pools/stats",
     responses((status = 200, description = "Every pool's statistics.", body = AllStats, content_type = "application/json"))
 )]
-pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
+pub(super) async fn all(
+    State(manager): State<PoolManager>,
+    State(details): State<HealthDetails>,
+    parts: Parts,
+) -> Response {
+    let pools = manager.stats().into_iter();
     json(
         StatusCode::OK,
         AllStats {
-            pools: manager.stats(),
+            pools: pools.map(|s| shown(s, &details, &parts)).collect(),
         },
     )
 }
@@ -39,9 +57,14 @@ pub(super) async fn all(State(manager): State<PoolManager>) -> Response {
         UnknownPool,
     )
 )]
-pub(super) async fn one(State(manager): State<PoolManager>, Name(name): Name) -> Response {
+pub(super) async fn one(
+    State(manager): State<PoolManager>,
+    State(details): State<HealthDetails>,
+    Name(name): Name,
+    parts: Parts,
+) -> Response {
     match manager.stats_of(&name) {
-        Some(stats) => json(StatusCode::OK, stats),
+        Some(stats) => json(StatusCode::OK, shown(stats, &details, &parts)),
         None => unknown_pool(&manager, name),
     }
 }
