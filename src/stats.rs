@@ -161,9 +161,9 @@ pub struct StatsSnapshot {
     pub query_timeouts: u64,
     /// What the server told at the last passing health check (Redis:
     /// `redis_version`, `connected_clients`); absent for backends that tell
-    /// nothing. Never contains credentials. The pools router shows it only
-    /// with full health details ([`HealthDetails`](crate::HealthDetails)
-    /// `Always` or a passing `when`).
+    /// nothing. Never contains credentials. The pools router shows it whole
+    /// only with full health details ([`HealthDetails`](crate::HealthDetails)
+    /// `Always` or a passing `when`); otherwise only its `tls` fact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<std::collections::BTreeMap<String, String>>,
     /// The pool's circuit breaker.
@@ -179,6 +179,20 @@ pub struct StatsSnapshot {
     pub http: Option<HttpStats>,
     /// How long successful acquisitions waited.
     pub acquire_wait: WaitStats,
+}
+
+impl StatsSnapshot {
+    /// The snapshot as the pools router shows it without full health
+    /// details: of the server's facts only `tls` (whether and how the
+    /// connections are encrypted), not versions, addresses or topology.
+    pub(crate) fn summary(mut self) -> Self {
+        self.server = self
+            .server
+            .take()
+            .map(|facts| facts.into_iter().filter(|(k, _)| k == "tls").collect())
+            .filter(|facts: &std::collections::BTreeMap<String, String>| !facts.is_empty());
+        self
+    }
 }
 
 /// Requests through an HTTP pool: one per attempt, so a retried request

@@ -45,8 +45,8 @@ const RECONNECT: Duration = Duration::from_secs(2);
 pub(crate) struct Snapshot {
     /// When it was taken, in milliseconds since the Unix epoch.
     at_ms: u64,
-    /// Every pool's statistics, in registration order; `server` facts only
-    /// with full health details.
+    /// Every pool's statistics, in registration order; of the `server`
+    /// facts only `tls` without full health details.
     pools: Vec<StatsSnapshot>,
     /// Every pool's latest health, shown as the health routes show it to
     /// the same request.
@@ -97,7 +97,7 @@ impl ProcessFigures {
 /// How much of the pools a request may see.
 #[derive(Clone, Copy)]
 pub(super) enum View {
-    /// Statuses and figures, no driver's words, no server facts.
+    /// Statuses and figures, no driver's words, of the server facts `tls` only.
     Summary,
     /// Everything.
     Full,
@@ -134,13 +134,13 @@ pub(super) fn hidden() -> Response {
 /// A snapshot of `manager` as `view` shows it.
 pub(super) async fn snapshot(manager: &PoolManager, view: View) -> Snapshot {
     let full = matches!(view, View::Full);
-    let mut pools = manager.stats();
-    if !full {
-        // As `/pools/stats` shows them.
-        for pool in &mut pools {
-            pool.server = None;
-        }
-    }
+    let pools = manager.stats();
+    // As `/pools/stats` shows them.
+    let pools = if full {
+        pools
+    } else {
+        pools.into_iter().map(StatsSnapshot::summary).collect()
+    };
     let health = manager.health().await.pools;
     let health = if full {
         health

@@ -13,11 +13,12 @@ use crate::{health::HealthDetails, manager::PoolManager, stats::StatsSnapshot};
 
 /// `stats` as `details` shows it to the request: the servers' own facts
 /// (versions, addresses, topology) only with full details.
-fn shown(mut stats: StatsSnapshot, details: &HealthDetails, parts: &Parts) -> StatsSnapshot {
-    if !details.full(parts) {
-        stats.server = None;
+fn shown(stats: StatsSnapshot, details: &HealthDetails, parts: &Parts) -> StatsSnapshot {
+    if details.full(parts) {
+        stats
+    } else {
+        stats.summary()
     }
-    stats
 }
 
 /// The body of `GET /pools/stats`.
