@@ -30,6 +30,9 @@ find target/debug/examples -maxdepth 1 -type f -executable ! -name '*-*' \
 
 OUT=target/coverage
 mkdir -p "$OUT"
+# No figure from an earlier run may pass for this one's.
+rm -f "$OUT/tarpaulin-report.json" "$OUT/tarpaulin-report.html"
+set +e
 cargo tarpaulin \
   --engine "${ENGINE:-llvm}" \
   --all-features \
@@ -40,18 +43,23 @@ cargo tarpaulin \
   --out Html --out Json --output-dir "$OUT" \
   --timeout 600 \
   --no-fail-fast \
-  2>&1 | tee "$OUT/tarpaulin.log" | grep -E "coverage, |test result|panicked|FAILED|error" || true
+  >"$OUT/tarpaulin.log" 2>&1
+status=$?
+set -e
+grep -E "coverage, |test result|panicked|FAILED|^error" "$OUT/tarpaulin.log" || true
+[ -f "$OUT/tarpaulin-report.json" ] || { echo "coverage: tarpaulin wrote no report (exit $status); see $OUT/tarpaulin.log" >&2; exit 1; }
 
-python3 - "$OUT/tarpaulin-report.json" <<'PY'
+python3 - "$OUT/tarpaulin-report.json" "$(pwd)" <<'PY'
 import json, sys, collections
 files = json.load(open(sys.argv[1]))["files"]
+src = sys.argv[2].rstrip("/") + "/src/"
 by = collections.defaultdict(lambda: [0, 0])
 total = [0, 0]
 for f in files:
-    path = "/".join(f["path"])
-    if "/src/" not in path or "/target/" in path:
+    path = "/".join(f["path"]).replace("//", "/")
+    if not path.startswith(src):
         continue
-    rel = path.split("/src/", 1)[-1]
+    rel = path[len(src):]
     parts = rel.split("/")
     # A backend's folder is a module of its own (backend/diesel, ...).
     module = "/".join(parts[:2]) if parts[0] == "backend" and len(parts) > 2 else parts[0]
@@ -66,3 +74,5 @@ for module, (c, n) in sorted(by.items()):
     print(f"{module:<24} {n:>7} {c:>8} {100 * c / max(n, 1):>6.1f}%")
 print(f"{'total':<24} {total[1]:>7} {total[0]:>8} {100 * total[0] / max(total[1], 1):>6.1f}%")
 PY
+# A failing test (tarpaulin's exit status) fails the script, after the figures.
+exit "$status"

@@ -22,7 +22,7 @@ command -v openssl       >/dev/null || need+=(openssl)
 # tests/contrib.rs checks contrib/prometheus/alerts.yml with its promtool
 # (only the tool is used; no Prometheus server is started).
 command -v promtool      >/dev/null || need+=(prometheus)
-# tests/dashboard.rs loads /pools/dashboard in headless Chromium.
+# tests/dashboard_browser.rs loads /pools/dashboard in headless Chromium.
 command -v chromium      >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

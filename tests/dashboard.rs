@@ -304,3 +304,46 @@ async fn summary_events_hide_driver_words_and_server_facts() {
     assert!(hidden.contains("full health details"), "{hidden}");
     assert_ne!(words, hidden, "full details show the driver's words");
 }
+
+/// A dashboard left open does not hold up a graceful shutdown: the stream
+/// ends when the manager drains, and the server then stops.
+#[tokio::test]
+async fn an_open_event_stream_ends_when_the_manager_drains() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (_dir, manager) = manager().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async {
+        let _ = stopped.await;
+    };
+    let server = tokio::spawn(
+        axum::serve(listener, manager.router::<()>())
+            .with_graceful_shutdown(manager.drain_on(signal))
+            .into_future(),
+    );
+
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /pools/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(client).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("data: ") {
+            break; // the first snapshot came
+        }
+    }
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while lines.next_line().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after the drain began");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stopped")
+        .unwrap()
+        .unwrap();
+    assert!(manager.is_draining());
+}

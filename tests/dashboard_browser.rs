@@ -91,9 +91,18 @@ impl Browser {
             .spawn()
             .unwrap();
         let process = KillOnDrop(process);
-        // The shell opens fd 3 first, then fd 4: open them in that order.
-        let commands = std::fs::OpenOptions::new().write(true).open(&to).unwrap();
-        let reader = std::fs::File::open(&from).unwrap();
+        // The shell opens fd 3 first, then fd 4: open them in that order. An
+        // open blocks until the other side opens, so it runs on a thread of
+        // its own: a browser that never starts fails the test, not hangs it.
+        let (opened, pipes) = mpsc::channel();
+        std::thread::spawn(move || {
+            let commands = std::fs::OpenOptions::new().write(true).open(&to).unwrap();
+            let reader = std::fs::File::open(&from).unwrap();
+            let _ = opened.send((commands, reader));
+        });
+        let (commands, reader) = pipes
+            .recv_timeout(Duration::from_secs(60))
+            .expect("chromium never opened its DevTools pipe");
         let (tx, answers) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(reader);

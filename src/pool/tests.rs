@@ -297,13 +297,28 @@ async fn a_half_open_probe_cancelled_mid_connect_gives_its_permit_back() {
 
 /// The test plan's "50 concurrent initializations of one pool initialize it
 /// once". A pool is made once, by `build()`: its warm-up and its first check.
-/// Fifty callers arriving together share the connection it opened (none
-/// opens another), and fifty concurrent closes close it once.
+/// Fifty callers arriving together share the three connections it opened
+/// (none is opened again), and fifty concurrent drains close each once.
 #[tokio::test(start_paused = true)]
 async fn races_50_concurrent_initializations_initialize_the_pool_once() {
     let double = Double::default();
-    let m = manager(&double).await;
-    assert_eq!(double.opened.load(Ordering::SeqCst), 1, "warmed once");
+    let config = PoolConfig::default()
+        .min_size(3)
+        .max_size(3)
+        .acquire_timeout(Duration::from_secs(1))
+        .health_check_interval(None);
+    let m = PoolManager::builder()
+        .register(
+            "double".into(),
+            Ok(double.clone()),
+            "double://",
+            config,
+            Hooks::<Conn>::new(),
+        )
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(double.opened.load(Ordering::SeqCst), 3, "warmed once");
     assert_eq!(m.stats_of("double").unwrap().health_checks, 1);
 
     let callers: Vec<_> = (0..50)
@@ -319,9 +334,10 @@ async fn races_50_concurrent_initializations_initialize_the_pool_once() {
     for caller in callers {
         caller.await.unwrap();
     }
+    // They shared the three: none was replaced or opened again.
     let s = m.stats_of("double").unwrap();
-    assert_eq!((s.leases, s.created), (50, 1), "{s:?}");
-    assert_eq!(double.opened.load(Ordering::SeqCst), 1);
+    assert_eq!((s.leases, s.created), (50, 3), "{s:?}");
+    assert_eq!(double.opened.load(Ordering::SeqCst), 3);
 
     let closes: Vec<_> = (0..50)
         .map(|_| {
@@ -334,7 +350,7 @@ async fn races_50_concurrent_initializations_initialize_the_pool_once() {
         reports.push(format!("{:?}", close.await.unwrap()));
     }
     assert!(reports.iter().all(|r| *r == reports[0]), "{reports:?}");
-    assert_eq!(m.stats_of("double").unwrap().closed, 1, "closed once");
+    assert_eq!(m.stats_of("double").unwrap().closed, 3, "each closed once");
 }
 
 /// The test plan's "a health check against a backend that hangs returns

@@ -1,12 +1,15 @@
 //! `GET /pools/events`: a Server-Sent Events stream of every pool's
 //! statistics, health and the process figures, one snapshot a second.
 //!
-//! Each snapshot is made when the connection can take it, never queued:
-//! a client that reads slowly skips snapshots and gets the newest one, so
-//! what it can hold up is its socket's buffer, not a backlog. A stream
-//! whose client took nothing for [`STALLED`] ends at its next turn (a
-//! browser's `EventSource` then reconnects). When no event goes out for
-//! 15 s a `: ping` comment keeps proxies from closing the connection.
+//! Each snapshot is made when the connection asks for the next event; the
+//! library queues none. A client that reads slowly can fall behind only by
+//! what its connection buffers (hyper's write buffer and the sockets'),
+//! which is bounded; one that resumes after taking nothing for [`STALLED`]
+//! has its stream ended (a browser's `EventSource` then reconnects and
+//! starts from the newest snapshot). The stream also ends when the manager
+//! drains, so an open dashboard never holds up a graceful shutdown. When no
+//! event goes out for 15 s, a `: ping` comment keeps proxies from closing
+//! the connection.
 
 use std::{convert::Infallible, time::Duration};
 
@@ -164,6 +167,7 @@ pub(super) async fn snapshot(manager: &PoolManager, view: View) -> Snapshot {
 enum EventsAnswers {
     /// `text/event-stream`: an event `snapshot` at once and then every
     /// second, its data a `Snapshot` as JSON; `: ping` comments while idle.
+    /// The stream ends when the manager drains.
     #[response(status = 200, content_type = "text/event-stream")]
     Stream(Snapshot),
     /// The health details policy hides the pools from this request.
@@ -183,13 +187,18 @@ pub(super) async fn events(
     };
     no_store(
         Sse::new(stream(manager, view))
-            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .keep_alive(
+                KeepAlive::new()
+                    .interval(Duration::from_secs(15))
+                    .text("ping"),
+            )
             .into_response(),
     )
 }
 
 /// The event stream: a snapshot at once, then one each [`PERIOD`], made
-/// when polled; it ends when a poll comes [`STALLED`] after the last event.
+/// when polled; it ends when a poll comes [`STALLED`] after the last event,
+/// or at the first tick after the manager began to drain.
 pub(super) fn stream(
     manager: PoolManager,
     view: View,
@@ -203,6 +212,10 @@ pub(super) fn stream(
             return None;
         }
         ticks.tick().await;
+        if manager.is_draining() {
+            // Graceful shutdown waits for every connection: end this one.
+            return None;
+        }
         let snapshot = snapshot(&manager, view).await;
         let mut event = Event::default().event("snapshot");
         if last.is_none() {

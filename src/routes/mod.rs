@@ -18,7 +18,7 @@
 //! them costs the database nothing. Every answer has `Cache-Control: no-store`.
 //! The events and the dashboard follow the health routes' [`HealthDetails`]:
 //! a request it shows nothing gets 403 problem+json; one it shows a summary
-//! sees no driver's words and no server facts.
+//! sees no driver's words and, of the servers' facts, only `tls`.
 //!
 //! ```no_run
 //! # fn demo(manager: axum_pools::PoolManager) {

@@ -108,7 +108,8 @@ function drawPool(s, health, at) {
   set(el, "conns", `${s.active} / ${s.idle} / ${s.max_size}`);
   set(el, "waiting", count(s.waiting));
   set(el, "leases", count(s.leases));
-  if (pool.leases !== null && at > pool.at) {
+  // After a restart the counters start again: no negative rate.
+  if (pool.leases !== null && at > pool.at && s.leases >= pool.leases) {
     set(el, "rate", ((s.leases - pool.leases) / ((at - pool.at) / 1000)).toFixed(1));
   }
   pool.leases = s.leases;
@@ -149,8 +150,8 @@ function drawProcess(p, at) {
   set(root, "uptime", duration(at / 1000 - p.start_time_seconds));
   push(proc.rss, p.resident_bytes);
   if (proc.last && at > proc.last.at) {
-    const cpu = (100 * (p.cpu_seconds - proc.last.cpu)) / ((at - proc.last.at) / 1000);
-    push(proc.cpu, Math.max(cpu, 0));
+    const cpu = Math.max((100 * (p.cpu_seconds - proc.last.cpu)) / ((at - proc.last.at) / 1000), 0);
+    push(proc.cpu, cpu);
     set(root, "cpu", cpu.toFixed(1) + " %");
   }
   proc.last = { at, cpu: p.cpu_seconds };
@@ -179,4 +180,6 @@ events.addEventListener("snapshot", (e) => {
   link("live", "live");
   draw(JSON.parse(e.data));
 });
-events.addEventListener("error", () => link("lost", "reconnecting…"));
+// A refused stream (403, the server gone for good) is not retried.
+events.addEventListener("error", () =>
+  events.readyState === EventSource.CLOSED ? link("lost", "closed") : link("lost", "reconnecting…"));
