@@ -6,7 +6,7 @@
 # the figure per module; writes the per-file report to target/coverage/
 # (tarpaulin-report.html, tarpaulin-report.json).
 #
-#   scripts/coverage.sh            # about 15-25 min on 2 cores
+#   scripts/coverage.sh            # about 12 min cold, 4-5 min warm, on 2 cores
 #
 # Not part of .ci/run: it would take CI past its 25 minutes.
 set -euo pipefail
