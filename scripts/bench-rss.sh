@@ -8,6 +8,12 @@
 #   scripts/bench-rss.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --features postgres,sqlite --test plan \
-  memory_rss_is_flat_over_one_million_leases -- --ignored --nocapture 2>&1 \
-  | grep -E "rss over|test result|panicked|RSS moved"
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+if cargo test --release --features postgres,sqlite --test plan \
+  memory_rss_is_flat_over_one_million_leases -- --ignored --nocapture >"$LOG" 2>&1; then
+  grep -E "rss over|test result" "$LOG"
+else
+  cat "$LOG" >&2
+  exit 1
+fi

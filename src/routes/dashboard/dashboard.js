@@ -79,7 +79,7 @@ function poolView(name) {
   el.dataset.pool = name;
   set(el, "name", name);
   document.getElementById("pools").append(el);
-  pool = { el, history: { active: [], idle: [], waiting: [], max: [] }, marks: [], breaker: null, leases: null, at: null };
+  pool = { el, history: { active: [], idle: [], waiting: [], max: [] }, marks: [], breaker: null, opened: null, leases: null, at: null };
   pools.set(name, pool);
   return pool;
 }
@@ -96,8 +96,12 @@ function drawPool(s, health, at) {
   pool.marks = pool.marks.map((m) => ({ ...m, ago: m.ago + 1 })).filter((m) => m.ago < KEEP);
   if (pool.breaker !== null && pool.breaker !== s.breaker.state) {
     pool.marks.push({ ago: 0, cls: s.breaker.state });
+  } else if (pool.opened !== null && s.breaker.opened > pool.opened) {
+    // Opened and closed again between two snapshots: still marked.
+    pool.marks.push({ ago: 0, cls: "open" });
   }
   pool.breaker = s.breaker.state;
+  pool.opened = s.breaker.opened;
   const top = Math.max(s.max_size, ...history.waiting, ...history.active);
   chart(el.querySelector('[data-chart="conns"]'),
     [{ cls: "max", values: history.max }, { cls: "idle", values: history.idle },
@@ -162,6 +166,16 @@ function drawProcess(p, at) {
 }
 
 function draw(snapshot) {
+  // Another process (a restart behind the same address): start afresh.
+  const started = snapshot.process && snapshot.process.start_time_seconds;
+  if (proc.started !== undefined && started !== proc.started) {
+    for (const pool of pools.values()) pool.el.remove();
+    pools.clear();
+    proc.rss = [];
+    proc.cpu = [];
+    proc.last = null;
+  }
+  proc.started = started;
   const health = new Map(snapshot.health.map((h) => [h.pool, h]));
   for (const s of snapshot.pools) drawPool(s, health.get(s.pool), snapshot.at_ms);
   document.getElementById("empty").hidden = snapshot.pools.length > 0;
