@@ -35,6 +35,14 @@ async fn sqlite(config: impl FnOnce(DbConfig) -> DbConfig) -> (tempfile::TempDir
     (dir, manager)
 }
 
+async fn postgres(name: &str, config: DbConfig) -> PoolManager {
+    PoolManager::builder()
+        .database::<AsyncPgConnection>(name, config)
+        .build()
+        .await
+        .unwrap()
+}
+
 // ---------- Configuration ----------
 
 #[test]
@@ -138,17 +146,14 @@ async fn timeouts_health_check_against_a_hanging_postgres_is_unhealthy_within_ac
         server.port
     );
     let acquire = Duration::from_secs(1);
-    let m = PoolManager::builder()
-        .database::<AsyncPgConnection>(
-            "hung",
-            DbConfig::from_url(url)
-                .acquire_timeout(acquire)
-                .validation_timeout(Duration::from_millis(500))
-                .health_check_interval(None),
-        )
-        .build()
-        .await
-        .unwrap();
+    let m = postgres(
+        "hung",
+        DbConfig::from_url(url)
+            .acquire_timeout(acquire)
+            .validation_timeout(Duration::from_millis(500))
+            .health_check_interval(None),
+    )
+    .await;
     server.freeze();
     let start = Instant::now();
     let report = m.check_health().await;
@@ -245,14 +250,11 @@ async fn manager_is_usable_as_a_scoped_value_and_closes_its_connections_at_the_e
         let app = unique("axp_scoped");
         let tagged = format!("{url}{sep}application_name={app}");
         {
-            let m = PoolManager::builder()
-                .database::<AsyncPgConnection>(
-                    "scoped",
-                    DbConfig::from_url(&tagged).min_size(3).max_size(3),
-                )
-                .build()
-                .await
-                .unwrap();
+            let m = postgres(
+                "scoped",
+                DbConfig::from_url(&tagged).min_size(3).max_size(3),
+            )
+            .await;
             let mut db = DbConn::<AsyncPgConnection>::acquire(&m).await.unwrap();
             db.batch_execute("SELECT 1").await.unwrap();
             drop(db);
@@ -275,11 +277,7 @@ async fn manager_is_usable_as_a_scoped_value_and_closes_its_connections_at_the_e
 #[tokio::test]
 async fn performance_100_sequential_acquisitions_average_under_50ms_none_above_200ms() {
     let url = require!(common::pg_url());
-    let m = PoolManager::builder()
-        .database::<AsyncPgConnection>("db", DbConfig::from_url(url).max_size(4))
-        .build()
-        .await
-        .unwrap();
+    let m = postgres("db", DbConfig::from_url(url).max_size(4)).await;
     let mut took = Vec::with_capacity(100);
     for _ in 0..100 {
         let start = Instant::now();
@@ -298,11 +296,7 @@ async fn performance_100_sequential_acquisitions_average_under_50ms_none_above_2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn performance_50_concurrent_leases_holding_10ms_finish_under_2s_with_a_pool_of_10() {
     let url = require!(common::pg_url());
-    let m = PoolManager::builder()
-        .database::<AsyncPgConnection>("db", DbConfig::from_url(url).max_size(10))
-        .build()
-        .await
-        .unwrap();
+    let m = postgres("db", DbConfig::from_url(url).max_size(10)).await;
     let start = Instant::now();
     let leases: Vec<_> = (0..50)
         .map(|_| {

@@ -9,10 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{
-    events::{View, hidden},
-    no_store,
-};
+use super::{View, hidden, no_store};
 use crate::health::HealthDetails;
 
 /// The page's policy: its own script, styles and event stream; no other

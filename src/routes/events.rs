@@ -15,7 +15,7 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::State,
-    http::{StatusCode, request::Parts},
+    http::request::Parts,
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -25,11 +25,10 @@ use futures_util::Stream;
 use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{no_store, process::Process};
+use super::{View, hidden, no_store, process::Process};
 use crate::{
     health::{HealthDetails, PoolHealth},
     manager::PoolManager,
-    problem::Problem,
     stats::StatsSnapshot,
 };
 
@@ -97,59 +96,11 @@ impl ProcessFigures {
     }
 }
 
-/// How much of the pools a request may see.
-#[derive(Clone, Copy)]
-pub(super) enum View {
-    /// Statuses and figures, no driver's words, of the server facts `tls` only.
-    Summary,
-    /// Everything.
-    Full,
-}
-
-impl View {
-    /// The view `details` grants the request; `None` when it shows the
-    /// pools nothing (answer [`hidden`]).
-    pub(super) fn of(details: &HealthDetails, parts: &Parts) -> Option<Self> {
-        if details.full(parts) {
-            Some(Self::Full)
-        } else if details.show(parts) {
-            Some(Self::Summary)
-        } else {
-            None
-        }
-    }
-}
-
-/// The 403 for a request the health details policy shows nothing.
-pub(super) fn hidden() -> Response {
-    no_store(
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "details-hidden",
-            "Pool details hidden",
-            "the health details policy hides the pools from this request; see HealthDetails"
-                .to_owned(),
-        )
-        .into_response(),
-    )
-}
-
 /// A snapshot of `manager` as `view` shows it.
 pub(super) async fn snapshot(manager: &PoolManager, view: View) -> Snapshot {
-    let full = matches!(view, View::Full);
-    let pools = manager.stats();
-    // As `/pools/stats` shows them.
-    let pools = if full {
-        pools
-    } else {
-        pools.into_iter().map(StatsSnapshot::summary).collect()
-    };
+    let pools = manager.stats().into_iter().map(|s| view.stats(s)).collect();
     let health = manager.health().await.pools;
-    let health = if full {
-        health
-    } else {
-        health.into_iter().map(PoolHealth::summary).collect()
-    };
+    let health = health.into_iter().map(|h| view.health(h)).collect();
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

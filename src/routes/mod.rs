@@ -45,7 +45,15 @@ use axum::{
 use axum::extract::FromRef;
 use utoipa::OpenApi as _;
 
-use crate::{error::PoolError, health::HealthDetails, manager::PoolManager, problem::Problem};
+use axum::http::request::Parts;
+
+use crate::{
+    error::PoolError,
+    health::{HealthDetails, PoolHealth},
+    manager::PoolManager,
+    problem::Problem,
+    stats::StatsSnapshot,
+};
 
 /// The pools router's state.
 #[derive(Clone)]
@@ -231,4 +239,58 @@ fn health_json(status: StatusCode, body: impl serde::Serialize) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(HEALTH_JSON));
     response
+}
+
+/// How much of the pools a request may see.
+#[derive(Clone, Copy)]
+enum View {
+    /// Statuses and figures, no driver's words, of the server facts `tls` only.
+    Summary,
+    /// Everything.
+    Full,
+}
+
+impl View {
+    /// The view `details` grants the request; `None` when it shows the
+    /// pools nothing (answer [`hidden`]).
+    fn of(details: &HealthDetails, parts: &Parts) -> Option<Self> {
+        if details.full(parts) {
+            Some(Self::Full)
+        } else if details.show(parts) {
+            Some(Self::Summary)
+        } else {
+            None
+        }
+    }
+
+    /// `stats` as this view shows them: of the server's facts only `tls`
+    /// in a summary.
+    fn stats(self, stats: StatsSnapshot) -> StatsSnapshot {
+        match self {
+            Self::Full => stats,
+            Self::Summary => stats.summary(),
+        }
+    }
+
+    /// `health` as this view shows it: no driver's words in a summary.
+    fn health(self, health: PoolHealth) -> PoolHealth {
+        match self {
+            Self::Full => health,
+            Self::Summary => health.summary(),
+        }
+    }
+}
+
+/// The 403 for a request the health details policy shows nothing.
+fn hidden() -> Response {
+    no_store(
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "details-hidden",
+            "Pool details hidden",
+            "the health details policy hides the pools from this request; see HealthDetails"
+                .to_owned(),
+        )
+        .into_response(),
+    )
 }

@@ -7,18 +7,18 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{Name, PoolName, UnknownPool, json, unknown_pool};
+use super::{Name, PoolName, UnknownPool, View, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{health::HealthDetails, manager::PoolManager, stats::StatsSnapshot};
 
 /// `stats` as `details` shows it to the request: the servers' own facts
-/// (versions, addresses, topology) only with full details.
+/// (versions, addresses, topology) only with full details. The figures are
+/// public, as in `/pools/metrics`: a request shown nothing else sees them
+/// as a summary.
 fn shown(stats: StatsSnapshot, details: &HealthDetails, parts: &Parts) -> StatsSnapshot {
-    if details.full(parts) {
-        stats
-    } else {
-        stats.summary()
-    }
+    View::of(details, parts)
+        .unwrap_or(View::Summary)
+        .stats(stats)
 }
 
 /// The body of `GET /pools/stats`.
