@@ -135,7 +135,9 @@
 //! and [`CircuitBreakerLayer`]), [`rate_limit`] ([`RateLimitLayer`], local or
 //! on Redis), [`routes`] (health, stats, metrics, OpenAPI and its docs page),
 //! `problem` (the one builder of RFC 9457 answers with `Retry-After`),
-//! [`stats`], [`health`], [`config`] and [`redact`].
+//! [`stats`], [`health`], [`config`], [`secret`] (a pool's URL as a
+//! [`ConnectionUrl`], its passwords and tokens held as secrets) and
+//! [`redact`] (the backstop that scrubs driver messages).
 //!
 //! MSRV: Rust 1.88.
 
@@ -156,6 +158,7 @@ mod problem;
 pub mod rate_limit;
 pub mod redact;
 pub mod routes;
+pub mod secret;
 pub mod stats;
 #[cfg(feature = "tls")]
 // Only Postgres takes every verification mode; without it (or alone) some
@@ -198,5 +201,6 @@ pub use crate::{
     pool::hooks::{ConnectionHook, Hooks, LeaseHook, Leased, ReleaseHook, Released},
     rate_limit::{FailPolicy, KeyBy, RateLimitLayer, TrustedProxies},
     redact::{Redactor, redact_url},
+    secret::{ConnectionUrl, ExposeSecret, SecretString},
     stats::{HttpStats, StatsSnapshot, WaitStats},
 };

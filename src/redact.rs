@@ -2,9 +2,11 @@
 //!
 //! Pools are configured with URLs such as `postgres://app:s3cret@db/app`. The
 //! password must never reach a log line, an error, a health body or a panic, so
-//! every place that shows a URL shows [`redact_url`]'s output, and every
-//! backend error is passed through a [`Redactor`] that knows the pool's
-//! secrets before it is stored or shown.
+//! a pool's URL is a [`ConnectionUrl`], shown only as
+//! its masked rendering ([`redact_url`] for a URL held as a string), and
+//! every backend error is passed through a [`Redactor`] that knows the pool's
+//! secrets before it is stored or shown: a backstop, since drivers do not
+//! echo passwords.
 //!
 //! ```
 //! use axum_pools::redact_url;
@@ -21,27 +23,11 @@
 
 use std::fmt;
 
-const MASK: &str = "***";
-
-/// Query-string / keyword names whose values are secrets.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "passwd",
-    "pass",
-    "pwd",
-    "sslpassword",
-    "token",
-    "access_token",
-    "auth_token",
-    "secret",
-    "client_secret",
-    "api_key",
-    "api-key",
-    "apikey",
-];
+use crate::secret::{ConnectionUrl, ExposeSecret, MASK, userinfo_end};
 
 /// Returns `url` with its password (and any secret query or keyword value)
-/// replaced by `***`.
+/// replaced by `***`: [`ConnectionUrl`]'s rendering, for a URL held as a
+/// plain string.
 ///
 /// Works on strings that are not valid URLs too (keyword/value DSNs, typos):
 /// it never fails and never returns the secret.
@@ -55,135 +41,7 @@ const SECRET_KEYS: &[&str] = &[
 /// ```
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let mut out = String::with_capacity(url.len());
-    let rest = match url.find("://") {
-        Some(i) => {
-            let (scheme, after) = url.split_at(i + 3);
-            out.push_str(scheme);
-            let end = authority_end(after);
-            let (authority, rest) = after.split_at(end);
-            match authority.rfind('@') {
-                Some(at) => {
-                    let userinfo = &authority[..at];
-                    match userinfo_secret(scheme, userinfo) {
-                        Some(secret) => {
-                            out.push_str(&userinfo[..userinfo.len() - secret.len()]);
-                            out.push_str(MASK);
-                        }
-                        None => out.push_str(userinfo),
-                    }
-                    out.push_str(&authority[at..]);
-                }
-                None => out.push_str(authority),
-            }
-            rest
-        }
-        // No scheme (a typo such as `redis//u:p@h`, or `u:p@h/db`): mask what
-        // follows the last ':' before the last '@'.
-        None => match credentials_without_scheme(url) {
-            Some((start, end)) => {
-                out.push_str(&url[..start]);
-                out.push_str(MASK);
-                &url[end..]
-            }
-            None => url,
-        },
-    };
-    out.push_str(&keyword_values(rest).0);
-    out
-}
-
-/// Byte range of the password in a `user:password@host` string with no
-/// `://`, if it has one.
-fn credentials_without_scheme(s: &str) -> Option<(usize, usize)> {
-    let before_query = s.find(['?', '#']).unwrap_or(s.len());
-    let at = s[..before_query].rfind('@')?;
-    let colon = s[..at].rfind(':')?;
-    (colon + 1 < at).then_some((colon + 1, at))
-}
-
-/// The `@` that ends the user information in what follows `://`, read as
-/// leniently as any driver: a password may hold raw `@`, `/`, `?` and `#`
-/// (tokio-postgres takes everything up to the first `@` as credentials,
-/// `#` and `?` included). Of these readings the latest `@` ends the
-/// credentials, so a password is over-masked rather than shown:
-/// - the last `@` before the first `/` that follows the first `@` (a
-///   password with `#`, `?` or `@`);
-/// - the last `@` before the query or fragment (a password with `/`);
-/// - the last `@` of all, unless what lies between the first `@` and it
-///   holds a `key=value` (then it is a query's, as in
-///   `?application_name=a@b`).
-fn userinfo_end(after: &str) -> Option<usize> {
-    let first = after.find('@')?;
-    let path = after[first..].find('/').map_or(after.len(), |p| p + first);
-    let by_path = after[..path].rfind('@');
-    let before_query = after.find(['?', '#']).unwrap_or(after.len());
-    let by_query = after[..before_query].rfind('@');
-    let last = after
-        .rfind('@')
-        .filter(|&last| !after[first..last].contains('='));
-    by_path.max(by_query).max(last)
-}
-
-/// The secret of a URL's user information: the password after its first
-/// `:`, or in a Redis URL (`scheme` starts it) a lone user name, which is a
-/// token there (Redis logs in with a password: `redis://tok@h`).
-fn userinfo_secret<'a>(scheme: &str, userinfo: &'a str) -> Option<&'a str> {
-    match userinfo.split_once(':') {
-        Some((_, password)) => Some(password),
-        None if scheme.starts_with("redis") && !userinfo.is_empty() => Some(userinfo),
-        None => None,
-    }
-}
-
-/// End of the authority (`user:password@host:port`) in what follows `://`.
-fn authority_end(after: &str) -> usize {
-    let host_start = userinfo_end(after).map_or(0, |at| at + 1);
-    after[host_start..]
-        .find(['/', '?', '#'])
-        .map_or(after.len(), |p| p + host_start)
-}
-
-/// `s` with the values of keys that name a secret masked, in query
-/// strings (`&`-separated) and keyword DSNs (space-separated), and those
-/// values (without their quotes).
-fn keyword_values(s: &str) -> (String, Vec<String>) {
-    let mut out = String::with_capacity(s.len());
-    let mut secrets = Vec::new();
-    let mut i = 0;
-    while i < s.len() {
-        // Find the next `=`; the key is the run of key characters before it.
-        let Some(eq) = s[i..].find('=').map(|p| p + i) else {
-            out.push_str(&s[i..]);
-            break;
-        };
-        let key_start = s[..eq]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .map_or(0, |p| p + 1)
-            .max(i);
-        let key = &s[key_start..eq];
-        out.push_str(&s[i..=eq]);
-        // A quoted value (`password='a b'`) runs to its closing quote.
-        let quote = s[eq + 1..]
-            .chars()
-            .next()
-            .filter(|c| *c == '\'' || *c == '"');
-        let value_end = match quote {
-            Some(q) => s[eq + 2..].find(q).map_or(s.len(), |p| p + eq + 3),
-            None => s[eq + 1..]
-                .find(['&', ' ', ';', '#'])
-                .map_or(s.len(), |p| p + eq + 1),
-        };
-        let value = &s[eq + 1..value_end];
-        if SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) && !value.is_empty() {
-            out.push_str(MASK);
-            secrets.push(value.trim_matches(['\'', '"']).to_owned());
-        } else {
-            out.push_str(value);
-        }
-        i = value_end;
-    }
-    (out, secrets)
+    ConnectionUrl::new(url).to_string()
 }
 
 /// Percent-decodes `s` (for passwords written with `%40` and friends).
@@ -211,27 +69,28 @@ fn percent_decode(s: &str) -> String {
 /// it has a scheme (the password is masked however it is written), else
 /// never its text (it may be a password pasted in the wrong place), only
 /// its length.
-pub(crate) fn refused(url: &str) -> String {
-    let has_scheme = url.split_once("://").is_some_and(|(scheme, _)| {
+pub(crate) fn refused(url: &ConnectionUrl) -> String {
+    let raw = url.expose_secret();
+    let has_scheme = raw.split_once("://").is_some_and(|(scheme, _)| {
         !scheme.is_empty()
             && scheme
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     });
     if has_scheme {
-        redact_url(url)
+        url.to_string()
     } else {
         format!(
             "a url of {} characters without a scheme",
-            url.chars().count()
+            raw.chars().count()
         )
     }
 }
 
 /// The fix when the password of a URL that could not be parsed holds a
 /// character that URLs reserve.
-pub(crate) fn encoding_hint(url: &str) -> Option<&'static str> {
-    let after = url.split_once("://")?.1;
+pub(crate) fn encoding_hint(url: &ConnectionUrl) -> Option<&'static str> {
+    let after = url.expose_secret().split_once("://")?.1;
     let userinfo = &after[..userinfo_end(after)?];
     let password = userinfo.split_once(':')?.1;
     password.contains(['#', '?', '@', '/', '%']).then_some(
@@ -289,33 +148,33 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Builds a redactor for `url`: its password and secret parameters, raw
-    /// and percent-decoded, are the secrets.
+    /// Builds a redactor for `url`: its secrets ([`ConnectionUrl::secrets`]),
+    /// raw and percent-decoded, are what [`scrub`](Self::scrub) removes, and
+    /// [`url`](Self::url) is its masked rendering.
+    ///
+    /// ```
+    /// use axum_pools::{ConnectionUrl, Redactor};
+    ///
+    /// let url = ConnectionUrl::new("redis://:tok-Zebra-9911@cache:6379/0");
+    /// let r = Redactor::new(&url);
+    /// assert_eq!(r.url(), "redis://:***@cache:6379/0");
+    /// assert_eq!(r.scrub("ERR invalid password tok-Zebra-9911"), "ERR invalid password ***");
+    /// ```
     #[must_use]
-    pub fn from_url(url: &str) -> Self {
+    pub fn new(url: &ConnectionUrl) -> Self {
         let mut secrets = Vec::new();
-        if let Some(i) = url.find("://") {
-            let after = &url[i + 3..];
-            let authority = &after[..authority_end(after)];
-            if let Some(at) = authority.rfind('@')
-                && let Some(secret) = userinfo_secret(url, &authority[..at])
-            {
-                secrets.push(secret.to_owned());
-                // The password may itself hold an '@': its first part too.
-                if let Some(first) = secret.split('@').next() {
-                    secrets.push(first.to_owned());
-                }
+        for secret in url.secrets() {
+            let secret = secret.expose_secret();
+            secrets.push(secret.to_owned());
+            // A password may itself hold an '@', which a driver's reading
+            // may end it at: its first part too.
+            if let Some((first, _)) = secret.split_once('@') {
+                secrets.push(first.to_owned());
             }
         }
-        if !url.contains("://")
-            && let Some((start, end)) = credentials_without_scheme(url)
-        {
-            secrets.push(url[start..end].to_owned());
-        }
-        secrets.extend(keyword_values(url).1);
         let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
         secrets.extend(decoded);
-        let url = redact_url(url);
+        let url = url.to_string();
         // Scrubbing is a backstop (drivers do not echo passwords): a short
         // secret would shred every message, and one equal to another part
         // of the URL (password `test` for user `test`) would hide that part
@@ -328,6 +187,12 @@ impl Redactor {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
         Self { secrets, url }
+    }
+
+    /// [`new`](Self::new) for a URL held as a plain string.
+    #[must_use]
+    pub fn from_url(url: &str) -> Self {
+        Self::new(&ConnectionUrl::new(url))
     }
 
     /// The redacted URL, safe to show.
@@ -506,14 +371,19 @@ mod tests {
 
     #[test]
     fn a_refused_url_without_a_scheme_shows_only_its_length() {
-        assert_eq!(refused("redis://:pa#ss@h"), "redis://:***@h");
+        let url = ConnectionUrl::new;
+        assert_eq!(refused(&url("redis://:pa#ss@h")), "redis://:***@h");
         assert_eq!(
-            refused("Zebra#Secret:x@y"),
+            refused(&url("Zebra#Secret:x@y")),
             "a url of 16 characters without a scheme"
         );
-        assert!(encoding_hint("redis://:pa#ss@h").unwrap().contains("%23"));
-        assert_eq!(encoding_hint("redis://:pass@h"), None);
-        assert_eq!(encoding_hint("notes.db"), None);
+        assert!(
+            encoding_hint(&url("redis://:pa#ss@h"))
+                .unwrap()
+                .contains("%23")
+        );
+        assert_eq!(encoding_hint(&url("redis://:pass@h")), None);
+        assert_eq!(encoding_hint(&url("notes.db")), None);
     }
 
     #[test]

@@ -93,6 +93,39 @@ fn configs_serialize_with_the_password_masked() {
     }
 }
 
+#[test]
+fn a_config_read_from_a_file_holds_its_password_only_as_a_secret() {
+    use axum_pools::ExposeSecret;
+
+    let c: DbConfig = serde_json::from_str(
+        r#"{"url": "postgres://app:Zebra#Secret-9911@db.internal:5432/app?sslmode=verify-full", "max_size": 4}"#,
+    )
+    .unwrap();
+    // The one secret, whole (the unencoded '#' included), and nothing else.
+    let secrets: Vec<&str> = c.url.secrets().map(|s| s.expose_secret()).collect();
+    assert_eq!(secrets, ["Zebra#Secret-9911"]);
+    // Every rendering of the config shows the other parts and no secret.
+    let shown = "postgres://app:***@db.internal:5432/app?sslmode=verify-full";
+    for text in [
+        c.url.to_string(),
+        format!("{:?}", c.url),
+        format!("{c:?}"),
+        serde_json::to_string(&c).unwrap(),
+    ] {
+        assert!(text.contains(shown), "{text}");
+        assert!(!text.contains("Secret-9911"), "{text}");
+    }
+    // The driver gets the URL as written.
+    assert_eq!(
+        c.url.expose_secret(),
+        "postgres://app:Zebra#Secret-9911@db.internal:5432/app?sslmode=verify-full"
+    );
+    // A config written out and read back has lost its secret, not kept it.
+    let back: DbConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    assert_ne!(back, c);
+    assert_eq!(back.url.to_string(), shown);
+}
+
 /// The error's `Display` and `Debug`, which must not hold any part of the
 /// password `Zebra#Secret-9911`.
 #[cfg(any(feature = "postgres", feature = "redis"))]

@@ -96,7 +96,7 @@ macro_rules! url_config {
     ($name:ident, $prefix:literal, $url:literal $(; $($(#[$doc:meta])* $extra:ident: $var:literal),*)?) => {
         impl $name {
             /// A config for `url` with default knobs.
-            pub fn from_url(url: impl Into<String>) -> Self {
+            pub fn from_url(url: impl Into<$crate::ConnectionUrl>) -> Self {
                 Self {
                     url: url.into(),
                     pool: $crate::PoolConfig::default(),
@@ -129,7 +129,8 @@ macro_rules! url_config {
                 "_MAX_SIZE\", \"4\")]);\n",
                 "let config = ", stringify!($name), "::from_lookup(\"", $prefix,
                 "\", |k| vars.get(k).map(|v| v.to_string()))?;\n",
-                "assert_eq!((config.url.as_str(), config.pool.max_size), (\"", $url, "\", 4));\n\n",
+                "assert_eq!(config.url.to_string(), \"", $url, "\");\n",
+                "assert_eq!(config.pool.max_size, 4);\n\n",
                 "let err = ", stringify!($name), "::from_lookup(\"", $prefix, "\", |_| None).unwrap_err();\n",
                 "assert_eq!(err.to_string(), \"invalid pool config: ", $prefix,
                 "_URL is not set: set it to the server URL\");\n",
@@ -141,7 +142,7 @@ macro_rules! url_config {
             ) -> Result<Self, $crate::ConfigError> {
                 let (url, pool) = $crate::config::url_and_knobs(prefix, &lookup)?;
                 #[allow(unused_mut)]
-                let mut config = Self { url, pool, $($($extra: false,)*)? };
+                let mut config = Self { url: url.into(), pool, $($($extra: false,)*)? };
                 let _env = $crate::config::EnvReader { prefix, lookup };
                 $($(_env.read($var, &mut config.$extra, $crate::config::parse_bool)?;)*)?
                 Ok(config)
@@ -157,7 +158,7 @@ macro_rules! url_config {
         impl ::std::fmt::Debug for $name {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.debug_struct(stringify!($name))
-                    .field("url", &$crate::redact::redact_url(&self.url))
+                    .field("url", &self.url.to_string())
                     .field("pool", &self.pool)
                     $($(.field(stringify!($extra), &self.$extra))*)?
                     .finish()

@@ -498,13 +498,3 @@ where
         }
     })
 }
-
-/// Serializes a URL with its secrets masked ([`redact_url`](crate::redact_url)):
-/// a config written back out (to a log, a dump, an admin page) holds no
-/// password.
-pub(crate) fn masked_url<S: serde::Serializer>(
-    url: &str,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&crate::redact::redact_url(url))
-}

@@ -21,6 +21,7 @@ use crate::{
     health::HealthStatus,
     pool::{Backend, ErasedPool, Pool},
     redact::Redactor,
+    secret::ConnectionUrl,
 };
 
 type Init =
@@ -88,11 +89,11 @@ impl PoolManagerBuilder {
         mut self,
         name: String,
         backend: Result<B, String>,
-        url: &str,
+        url: &ConnectionUrl,
         config: PoolConfig,
         hooks: crate::Hooks<B::Connection>,
     ) -> Self {
-        let redactor = Redactor::from_url(url);
+        let redactor = Redactor::new(url);
         let (pool_name, pool_config) = (name.clone(), config.clone());
         let required = config.required;
         // A refused URL without a scheme is not shown, not even redacted;

@@ -136,7 +136,7 @@ async fn manager(double: &Double) -> PoolManager {
         .register(
             "double".into(),
             Ok(double.clone()),
-            "double://",
+            &"double://".into(),
             config,
             hooks,
         )
@@ -311,7 +311,7 @@ async fn races_50_concurrent_initializations_initialize_the_pool_once() {
         .register(
             "double".into(),
             Ok(double.clone()),
-            "double://",
+            &"double://".into(),
             config,
             Hooks::<Conn>::new(),
         )

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{PoolConfig, url_config};
+use crate::{
+    config::{PoolConfig, url_config},
+    secret::ConnectionUrl,
+};
 
 /// Configuration of one SQL pool: the database URL plus the shared
 /// [`PoolConfig`] knobs.
@@ -29,10 +32,9 @@ use crate::config::{PoolConfig, url_config};
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[must_use]
 pub struct DbConfig {
-    /// The database URL (see the type docs for the forms).
-    /// Serialized with its password and secret parameters masked.
-    #[serde(serialize_with = "crate::config::masked_url")]
-    pub url: String,
+    /// The database URL (see the type docs for the forms), its password
+    /// and secret parameters held as secrets: shown and serialized masked.
+    pub url: ConnectionUrl,
     /// The pool knobs; an unknown key among them is an error naming it.
     #[serde(flatten, deserialize_with = "crate::config::strict_knobs")]
     pub pool: PoolConfig,

@@ -82,7 +82,7 @@ impl PoolManagerBuilder {
             pool,
             transaction_pooling,
         } = config;
-        let backend = Diesel::<C>::new(&url, transaction_pooling);
+        let backend = Diesel::<C>::new(url.expose_secret(), transaction_pooling);
         self.register(name.into(), backend, &url, pool, hooks)
     }
 }

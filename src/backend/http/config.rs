@@ -10,7 +10,7 @@ use crate::{
         ConfigError, EnvReader, PoolConfig, from_env, parse_bool, parse_count, parse_duration,
         pool_setters, setters, url_and_knobs,
     },
-    redact::redact_url,
+    secret::ConnectionUrl,
 };
 
 /// Configuration of one outbound HTTP pool (feature `http`): the upstream's
@@ -35,9 +35,9 @@ use crate::{
 #[must_use]
 pub struct HttpConfig {
     /// `http://host[:port][/base/path]`; request paths are appended to it.
-    /// Serialized with its password and secret parameters masked.
-    #[serde(serialize_with = "crate::config::masked_url")]
-    pub base_url: String,
+    /// Its secret parameters (`?api_key=…`) are held as secrets: shown and
+    /// serialized masked.
+    pub base_url: ConnectionUrl,
     /// The pool knobs; an unknown key among them is an error naming it.
     #[serde(flatten, deserialize_with = "crate::config::strict_knobs")]
     pub pool: PoolConfig,
@@ -143,7 +143,7 @@ fn default_health_path() -> String {
 
 impl HttpConfig {
     /// A config for the upstream at `base_url` with default settings.
-    pub fn new(base_url: impl Into<String>) -> Self {
+    pub fn new(base_url: impl Into<ConnectionUrl>) -> Self {
         Self {
             base_url: base_url.into(),
             pool: PoolConfig::default(),
@@ -339,7 +339,7 @@ impl HttpConfig {
 impl fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpConfig")
-            .field("base_url", &redact_url(&self.base_url))
+            .field("base_url", &self.base_url.to_string())
             .field("pool", &self.pool)
             .field("request_timeout", &self.request_timeout)
             .field("http2", &self.http2)

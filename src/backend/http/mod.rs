@@ -165,6 +165,7 @@ impl Http {
         config.validate().map_err(|e| e.to_string())?;
         let uri: Uri = config
             .base_url
+            .expose_secret()
             .parse()
             .map_err(|e| format!("base_url is not a URL: {e}"))?;
         let (scheme, default_port) = match uri.scheme_str() {

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{PoolConfig, url_config};
+use crate::{
+    config::{PoolConfig, url_config},
+    secret::ConnectionUrl,
+};
 
 /// Configuration of one Redis pool (feature `redis`): the URL plus the
 /// shared [`PoolConfig`] knobs.
@@ -19,10 +22,9 @@ use crate::config::{PoolConfig, url_config};
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[must_use]
 pub struct RedisConfig {
-    /// The Redis URL.
-    /// Serialized with its password and secret parameters masked.
-    #[serde(serialize_with = "crate::config::masked_url")]
-    pub url: String,
+    /// The Redis URL, its password or token held as a secret: shown and
+    /// serialized masked.
+    pub url: ConnectionUrl,
     /// The pool knobs; an unknown key among them is an error naming it.
     #[serde(flatten, deserialize_with = "crate::config::strict_knobs")]
     pub pool: PoolConfig,
@@ -40,7 +42,7 @@ impl RedisConfig {
     /// use axum_pools::RedisConfig;
     ///
     /// let config = RedisConfig::cluster(["10.0.0.1:7000", "10.0.0.2:7000"]).max_size(8);
-    /// assert_eq!(config.url, "redis+cluster://10.0.0.1:7000,10.0.0.2:7000/");
+    /// assert_eq!(config.url.to_string(), "redis+cluster://10.0.0.1:7000,10.0.0.2:7000/");
     /// ```
     pub fn cluster<I>(nodes: I) -> Self
     where
@@ -61,7 +63,7 @@ impl RedisConfig {
     /// use axum_pools::RedisConfig;
     ///
     /// let config = RedisConfig::sentinel(["10.0.0.5:26379", "10.0.0.6"], "mymaster");
-    /// assert_eq!(config.url, "redis+sentinel://10.0.0.5:26379,10.0.0.6/mymaster");
+    /// assert_eq!(config.url.to_string(), "redis+sentinel://10.0.0.5:26379,10.0.0.6/mymaster");
     /// ```
     pub fn sentinel<I>(sentinels: I, master_name: &str) -> Self
     where

@@ -80,7 +80,7 @@ impl PoolManagerBuilder {
     pub fn redis(self, name: impl Into<String>, config: RedisConfig) -> Self {
         let RedisConfig { url, pool } = config;
         let name = name.into();
-        let backend = Redis::new(&name, &url);
+        let backend = Redis::new(&name, url.expose_secret());
         self.register(name, backend, &url, pool, Hooks::new())
     }
 }
