@@ -21,6 +21,11 @@ async fn build(url: String) -> Result<PoolManager, axum_pools::PoolError> {
         .await
 }
 
+/// The build error of a pool at `url`, as text.
+async fn refused(url: String) -> String {
+    build(url).await.unwrap_err().to_string()
+}
+
 /// The server's view of the session's cipher ("" when plaintext).
 async fn cipher(manager: &PoolManager) -> String {
     let mut db = DbConn::<AsyncMysqlConnection>::acquire(manager)
@@ -54,14 +59,49 @@ async fn each_ssl_mode_against_a_tls_only_mariadb() {
     assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("on"));
 
     let other = certs.other_ca.display().to_string();
-    let e = build(url(
+    let e = refused(url(
         "localhost",
         &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={other}"),
     ))
-    .await
-    .unwrap_err()
-    .to_string();
+    .await;
     assert!(e.contains("not trusted: unknown issuer; set ssl-ca"), "{e}");
+
+    // VERIFY_CA checks the chain, not the name: the certificate names
+    // `localhost` only, so by 127.0.0.1 VERIFY_IDENTITY fails and VERIFY_CA
+    // passes, for every connection of the pool (two held at once), with
+    // and without the relay of `query_timeout`.
+    let e = refused(url(
+        "127.0.0.1",
+        &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}"),
+    ))
+    .await;
+    assert!(e.contains("host name mismatch"), "{e}");
+    assert!(e.contains("or use ssl-mode=VERIFY_CA"), "{e}");
+    let verify_ca = url("127.0.0.1", &format!("ssl-mode=VERIFY_CA&ssl-ca={ca}"));
+    for query_timeout in [None, Some(std::time::Duration::from_secs(5))] {
+        let m = PoolManager::builder()
+            .database::<AsyncMysqlConnection>(
+                "tls",
+                DbConfig::from_url(verify_ca.as_str())
+                    .max_size(2)
+                    .query_timeout(query_timeout),
+            )
+            .build()
+            .await
+            .unwrap();
+        let first = DbConn::<AsyncMysqlConnection>::acquire(&m).await.unwrap();
+        assert!(!cipher(&m).await.is_empty(), "{query_timeout:?}");
+        drop(first);
+        assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("on"));
+    }
+    // ... and still refuses a chain it does not trust, in its own words.
+    let e = refused(url(
+        "127.0.0.1",
+        &format!("ssl-mode=VERIFY_CA&ssl-ca={other}"),
+    ))
+    .await;
+    assert!(e.contains("not trusted: unknown issuer; set ssl-ca"), "{e}");
+    assert!(e.contains("(ssl-mode=VERIFY_CA)"), "{e}");
 
     for query in ["ssl-mode=REQUIRED", "ssl-mode=PREFERRED", ""] {
         let m = build(url("127.0.0.1", query)).await.unwrap();
@@ -91,12 +131,14 @@ async fn the_shared_server_without_tls_prefer_falls_back_and_required_says_why()
         return;
     }
     assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("off"));
-    let e = build(with("ssl-mode=REQUIRED"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(with("ssl-mode=REQUIRED")).await;
     assert!(
         e.contains("server does not support TLS but ssl-mode=REQUIRED"),
+        "{e}"
+    );
+    let e = refused(with("ssl-mode=VERIFY_CA")).await;
+    assert!(
+        e.contains("server does not support TLS but ssl-mode=VERIFY_CA"),
         "{e}"
     );
 }
@@ -126,26 +168,32 @@ async fn a_client_certificate_logs_in_a_user_created_require_x509() {
     assert!(!cipher(&m).await.is_empty(), "encrypted");
     assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("on"));
 
+    // VERIFY_CA by an address the certificate does not name: the pool's own
+    // look at the chain presents the client certificate too.
+    let m = build(format!(
+        "mysql://x509@127.0.0.1:{port}/mysql?ssl-mode=VERIFY_CA&ssl-ca={}&ssl-cert={}&ssl-key={}",
+        certs.ca.display(),
+        cert.display(),
+        key.display()
+    ))
+    .await
+    .unwrap();
+    assert!(!cipher(&m).await.is_empty(), "encrypted");
+
     // Without one the server denies the user.
-    let e = build(base.clone()).await.unwrap_err().to_string();
+    let e = refused(base.clone()).await;
     assert!(e.contains("failed to set up pool 'tls'"), "{e}");
     assert!(e.contains("Access denied for user 'x509'"), "{e}");
 
     // An EC key: refused before any connection, saying why.
-    let e = build(base.clone() + &certs.client_params("ssl-cert", "ssl-key"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(base.clone() + &certs.client_params("ssl-cert", "ssl-key")).await;
     assert!(
         e.contains("the MySQL driver takes RSA keys only; use an RSA client certificate"),
         "{e}"
     );
 
     // A certificate without its key is refused before any connection.
-    let e = build(format!("{base}&ssl-cert={}", certs.client_cert.display()))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(format!("{base}&ssl-cert={}", certs.client_cert.display())).await;
     assert!(
         e.contains("ssl-cert and ssl-key go together: set both or neither"),
         "{e}"

@@ -22,6 +22,8 @@ mod relay;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod silence;
 pub mod tx;
+#[cfg(feature = "mysql")]
+mod verify_ca;
 
 pub use self::{
     config::DbConfig,

@@ -1,7 +1,7 @@
 //! Opening MySQL/MariaDB connections, with the MySQL client's TLS
 //! parameters in the URL (feature `tls`): `ssl-mode` = `DISABLED` |
 //! `PREFERRED` (the default, as the MySQL client) | `REQUIRED` |
-//! `VERIFY_IDENTITY`, `ssl-ca` (a CA file trusted besides the
+//! `VERIFY_CA` | `VERIFY_IDENTITY`, `ssl-ca` (a CA file trusted besides the
 //! platform's roots), and `ssl-cert` with `ssl-key` (a client certificate
 //! and its key, PEM, for users created `REQUIRE X509`), e.g.
 //! `mysql://app@db/app?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ssl/ca.pem`.
@@ -11,12 +11,11 @@
 //! | `DISABLED` | never | – |
 //! | `PREFERRED` | if the server offers it, else plaintext | not checked |
 //! | `REQUIRED` | always; a server without TLS is an error | not checked |
+//! | `VERIFY_CA` | always | chain (see [`super::verify_ca`]) |
 //! | `VERIFY_IDENTITY` | always | chain and host name |
 //!
-//! `VERIFY_CA` is refused with the reason: the driver (mysql_async) cannot
-//! check the chain without the name on this rustls version. Connections go
-//! over TCP even to a local server (the driver would otherwise switch to
-//! the server's unix socket, without TLS).
+//! Connections go over TCP even to a local server (the driver would
+//! otherwise switch to the server's unix socket, without TLS).
 
 use diesel_async::AsyncMysqlConnection;
 use mysql_async::{ClientIdentity, DriverError, Opts, OptsBuilder, SslOpts};
@@ -32,6 +31,8 @@ pub struct MysqlConnector {
     /// `PREFERRED`: the options without TLS, for a server that has none.
     plain: Option<Opts>,
     mode: &'static str,
+    /// `VERIFY_CA`: the name of the server's certificate, for the driver.
+    verify_ca: Option<super::verify_ca::Names>,
     /// Whether the last connection opened is encrypted.
     encrypted: std::sync::atomic::AtomicBool,
 }
@@ -42,6 +43,37 @@ impl std::fmt::Debug for MysqlConnector {
         f.debug_struct("MysqlConnector")
             .field("ssl_mode", &self.mode)
             .finish_non_exhaustive()
+    }
+}
+
+impl MysqlConnector {
+    /// `VERIFY_CA`: the options with the server's certificate's own name
+    /// as the TLS host name (the chain checked on the way).
+    async fn named(&self, names: &super::verify_ca::Names) -> Result<Opts, String> {
+        let name = names
+            .get(self.opts.ip_or_hostname(), self.opts.tcp_port())
+            .await
+            .map_err(|e| match e.starts_with("Input/output error") {
+                true => e,
+                false => self.in_our_words(&e),
+            })?;
+        let ssl = self.opts.ssl_opts().cloned().unwrap_or_default();
+        Ok(OptsBuilder::from_opts(self.opts.clone())
+            .ssl_opts(ssl.with_danger_tls_hostname_override(Some(name)))
+            .into())
+    }
+
+    /// A TLS reason in this pool's own parameter names (the TLS module
+    /// speaks libpq's), with the mode unless it names it.
+    fn in_our_words(&self, reason: &str) -> String {
+        let words = reason
+            .replace("sslrootcert", "ssl-ca")
+            .replace("sslcert and sslkey", "ssl-cert and ssl-key")
+            .replace("sslmode=verify-ca", "ssl-mode=VERIFY_CA");
+        match words.contains(&format!("ssl-mode={}", self.mode)) {
+            true => words,
+            false => format!("{words} (ssl-mode={})", self.mode),
+        }
     }
 }
 
@@ -60,15 +92,20 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             Some("DISABLED") => "DISABLED",
             Some("REQUIRED") => "REQUIRED",
             Some("VERIFY_IDENTITY") => "VERIFY_IDENTITY",
-            Some("VERIFY_CA") => {
-                return Err("ssl-mode=VERIFY_CA is not supported by the MySQL driver (it cannot check the chain without the host name); use VERIFY_IDENTITY".to_owned());
-            }
+            Some("VERIFY_CA") => "VERIFY_CA",
             Some(other) => {
                 return Err(format!(
-                    "ssl-mode={other}: must be one of DISABLED, PREFERRED, REQUIRED, VERIFY_IDENTITY"
+                    "ssl-mode={other}: must be one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"
                 ));
             }
         };
+        let verify_ca = (mode == "VERIFY_CA").then(|| {
+            super::verify_ca::Names::new(tls::Files {
+                ca: ca.clone().map(Into::into),
+                cert: cert.clone().map(Into::into),
+                key: key.clone().map(Into::into),
+            })
+        });
         let base =
             Opts::from_url(&rest).map_err(|e| format!("url: invalid connection string: {e}"))?;
         let builder = OptsBuilder::from_opts(base)
@@ -80,7 +117,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
         let identity = client_identity(cert, key, mode)?;
         let ssl = match mode {
             "DISABLED" => None,
-            "VERIFY_IDENTITY" => Some(verified(ca.as_deref())?),
+            "VERIFY_IDENTITY" | "VERIFY_CA" => Some(verified(ca.as_deref())?),
             _ => Some(SslOpts::default().with_danger_accept_invalid_certs(true)),
         }
         .map(|ssl| ssl.with_client_identity(identity));
@@ -92,6 +129,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             opts: builder.ssl_opts(ssl).into(),
             plain,
             mode,
+            verify_ca,
             encrypted: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -110,7 +148,15 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             self.encrypted
                 .store(encrypted, std::sync::atomic::Ordering::Relaxed)
         };
-        let conn = match mysql_async::Conn::new(via(&self.opts, &round_trip).await?).await {
+        let opts = match &self.verify_ca {
+            Some(names) => self.named(names).await?,
+            None => self.opts.clone(),
+        };
+        let opened = mysql_async::Conn::new(via(&opts, &round_trip).await?).await;
+        if let (Err(_), Some(names)) = (&opened, &self.verify_ca) {
+            names.forget();
+        }
+        let conn = match opened {
             Ok(conn) => {
                 store(self.opts.ssl_opts().is_some());
                 conn
@@ -130,13 +176,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             }
             Err(e) => {
                 return Err(match tls::reason(&e) {
-                    Some(reason) => format!(
-                        "{} (ssl-mode={})",
-                        reason
-                            .replace("sslrootcert", "ssl-ca")
-                            .replace("sslcert and sslkey", "ssl-cert and ssl-key"),
-                        self.mode
-                    ),
+                    Some(reason) => self.in_our_words(&reason),
                     None => e.to_string(),
                 });
             }
@@ -353,15 +393,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.starts_with("ssl-cert /nowhere/c.pem: "), "{e}");
-        let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=VERIFY_CA")
-            .err()
-            .unwrap();
-        assert!(e.contains("use VERIFY_IDENTITY"), "{e}");
         let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=ALWAYS")
             .err()
             .unwrap();
         assert!(
-            e.contains("DISABLED, PREFERRED, REQUIRED, VERIFY_IDENTITY"),
+            e.contains("DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"),
             "{e}"
         );
     }
