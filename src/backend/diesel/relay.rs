@@ -7,7 +7,9 @@
 //! a [`Silence`]; when the server stays silent for `query_timeout` + grace
 //! after a request, the relay closes both sides, the driver's round trip
 //! fails at once, and the connection is discarded. TLS runs end to end
-//! through the relay, checked against the server's own name.
+//! through the relay, checked against the server's own name (or, under
+//! `VERIFY_CA`, the name its certificate gave, see `super::verify_ca`),
+//! never the relay's.
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,7 +50,7 @@ pub(super) async fn relayed(opts: &Opts, round_trip: Arc<RoundTrip>) -> Result<O
 }
 
 /// `opts` pointed at the relay on `port`, TLS still checked against the
-/// server's name.
+/// server's name (or the name `opts` already set, as `VERIFY_CA` does).
 fn through(opts: &Opts, port: u16) -> Opts {
     let mut builder = OptsBuilder::from_opts(opts.clone())
         .ip_or_hostname("127.0.0.1")
