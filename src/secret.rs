@@ -2,12 +2,15 @@
 //! parts with every password and token held in a [`SecretString`].
 //!
 //! A [`SecretString`] (from the `secrecy` crate) has no `Display` and no
-//! `Serialize`, its `Debug` prints `[REDACTED]`, and its memory is zeroed
+//! `Serialize`, its `Debug` prints `[REDACTED]`, and what it holds is zeroed
 //! when it is dropped; reading it takes an explicit
 //! [`expose_secret`](ExposeSecret::expose_secret). Every URL this crate
 //! shows (logs, errors, `/pools/*` bodies, a config's `Debug` or its
 //! serialized form) is rendered from the parts with each secret written
-//! `***`; the whole URL reaches only the driver's parser.
+//! `***`; the whole URL reaches only the driver's parser. Copies outside
+//! it are plain strings, not zeroed: the options a driver builds from it,
+//! and the list a pool's [`Redactor`](crate::Redactor) scrubs messages
+//! with.
 //!
 //! ```
 //! use axum_pools::{ConnectionUrl, ExposeSecret};
@@ -256,7 +259,7 @@ impl Parts {
 /// keys, and the text between them.
 fn parse(url: &str) -> Vec<Part> {
     let mut parts = Parts::default();
-    let rest = match url.find("://") {
+    let rest = match scheme_end(url) {
         Some(i) => {
             let (scheme, after) = url.split_at(i + 3);
             parts.text(scheme);
@@ -277,6 +280,11 @@ fn parse(url: &str) -> Vec<Part> {
             }
             rest
         }
+        // A keyword DSN (`host=db password='a b'`), read as libpq does.
+        None if is_keyword_dsn(url) => {
+            keyword_parts(url, &mut parts);
+            return parts.0;
+        }
         // No scheme (a typo such as `redis//u:p@h`, or `u:p@h/db`): the
         // secret is what follows the last ':' before the last '@'.
         None => match credentials_without_scheme(url) {
@@ -288,8 +296,30 @@ fn parse(url: &str) -> Vec<Part> {
             None => url,
         },
     };
-    keyword_parts(rest, &mut parts);
+    query_parts(rest, &mut parts);
     parts.0
+}
+
+/// Where the `://` after a URL's scheme is: only after a scheme (a letter,
+/// then letters, digits, `+`, `-` or `.`), so that a `://` inside a value
+/// of a keyword DSN (`application_name=http://svc`) does not make one.
+fn scheme_end(url: &str) -> Option<usize> {
+    let end = url.find("://")?;
+    let scheme = &url[..end];
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(end)
+}
+
+/// Whether `s` (which has no scheme) starts as a keyword DSN does: a key,
+/// then `=` (spaces around it allowed).
+fn is_keyword_dsn(s: &str) -> bool {
+    let s = s.trim_start();
+    let key_end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    key_end > 0 && s[key_end..].trim_start().starts_with('=')
 }
 
 /// Byte range of the password in a `user:password@host` string with no
@@ -343,11 +373,16 @@ fn authority_end(after: &str) -> usize {
         .map_or(after.len(), |p| p + host_start)
 }
 
-/// Adds `s` to `parts`, with the values of keys that name a secret as
-/// secrets, in query strings (`&`-separated) and keyword DSNs
-/// (space-separated). A quoted value (`password='a b'`) runs to its closing
-/// quote and is kept without its quotes.
-fn keyword_parts(s: &str, parts: &mut Parts) {
+/// Whether `key` names a secret.
+fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+}
+
+/// Adds what follows a URL's authority (path and query) to `parts`, with
+/// the values of keys that name a secret as secrets. A value runs to the
+/// next `&` (or the end), as tokio-postgres reads it: a `#`, `;` or space in
+/// it is still the value's, so it is over-masked rather than shown.
+fn query_parts(s: &str, parts: &mut Parts) {
     let mut i = 0;
     while i < s.len() {
         // Find the next `=`; the key is the run of key characters before it.
@@ -361,24 +396,83 @@ fn keyword_parts(s: &str, parts: &mut Parts) {
             .max(i);
         let key = &s[key_start..eq];
         parts.text(&s[i..=eq]);
-        let quote = s[eq + 1..]
-            .chars()
-            .next()
-            .filter(|c| *c == '\'' || *c == '"');
-        let value_end = match quote {
-            Some(q) => s[eq + 2..].find(q).map_or(s.len(), |p| p + eq + 3),
-            None => s[eq + 1..]
-                .find(['&', ' ', ';', '#'])
-                .map_or(s.len(), |p| p + eq + 1),
-        };
+        let value_end = s[eq + 1..].find('&').map_or(s.len(), |p| p + eq + 1);
         let value = &s[eq + 1..value_end];
-        if SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) && !value.is_empty() {
-            parts.secret(value.trim_matches(['\'', '"']));
+        if is_secret_key(key) && !value.is_empty() {
+            parts.secret(value);
         } else {
             parts.text(value);
         }
         i = value_end;
     }
+}
+
+/// Adds a keyword DSN to `parts` as libpq reads one: `key = value` pairs
+/// separated by whitespace, spaces around `=` allowed, a value either
+/// quoted (to the closing quote) or bare (to the next whitespace),
+/// with `\` escaping the next character in both. A secret is kept as the
+/// driver reads it (no quotes, escapes resolved); what is shown masks its
+/// whole written form.
+fn keyword_parts(s: &str, parts: &mut Parts) {
+    let bytes = s.as_bytes();
+    let skip_space = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut i = 0;
+    while i < s.len() {
+        let key_start = skip_space(i);
+        let key_end = s[key_start..]
+            .find(|c: char| c == '=' || c.is_ascii_whitespace())
+            .map_or(s.len(), |p| p + key_start);
+        let eq = skip_space(key_end);
+        if eq >= s.len() || bytes[eq] != b'=' {
+            // Not `key = value`: the rest is shown as it is (it holds no
+            // value of a key).
+            parts.text(&s[i..]);
+            break;
+        }
+        let value_start = skip_space(eq + 1);
+        parts.text(&s[i..value_start]);
+        let (value, value_end) = keyword_value(s, value_start);
+        if is_secret_key(&s[key_start..key_end]) && value_end > value_start {
+            parts.secret(&value);
+        } else {
+            parts.text(&s[value_start..value_end]);
+        }
+        i = value_end;
+    }
+}
+
+/// The value of a keyword DSN that starts at `start`, as libpq reads it,
+/// and where its written form ends.
+fn keyword_value(s: &str, start: usize) -> (String, usize) {
+    let mut value = String::new();
+    let mut chars = s[start..].char_indices();
+    // libpq quotes with `'`; a `"` is taken as a quote too, so that a
+    // value written so is masked whole.
+    let quote = s[start..]
+        .chars()
+        .next()
+        .filter(|c| *c == '\'' || *c == '"');
+    if quote.is_some() {
+        chars.next();
+    }
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some((_, next)) = chars.next() {
+                    value.push(next);
+                }
+            }
+            c if Some(c) == quote => return (value, start + at + 1),
+            c if quote.is_none() && c.is_ascii_whitespace() => return (value, start + at),
+            c => value.push(c),
+        }
+    }
+    (value, s.len())
 }
 
 #[cfg(test)]
@@ -424,6 +518,50 @@ mod tests {
             url,
             "mysql://root:Zebra#9911@10.0.0.7:3306/shop?ssl-mode=REQUIRED".into()
         );
+    }
+
+    #[test]
+    fn values_are_read_as_the_drivers_read_them() {
+        for (url, secret, shown) in [
+            // A `://` inside a keyword DSN's value makes no scheme.
+            (
+                "host=db password=Zebra-Secret-9911 application_name=http://svc",
+                "Zebra-Secret-9911",
+                "host=db password=*** application_name=http://svc",
+            ),
+            // `:` and `@` in a keyword DSN's password.
+            (
+                "host=db user=app password=Zebra:Secret@9911 dbname=app",
+                "Zebra:Secret@9911",
+                "host=db user=app password=*** dbname=app",
+            ),
+            (
+                "hostaddr=::1 user=u password=p@ssword1",
+                "p@ssword1",
+                "hostaddr=::1 user=u password=***",
+            ),
+            // libpq's quoting and escapes, spaces around `=`.
+            (
+                r"host=db password='a\'b c' user=u",
+                "a'b c",
+                "host=db password=*** user=u",
+            ),
+            (
+                "host = db password = s3cret-pass",
+                "s3cret-pass",
+                "host = db password = ***",
+            ),
+            // A URL query value runs to the next `&`, `#` included.
+            (
+                "postgres://u@h/db?password=abc#defghij&sslmode=require",
+                "abc#defghij",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
+        ] {
+            let url = ConnectionUrl::new(url);
+            assert_eq!(url.to_string(), shown);
+            assert_eq!(secrets(url.expose_secret()), [secret]);
+        }
     }
 
     #[test]

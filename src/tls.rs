@@ -11,10 +11,15 @@
 //! | [`Verify`] | the chain | the host name |
 //! |---|---|---|
 //! | `Nothing` (`require`, `prefer`) | no | no |
-//! | `Chain` (`verify-ca`) | yes | no |
+//! | `Chain` (`verify-ca`) | yes, to the CA file only | no |
 //! | `Full` (`verify-full`) | yes | yes |
 //!
-//! The handshake's signatures are checked in every mode.
+//! The handshake's signatures are checked in every mode. A chain checked
+//! without the name trusts only the pool's CA file, never the platform's
+//! roots: any publicly trusted certificate (one for a domain an attacker
+//! owns) would pass otherwise. libpq refuses `verify-ca` with
+//! `sslrootcert=system`, and the MySQL client wants `--ssl-ca` for
+//! `VERIFY_CA`, for the same reason.
 
 use std::{
     fmt,
@@ -106,7 +111,7 @@ pub(crate) fn client_config(
         Verify::Chain | Verify::Nothing => {
             let chain = match verify {
                 Verify::Chain => Some(
-                    WebPkiServerVerifier::builder_with_provider(roots(files)?, provider.clone())
+                    WebPkiServerVerifier::builder_with_provider(ca_only(files)?, provider.clone())
                         .build()
                         .map_err(|e| format!("TLS setup: {e}"))?,
                 ),
@@ -139,6 +144,32 @@ pub(crate) fn client_config(
 fn roots(files: &Files) -> Result<Arc<RootCertStore>, String> {
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    add_ca_file(&mut roots, files)?;
+    if roots.is_empty() {
+        return Err(
+            "no trusted CA certificates: set sslrootcert or SSL_CERT_FILE, or install the platform's CA bundle"
+                .to_owned(),
+        );
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The CA file's certificates alone, for a chain checked without the host
+/// name (see the module docs); the file is required.
+fn ca_only(files: &Files) -> Result<Arc<RootCertStore>, String> {
+    if files.ca.is_none() {
+        return Err(CA_REQUIRED.to_owned());
+    }
+    let mut roots = RootCertStore::empty();
+    add_ca_file(&mut roots, files)?;
+    Ok(Arc::new(roots))
+}
+
+/// Why a chain check without the name needs a CA file.
+pub(crate) const CA_REQUIRED: &str = "sslmode=verify-ca needs sslrootcert, the CA that signed the server's certificate: without a host name check the platform's roots would accept any publicly trusted certificate; set sslrootcert, or use sslmode=verify-full";
+
+/// Adds the certificates of the CA file, if there is one, to `roots`.
+fn add_ca_file(roots: &mut RootCertStore, files: &Files) -> Result<(), String> {
     if let Some(ca) = &files.ca {
         let certs = CertificateDer::pem_file_iter(ca)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -151,13 +182,7 @@ fn roots(files: &Files) -> Result<Arc<RootCertStore>, String> {
             ));
         }
     }
-    if roots.is_empty() {
-        return Err(
-            "no trusted CA certificates: set sslrootcert or SSL_CERT_FILE, or install the platform's CA bundle"
-                .to_owned(),
-        );
-    }
-    Ok(Arc::new(roots))
+    Ok(())
 }
 
 /// `verify-ca` (`chain`: the chain must lead to a trusted root; the name is

@@ -511,6 +511,10 @@ async fn an_unreachable_upstream_does_not_fail_the_build_but_bad_urls_do() {
             "http://user:hunter2@billing.internal",
             "must not carry credentials",
         ),
+        (
+            "http://billing.internal/v1?api_key=hunter2-key",
+            "must not carry a query",
+        ),
     ] {
         let err = PoolManager::builder()
             .http("quotes", config(url))

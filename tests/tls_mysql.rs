@@ -136,7 +136,9 @@ async fn the_shared_server_without_tls_prefer_falls_back_and_required_says_why()
         e.contains("server does not support TLS but ssl-mode=REQUIRED"),
         "{e}"
     );
-    let e = refused(with("ssl-mode=VERIFY_CA")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_certs(dir.path()).ca;
+    let e = refused(with(&format!("ssl-mode=VERIFY_CA&ssl-ca={}", ca.display()))).await;
     assert!(
         e.contains("server does not support TLS but ssl-mode=VERIFY_CA"),
         "{e}"

@@ -106,6 +106,13 @@ async fn each_sslmode_against_a_tls_only_server() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("unknown issuer"), "{e}");
+    // ...and never against the platform's roots: without the name, any
+    // publicly trusted certificate would pass.
+    let e = build(url("127.0.0.1", "sslmode=verify-ca"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sslmode=verify-ca needs sslrootcert"), "{e}");
 
     // require encrypts without checking; prefer (the default) too.
     for query in ["sslmode=require", "sslmode=prefer", ""] {

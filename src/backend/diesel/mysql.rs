@@ -47,20 +47,43 @@ impl std::fmt::Debug for MysqlConnector {
 }
 
 impl MysqlConnector {
-    /// `VERIFY_CA`: the options with the server's certificate's own name
-    /// as the TLS host name (the chain checked on the way).
-    async fn named(&self, names: &super::verify_ca::Names) -> Result<Opts, String> {
-        let name = names
-            .get(self.opts.ip_or_hostname(), self.opts.tcp_port())
-            .await
-            .map_err(|e| match e.starts_with("Input/output error") {
-                true => e,
-                false => self.in_our_words(&e),
+    /// `VERIFY_CA`: opens with the server's certificate's own name as the
+    /// TLS host name (the chain checked on the way). When the driver fails
+    /// on the certificate with a name found before, the name is looked up
+    /// again and the connect tried once more. `Err` is a failed look.
+    async fn open_verify_ca(
+        &self,
+        names: &super::verify_ca::Names,
+        round_trip: &Option<Arc<RoundTrip>>,
+    ) -> Result<Result<mysql_async::Conn, mysql_async::Error>, String> {
+        let (host, port) = (self.opts.ip_or_hostname(), self.opts.tcp_port());
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let (name, fresh) = names.get(host, port).await.map_err(|e| {
+                match e.starts_with("Input/output error") {
+                    true => e,
+                    false => self.in_our_words(&e),
+                }
             })?;
-        let ssl = self.opts.ssl_opts().cloned().unwrap_or_default();
-        Ok(OptsBuilder::from_opts(self.opts.clone())
-            .ssl_opts(ssl.with_danger_tls_hostname_override(Some(name)))
-            .into())
+            let ssl = self.opts.ssl_opts().cloned().unwrap_or_default();
+            let opts: Opts = OptsBuilder::from_opts(self.opts.clone())
+                .ssl_opts(ssl.with_danger_tls_hostname_override(Some(name.clone())))
+                .into();
+            let opened = mysql_async::Conn::new(via(&opts, round_trip).await?).await;
+            // Only a certificate failure makes the name suspect: a wrong
+            // password or a full server must not cost another look (each
+            // is an aborted connect to the server).
+            if let Err(e) = &opened
+                && tls::reason(e).is_some()
+            {
+                names.forget(&name).await;
+                if !fresh && tries > 0 {
+                    continue;
+                }
+            }
+            return Ok(opened);
+        }
     }
 
     /// A TLS reason in this pool's own parameter names (the TLS module
@@ -99,6 +122,9 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
                 ));
             }
         };
+        if mode == "VERIFY_CA" && ca.is_none() {
+            return Err(VERIFY_CA_NEEDS_CA.to_owned());
+        }
         let verify_ca = (mode == "VERIFY_CA").then(|| {
             super::verify_ca::Names::new(tls::Files {
                 ca: ca.clone().map(Into::into),
@@ -117,7 +143,9 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
         let identity = client_identity(cert, key, mode)?;
         let ssl = match mode {
             "DISABLED" => None,
-            "VERIFY_IDENTITY" | "VERIFY_CA" => Some(verified(ca.as_deref())?),
+            "VERIFY_IDENTITY" => Some(verified(ca.as_deref(), true)?),
+            // The CA file alone, as the look at the chain (`super::verify_ca`).
+            "VERIFY_CA" => Some(verified(ca.as_deref(), false)?),
             _ => Some(SslOpts::default().with_danger_accept_invalid_certs(true)),
         }
         .map(|ssl| ssl.with_client_identity(identity));
@@ -148,14 +176,10 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             self.encrypted
                 .store(encrypted, std::sync::atomic::Ordering::Relaxed)
         };
-        let opts = match &self.verify_ca {
-            Some(names) => self.named(names).await?,
-            None => self.opts.clone(),
+        let opened = match &self.verify_ca {
+            Some(names) => self.open_verify_ca(names, &round_trip).await?,
+            None => mysql_async::Conn::new(via(&self.opts, &round_trip).await?).await,
         };
-        let opened = mysql_async::Conn::new(via(&opts, &round_trip).await?).await;
-        if let (Err(_), Some(names)) = (&opened, &self.verify_ca) {
-            names.forget();
-        }
         let conn = match opened {
             Ok(conn) => {
                 store(self.opts.ssl_opts().is_some());
@@ -222,11 +246,16 @@ async fn via(opts: &Opts, round_trip: &Option<Arc<RoundTrip>>) -> Result<Opts, S
     }
 }
 
-/// `VERIFY_IDENTITY`: the platform's roots and `ssl-ca`, no built-in list.
-fn verified(ca: Option<&str>) -> Result<SslOpts, String> {
+/// The driver's roots, no built-in list: `ssl-ca`, and with `platform`
+/// (`VERIFY_IDENTITY`) the platform's roots too.
+fn verified(ca: Option<&str>, platform: bool) -> Result<SslOpts, String> {
     // DER of the platform's roots, then the PEM of `ssl-ca`.
     let mut roots: Vec<Vec<u8>> = Vec::new();
-    for cert in rustls_native_certs::load_native_certs().certs {
+    let native = match platform {
+        true => rustls_native_certs::load_native_certs().certs,
+        false => Vec::new(),
+    };
+    for cert in native {
         // Only what rustls accepts: the driver fails on the first it cannot.
         if rustls::RootCertStore::empty().add(cert.clone()).is_ok() {
             roots.push(cert.to_vec());
@@ -245,6 +274,9 @@ fn verified(ca: Option<&str>) -> Result<SslOpts, String> {
         .with_disable_built_in_roots(true)
         .with_root_certs(roots.into_iter().map(Into::into).collect()))
 }
+
+/// Why `VERIFY_CA` needs `ssl-ca` (see the `tls` module's docs).
+const VERIFY_CA_NEEDS_CA: &str = "ssl-mode=VERIFY_CA needs ssl-ca, the CA that signed the server's certificate: without a host name check the platform's roots would accept any publicly trusted certificate; set ssl-ca, or use ssl-mode=VERIFY_IDENTITY";
 
 /// `ssl-cert` and `ssl-key`, read now so that a missing file fails the
 /// build, not each connection.
@@ -393,6 +425,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.starts_with("ssl-cert /nowhere/c.pem: "), "{e}");
+        // VERIFY_CA trusts its CA file alone, so it needs one.
+        let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=VERIFY_CA")
+            .err()
+            .unwrap();
+        assert!(e.starts_with("ssl-mode=VERIFY_CA needs ssl-ca"), "{e}");
         let e = MysqlConnector::new("mysql://u@db/app?ssl-mode=ALWAYS")
             .err()
             .unwrap();

@@ -11,14 +11,21 @@
 //! takes a DNS name from the certificate that passed. The driver then
 //! connects with that name as its TLS host name: it checks the chain again,
 //! against the same roots, and the name passes because it is the
-//! certificate's own. The name is kept for the pool's next connections and
-//! looked up again after any failed connect (a renewed certificate, say).
-
-use std::sync::Mutex;
+//! certificate's own. The name is kept for the pool's next connections
+//! (one look at a time: connections opened together wait for the first);
+//! when the driver then fails on the certificate (a renewed one, or
+//! another node behind a balancer with a name of its own), the pool looks
+//! again and retries that connect once.
+//!
+//! Both looks and the driver trust the CA file (`ssl-ca`) alone, which
+//! `VERIFY_CA` requires (see the `tls` module). The certificate must carry
+//! a DNS name (`subjectAltName`): the certificates MySQL generates by
+//! itself (`auto_generate_certs`) have none and cannot be used with it.
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    sync::Mutex,
 };
 
 use crate::tls;
@@ -52,19 +59,25 @@ impl Names {
     }
 
     /// A DNS name of the certificate of the server at `host:port`, whose
-    /// chain checked out: the one found before, or a new look.
-    pub(super) async fn get(&self, host: &str, port: u16) -> Result<String, String> {
-        if let Some(name) = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Ok(name);
+    /// chain checked out, and whether it is a new look (`false`: the one
+    /// found before). One look at a time.
+    pub(super) async fn get(&self, host: &str, port: u16) -> Result<(String, bool), String> {
+        let mut name = self.name.lock().await;
+        if let Some(name) = &*name {
+            return Ok((name.clone(), false));
         }
-        let name = certificate_name(host, port, &self.files).await?;
-        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
-        Ok(name)
+        let found = certificate_name(host, port, &self.files).await?;
+        *name = Some(found.clone());
+        Ok((found, true))
     }
 
-    /// Forgets the name: the next connect looks again.
-    pub(super) fn forget(&self) {
-        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// Forgets `stale` (unless another connect has found a newer name
+    /// since): the next [`get`](Self::get) looks again.
+    pub(super) async fn forget(&self, stale: &str) {
+        let mut name = self.name.lock().await;
+        if name.as_deref() == Some(stale) {
+            *name = None;
+        }
     }
 }
 
@@ -75,7 +88,11 @@ async fn certificate_name(host: &str, port: u16, files: &tls::Files) -> Result<S
     let io = |e: std::io::Error| format!("Input/output error: {e}");
     let mut socket = TcpStream::connect((host, port)).await.map_err(io)?;
     socket.set_nodelay(true).map_err(io)?;
-    let greeting = read_packet(&mut socket).await.map_err(io)?;
+    let greeting = read_packet(&mut socket).await.map_err(|e| match e.kind() {
+        // An ERR packet ("Too many connections", a blocked host).
+        std::io::ErrorKind::Other => format!("the server refused the connection: {e}"),
+        _ => io(e),
+    })?;
     if !offers_tls(&greeting)? {
         return Err(
             "server does not support TLS but ssl-mode=VERIFY_CA; enable TLS on the server or use ssl-mode=PREFERRED"

@@ -35,8 +35,9 @@ use crate::{
 #[must_use]
 pub struct HttpConfig {
     /// `http://host[:port][/base/path]`; request paths are appended to it.
-    /// Its secret parameters (`?api_key=…`) are held as secrets: shown and
-    /// serialized masked.
+    /// It carries no credentials and no query (the build refuses both:
+    /// send a key as a header); should one slip in, it is shown and
+    /// serialized masked, as every pool URL is.
     pub base_url: ConnectionUrl,
     /// The pool knobs; an unknown key among them is an error naming it.
     #[serde(flatten, deserialize_with = "crate::config::strict_knobs")]

@@ -177,6 +177,13 @@ impl Http {
         if authority.as_str().contains('@') {
             return Err("base_url must not carry credentials; send them as a header".into());
         }
+        // It would be dropped: requests take only the base URL's path.
+        if uri.query().is_some() {
+            return Err(
+                "base_url must not carry a query; add it to each request's path, or send a key as a header"
+                    .into(),
+            );
+        }
         let port = authority.port_u16().unwrap_or(default_port);
         let addr = format!("{}:{port}", authority.host());
         let tls = if scheme == "https" {
