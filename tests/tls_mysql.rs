@@ -116,6 +116,43 @@ async fn each_ssl_mode_against_a_tls_only_mariadb() {
     assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("off"));
 }
 
+/// `VERIFY_CA` keeps the name it found for the pool's next connections;
+/// when the server's certificate is renewed for another name (same CA), a
+/// new connection fails on the kept name, and the pool looks again and
+/// connects.
+#[tokio::test]
+async fn verify_ca_follows_a_certificate_renewed_for_another_name() {
+    use diesel_async::SimpleAsyncConnection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let Some((_server, port)) = mariadb(&certs, dir.path(), None) else {
+        return;
+    };
+    let url = format!(
+        "mysql://root@127.0.0.1:{port}/mysql?ssl-mode=VERIFY_CA&ssl-ca={}",
+        certs.ca.display()
+    );
+    let m = PoolManager::builder()
+        .database::<AsyncMysqlConnection>("tls", DbConfig::from_url(url).min_size(1).max_size(2))
+        .build()
+        .await
+        .unwrap();
+    // The one connection so far, held: its certificate named `localhost`.
+    let mut first = DbConn::<AsyncMysqlConnection>::acquire(&m).await.unwrap();
+    common::certs::renew_server_cert(&certs, "renewed.db.internal");
+    first.batch_execute("FLUSH SSL").await.unwrap();
+    let created = m.stats_of("tls").unwrap().created;
+    let mut second = DbConn::<AsyncMysqlConnection>::acquire(&m).await.unwrap();
+    assert_eq!(
+        m.stats_of("tls").unwrap().created,
+        created + 1,
+        "a new connection"
+    );
+    second.batch_execute("SELECT 1").await.unwrap();
+    drop((first, second));
+}
+
 #[tokio::test]
 async fn the_shared_server_without_tls_prefer_falls_back_and_required_says_why() {
     let Some(url) = common::mysql_url() else {

@@ -114,6 +114,20 @@ pub fn tls_in_stats(manager: &PoolManager, pool: &str) -> Option<String> {
     manager.stats_of(pool)?.server?.get("tls").cloned()
 }
 
+/// Replaces the server certificate and key of `certs` with new ones of the
+/// same CA for `name` only (a renewed certificate, or another node).
+pub fn renew_server_cert(certs: &Certs, name: &str) {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&certs.ca_key).unwrap()).unwrap();
+    let issuer = Issuer::new(ca_params(TEST_CA), ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(&certs.cert, cert.pem()).unwrap();
+    std::fs::write(&certs.key, key.serialize_pem()).unwrap();
+}
+
 /// A client certificate of the test CA for the user `x509` whose key is
 /// RSA in PKCS#8 form, as `openssl genrsa` writes it (the MySQL driver
 /// takes RSA keys only; rcgen cannot make them): `(cert, key)` in `dir`.
