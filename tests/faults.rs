@@ -188,7 +188,8 @@ fn check(what: &str, samples: &[Sample], down: Instant, up: Instant) {
 }
 
 /// Runs `fault` (down at 0.5 s) and `recover` (up [`DOWN_FOR`] later)
-/// under load, which goes on 2.5 s after that.
+/// under load, which goes on until 2.5 s after the planned recovery (less
+/// the time `recover` itself takes, restarting a server).
 async fn scenario(
     what: &str,
     manager: &PoolManager,
