@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use crate::secret::{ConnectionUrl, ExposeSecret, MASK, userinfo_end};
+use crate::secret::{ConnectionUrl, ExposeSecret, MASK, scheme_end, userinfo_end};
 
 /// Returns `url` with its password (and any secret query or keyword value)
 /// replaced by `***`: [`ConnectionUrl`]'s rendering, for a URL held as a
@@ -71,13 +71,7 @@ fn percent_decode(s: &str) -> String {
 /// its length.
 pub(crate) fn refused(url: &ConnectionUrl) -> String {
     let raw = url.expose_secret();
-    let has_scheme = raw.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    });
-    if has_scheme {
+    if scheme_end(raw).is_some() {
         url.to_string()
     } else {
         format!(

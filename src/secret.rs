@@ -303,7 +303,7 @@ fn parse(url: &str) -> Vec<Part> {
 /// Where the `://` after a URL's scheme is: only after a scheme (a letter,
 /// then letters, digits, `+`, `-` or `.`), so that a `://` inside a value
 /// of a keyword DSN (`application_name=http://svc`) does not make one.
-fn scheme_end(url: &str) -> Option<usize> {
+pub(crate) fn scheme_end(url: &str) -> Option<usize> {
     let end = url.find("://")?;
     let scheme = &url[..end];
     let mut chars = scheme.chars();

@@ -133,11 +133,8 @@ async fn verify_ca_follows_a_certificate_renewed_for_another_name() {
         "mysql://root@127.0.0.1:{port}/mysql?ssl-mode=VERIFY_CA&ssl-ca={}",
         certs.ca.display()
     );
-    let m = PoolManager::builder()
-        .database::<AsyncMysqlConnection>("tls", DbConfig::from_url(url).min_size(1).max_size(2))
-        .build()
-        .await
-        .unwrap();
+    // One connection at build (`min_size` is 1), up to two.
+    let m = build(url).await.unwrap();
     // The one connection so far, held: its certificate named `localhost`.
     let mut first = DbConn::<AsyncMysqlConnection>::acquire(&m).await.unwrap();
     common::certs::renew_server_cert(&certs, "renewed.db.internal");

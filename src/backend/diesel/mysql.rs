@@ -60,12 +60,7 @@ impl MysqlConnector {
         let mut tries = 2;
         loop {
             tries -= 1;
-            let (name, fresh) = names.get(host, port).await.map_err(|e| {
-                match e.starts_with("Input/output error") {
-                    true => e,
-                    false => self.in_our_words(&e),
-                }
-            })?;
+            let (name, fresh) = names.get(host, port).await?;
             let ssl = self.opts.ssl_opts().cloned().unwrap_or_default();
             let opts: Opts = OptsBuilder::from_opts(self.opts.clone())
                 .ssl_opts(ssl.with_danger_tls_hostname_override(Some(name.clone())))
@@ -85,18 +80,19 @@ impl MysqlConnector {
             return Ok(opened);
         }
     }
+}
 
-    /// A TLS reason in this pool's own parameter names (the TLS module
-    /// speaks libpq's), with the mode unless it names it.
-    fn in_our_words(&self, reason: &str) -> String {
-        let words = reason
-            .replace("sslrootcert", "ssl-ca")
-            .replace("sslcert and sslkey", "ssl-cert and ssl-key")
-            .replace("sslmode=verify-ca", "ssl-mode=VERIFY_CA");
-        match words.contains(&format!("ssl-mode={}", self.mode)) {
-            true => words,
-            false => format!("{words} (ssl-mode={})", self.mode),
-        }
+/// A TLS reason in the MySQL client's parameter names (the TLS module
+/// speaks libpq's), with `mode` unless it names it.
+pub(super) fn in_mysql_words(reason: &str, mode: &str) -> String {
+    let words = reason
+        .replace("sslrootcert", "ssl-ca")
+        .replace("sslcert and sslkey", "ssl-cert and ssl-key")
+        .replace("sslmode=verify-ca", "ssl-mode=VERIFY_CA")
+        .replace("sslmode=verify-full", "ssl-mode=VERIFY_IDENTITY");
+    match words.contains(&format!("ssl-mode={mode}")) {
+        true => words,
+        false => format!("{words} (ssl-mode={mode})"),
     }
 }
 
@@ -123,7 +119,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             }
         };
         if mode == "VERIFY_CA" && ca.is_none() {
-            return Err(VERIFY_CA_NEEDS_CA.to_owned());
+            return Err(in_mysql_words(tls::CA_REQUIRED, mode));
         }
         let verify_ca = (mode == "VERIFY_CA").then(|| {
             super::verify_ca::Names::new(tls::Files {
@@ -200,7 +196,7 @@ impl super::Connect<AsyncMysqlConnection> for MysqlConnector {
             }
             Err(e) => {
                 return Err(match tls::reason(&e) {
-                    Some(reason) => self.in_our_words(&reason),
+                    Some(reason) => in_mysql_words(&reason, self.mode),
                     None => e.to_string(),
                 });
             }
@@ -274,9 +270,6 @@ fn verified(ca: Option<&str>, platform: bool) -> Result<SslOpts, String> {
         .with_disable_built_in_roots(true)
         .with_root_certs(roots.into_iter().map(Into::into).collect()))
 }
-
-/// Why `VERIFY_CA` needs `ssl-ca` (see the `tls` module's docs).
-const VERIFY_CA_NEEDS_CA: &str = "ssl-mode=VERIFY_CA needs ssl-ca, the CA that signed the server's certificate: without a host name check the platform's roots would accept any publicly trusted certificate; set ssl-ca, or use ssl-mode=VERIFY_IDENTITY";
 
 /// `ssl-cert` and `ssl-key`, read now so that a missing file fails the
 /// build, not each connection.

@@ -49,8 +49,8 @@ pub(super) struct Names {
 }
 
 impl Names {
-    /// For a pool that trusts `files.ca` (besides the platform's roots)
-    /// and logs in with `files.cert`/`files.key` when set.
+    /// For a pool that trusts `files.ca` alone and logs in with
+    /// `files.cert`/`files.key` when set.
     pub(super) fn new(files: tls::Files) -> Self {
         Self {
             files,
@@ -61,12 +61,20 @@ impl Names {
     /// A DNS name of the certificate of the server at `host:port`, whose
     /// chain checked out, and whether it is a new look (`false`: the one
     /// found before). One look at a time.
+    /// The error reads as the driver's would: an I/O error as such, the
+    /// rest in the MySQL client's parameter names.
     pub(super) async fn get(&self, host: &str, port: u16) -> Result<(String, bool), String> {
         let mut name = self.name.lock().await;
         if let Some(name) = &*name {
             return Ok((name.clone(), false));
         }
-        let found = certificate_name(host, port, &self.files).await?;
+        let found =
+            certificate_name(host, port, &self.files)
+                .await
+                .map_err(|failed| match failed {
+                    Failed::Io(e) => format!("Input/output error: {e}"),
+                    Failed::Refused(why) => super::mysql::in_mysql_words(&why, "VERIFY_CA"),
+                })?;
         *name = Some(found.clone());
         Ok((found, true))
     }
@@ -81,25 +89,40 @@ impl Names {
     }
 }
 
+/// Why a look at the certificate failed.
+enum Failed {
+    /// The connection itself.
+    Io(std::io::Error),
+    /// Anything else, in words a user can act on.
+    Refused(String),
+}
+
+impl From<std::io::Error> for Failed {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Self {
+        Self::Refused(why)
+    }
+}
+
 /// Opens a TLS session to the MySQL server at `host:port` that checks the
 /// chain only, and returns a DNS name the server's certificate is valid
-/// for. The error says what a user can do about it.
-async fn certificate_name(host: &str, port: u16, files: &tls::Files) -> Result<String, String> {
-    let io = |e: std::io::Error| format!("Input/output error: {e}");
-    let mut socket = TcpStream::connect((host, port)).await.map_err(io)?;
-    socket.set_nodelay(true).map_err(io)?;
-    let greeting = read_packet(&mut socket).await.map_err(|e| match e.kind() {
-        // An ERR packet ("Too many connections", a blocked host).
-        std::io::ErrorKind::Other => format!("the server refused the connection: {e}"),
-        _ => io(e),
-    })?;
+/// for.
+async fn certificate_name(host: &str, port: u16, files: &tls::Files) -> Result<String, Failed> {
+    let mut socket = TcpStream::connect((host, port)).await?;
+    socket.set_nodelay(true)?;
+    let greeting = read_packet(&mut socket).await?;
     if !offers_tls(&greeting)? {
-        return Err(
+        return Err(Failed::Refused(
             "server does not support TLS but ssl-mode=VERIFY_CA; enable TLS on the server or use ssl-mode=PREFERRED"
                 .to_owned(),
-        );
+        ));
     }
-    socket.write_all(&ssl_request()).await.map_err(io)?;
+    socket.write_all(&ssl_request()).await?;
     let config = tls::client_config(tls::Verify::Chain, files, &[])?;
     // The name is not checked (`Verify::Chain`); rustls wants one for SNI.
     let server_name = rustls::pki_types::ServerName::try_from(host.to_owned())
@@ -117,15 +140,18 @@ async fn certificate_name(host: &str, port: u16, files: &tls::Files) -> Result<S
     // Say goodbye; the server logs an aborted connect, nothing more.
     let _ = session.shutdown().await;
     name.ok_or_else(|| {
-        "ssl-mode=VERIFY_CA: the server's certificate names no DNS host (subjectAltName), \
-         which the MySQL driver needs; use ssl-mode=VERIFY_IDENTITY with the address it names"
-            .to_owned()
+        Failed::Refused(
+            "ssl-mode=VERIFY_CA: the server's certificate names no DNS host (subjectAltName), \
+             which the MySQL driver needs; use ssl-mode=VERIFY_IDENTITY with the address it names"
+                .to_owned(),
+        )
     })
 }
 
 /// One MySQL packet's payload (the connection's first, so no sequence
-/// check); a server's refusal (`ERR`) is an error with its message.
-async fn read_packet<S: AsyncRead + Unpin>(socket: &mut S) -> std::io::Result<Vec<u8>> {
+/// check); a server's refusal (`ERR`: "Too many connections", a blocked
+/// host) is an error with its message.
+async fn read_packet<S: AsyncRead + Unpin>(socket: &mut S) -> Result<Vec<u8>, Failed> {
     let mut header = [0; 4];
     socket.read_exact(&mut header).await?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
@@ -137,9 +163,10 @@ async fn read_packet<S: AsyncRead + Unpin>(socket: &mut S) -> std::io::Result<Ve
         let text = text
             .strip_prefix(b"#")
             .map_or(text, |t| t.get(5..).unwrap_or_default());
-        return Err(std::io::Error::other(
-            String::from_utf8_lossy(text).into_owned(),
-        ));
+        return Err(Failed::Refused(format!(
+            "the server refused the connection: {}",
+            String::from_utf8_lossy(text)
+        )));
     }
     Ok(payload)
 }
