@@ -242,3 +242,31 @@ fn the_full_stack_example_logs_no_secret() {
         assert!(output.contains("test:***@"), "{output}");
     }
 }
+
+/// The quickstart (a SQLite app) started with a server URL whose password
+/// holds a raw `#` in `DATABASE_URL`, logging at TRACE: it cannot open
+/// it and exits, and neither its log nor its error holds any part of the
+/// password, while the user and host are still there.
+#[test]
+fn the_quickstart_given_a_hash_password_url_logs_no_secret() {
+    let binary = common::example::binary("quickstart", "sqlite");
+    let out = std::process::Command::new(binary)
+        .env(
+            "DATABASE_URL",
+            "postgres://app:Zebra#Secret-9911@127.0.0.1:1/db",
+        )
+        .env(
+            "BIND",
+            format!("127.0.0.1:{}", common::example::free_port()),
+        )
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it could not open that:\n{text}");
+    assert!(text.contains("app:***@127.0.0.1:1"), "{text}");
+    for secret in [MARK, "Zebra"] {
+        assert!(!text.contains(secret), "{secret} in:\n{text}");
+    }
+}
