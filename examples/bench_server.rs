@@ -18,6 +18,11 @@
 //! from the environment over those defaults, prefixed `DB_`, `REDIS_` and
 //! `HTTP_` (`DB_QUERY_TIMEOUT=1s DB_ACQUIRE_TIMEOUT=2s DB_MAX_SIZE=8`; see
 //! `PoolConfig::from_env`). `RUST_LOG` turns logging on (off by default).
+//!
+//! The benchmark scripts build it through the `bench-server` package
+//! (`cargo build --release -p bench-server`, binary `target/release/bench_server`):
+//! as an example it would get this crate's dev-dependencies, tokio's
+//! `test-util` clock among them, which no production binary has.
 
 #![allow(missing_docs)]
 

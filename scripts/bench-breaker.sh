@@ -18,7 +18,8 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/}
 
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
-cargo build --quiet --release --features postgres,redis --example bench_server
+# The bench-server package: examples/bench_server.rs built without dev-dependencies.
+cargo build --quiet --release -p bench-server
 
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -37,7 +38,7 @@ runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w \
   -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1" start >/dev/null
 
 DATABASE_URL=postgres://postgres@127.0.0.1:$PORT/postgres BIND=127.0.0.1:3004 \
-  ./target/release/examples/bench_server 2>/dev/null &
+  ./target/release/bench_server 2>/dev/null &
 APP_PID=$!
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:3004/plain >/dev/null && break; sleep 0.1; done
 

@@ -24,8 +24,9 @@ export BIND=127.0.0.1:3003
 
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
-cargo build --quiet --release --features postgres,mysql,redis,http --example bench_server
-OURS=$(pwd)/target/release/examples/bench_server
+# The bench-server package: examples/bench_server.rs built without dev-dependencies.
+cargo build --quiet --release -p bench-server --features mysql
+OURS=$(pwd)/target/release/bench_server
 . scripts/wrk.sh
 
 APP_PID=

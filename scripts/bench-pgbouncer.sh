@@ -29,8 +29,9 @@ export UPSTREAM_URL=${UPSTREAM_URL:-http://127.0.0.1:9}
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
 
-cargo build --quiet --release --features postgres,redis,http --example bench_server
-OURS=$(pwd)/target/release/examples/bench_server
+# The bench-server package: examples/bench_server.rs built without dev-dependencies.
+cargo build --quiet --release -p bench-server
+OURS=$(pwd)/target/release/bench_server
 
 DIR=$(mktemp -d)
 echo '"test" "test"' >"$DIR/users.txt"
