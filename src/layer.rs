@@ -79,15 +79,32 @@ tokio::task_local! {
 
 /// What [`PoolLayer`] makes reachable while a request runs: the manager,
 /// and the work the request leaves for the layer, made on first use.
+///
+/// Kept to three machine words: tokio swaps it in and out of a thread-local
+/// at every poll of the request's future, so what most requests never need
+/// sits behind one box.
 pub(crate) struct RequestScope {
     pub(crate) manager: PoolManager,
+    /// The pool the request's last lease came from, for the log lines of
+    /// errors that carry no pool (`DbError`).
+    leased: Cell<Option<Arc<crate::pool::Shared>>>,
+    /// Made by a `DbTx`, or by a `query_timeout` that fired.
+    rare: OnceCell<Box<Rare>>,
+}
+
+/// The part of a [`RequestScope`] few requests use.
+#[derive(Default)]
+struct Rare {
     finish: OnceCell<Arc<dyn Finish>>,
     /// The first pool whose `query_timeout` cut a round trip of this
     /// request, and that timeout.
     query_timeout: Cell<Option<(String, Duration)>>,
-    /// The pool the request's last lease came from, for the log lines of
-    /// errors that carry no pool (`DbError`).
-    leased: Cell<Option<Arc<crate::pool::Shared>>>,
+}
+
+impl RequestScope {
+    fn rare(&self) -> &Rare {
+        self.rare.get_or_init(Box::default)
+    }
 }
 
 /// The name of the pool the request being served leased from last, if a
@@ -110,9 +127,9 @@ pub(crate) fn leased_pool() -> Option<String> {
 pub(crate) fn note_return(pool: &Arc<crate::pool::Shared>, timed_out: Option<Duration>) {
     with_scope(|scope| {
         if let Some(after) = timed_out {
-            let noted = scope.query_timeout.take();
-            scope
-                .query_timeout
+            let rare = scope.rare();
+            let noted = rare.query_timeout.take();
+            rare.query_timeout
                 .set(Some(noted.unwrap_or_else(|| (pool.name.clone(), after))));
         }
         scope.leased.set(Some(pool.clone()));
@@ -142,7 +159,7 @@ pub(crate) fn with_scope<R>(f: impl FnOnce(&RequestScope) -> R) -> Option<R> {
 /// [`PoolLayer`].
 pub(crate) fn finisher<T: Finish + Default>() -> Option<Arc<T>> {
     with_scope(|scope| {
-        let f = scope.finish.get_or_init(|| Arc::new(T::default()));
+        let f = scope.rare().finish.get_or_init(|| Arc::new(T::default()));
         f.clone().into_any().downcast::<T>().ok()
     })
     .flatten()
@@ -266,9 +283,8 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let scope = RequestScope {
             manager: self.manager.clone(),
-            finish: OnceCell::new(),
-            query_timeout: Cell::new(None),
             leased: Cell::new(None),
+            rare: OnceCell::new(),
         };
         if self.read_first == 0 || req.body().is_end_stream() {
             // Extractors run when the inner future is polled, inside the
@@ -394,15 +410,17 @@ where
                 }
                 StateProj::Inner { mut future } => {
                     let mut response = ready!(future.as_mut().poll(cx))?;
-                    let Some(scope) = future.take_value() else {
+                    // Most requests: no transaction, no timeout.
+                    let Some(rare) = future.take_value().and_then(|s| s.rare.into_inner()) else {
+                        this.state.set(State::Done);
                         return Poll::Ready(Ok(response));
                     };
-                    if let Some((pool, after)) = scope.query_timeout.into_inner()
+                    if let Some((pool, after)) = rare.query_timeout.into_inner()
                         && response.status().is_server_error()
                     {
                         response = PoolError::QueryTimeout { pool, after }.into_response();
                     }
-                    let finish = scope.finish.into_inner().and_then(|finish| finish.close());
+                    let finish = rare.finish.into_inner().and_then(|finish| finish.close());
                     match finish {
                         None => {
                             this.state.set(State::Done);
