@@ -19,8 +19,8 @@
 //! `HTTP_` (`DB_QUERY_TIMEOUT=1s DB_ACQUIRE_TIMEOUT=2s DB_MAX_SIZE=8`; see
 //! `PoolConfig::from_env`). `RUST_LOG` turns logging on (off by default).
 //!
-//! The benchmark scripts build it through the `bench-server` package
-//! (`cargo build --release -p bench-server`, binary `target/release/bench_server`):
+//! The benchmark scripts build it through the `benchmarks` package
+//! (`cargo build --release -p benchmarks`, binary `target/release/bench_server`):
 //! as an example it would get this crate's dev-dependencies, tokio's
 //! `test-util` clock among them, which no production binary has.
 

@@ -18,8 +18,8 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/}
 
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
-# The bench-server package: examples/bench_server.rs built without dev-dependencies.
-cargo build --quiet --release -p bench-server
+# The benchmarks package: examples/bench_server.rs built without dev-dependencies.
+cargo build --quiet --release -p benchmarks
 
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

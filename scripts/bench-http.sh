@@ -28,10 +28,10 @@ export POOL_MAX=${POOL_MAX:-16}
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
 
-# examples/bench_server.rs, built by the bench-server package: without this
+# examples/bench_server.rs, built by the benchmarks package: without this
 # crate's dev-dependencies, whose tokio `test-util` (a mutex-guarded
 # pausable clock) no production binary has and the peers do not get either.
-cargo build --quiet --release -p bench-server
+cargo build --quiet --release -p benchmarks
 OURS=$(pwd)/target/release/bench_server
 (cd "$PEERS" && cargo build --quiet --release -p raw-deadpool -p raw-reqwest)
 PEER=/tmp/peers-target/release/raw-deadpool

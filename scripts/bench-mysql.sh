@@ -24,8 +24,8 @@ export BIND=127.0.0.1:3003
 
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
-# The bench-server package: examples/bench_server.rs built without dev-dependencies.
-cargo build --quiet --release -p bench-server --features mysql
+# The benchmarks package: examples/bench_server.rs built without dev-dependencies.
+cargo build --quiet --release -p benchmarks --features mysql
 OURS=$(pwd)/target/release/bench_server
 . scripts/wrk.sh
 

@@ -29,8 +29,8 @@ export UPSTREAM_URL=${UPSTREAM_URL:-http://127.0.0.1:9}
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
 
-# The bench-server package: examples/bench_server.rs built without dev-dependencies.
-cargo build --quiet --release -p bench-server
+# The benchmarks package: examples/bench_server.rs built without dev-dependencies.
+cargo build --quiet --release -p benchmarks
 OURS=$(pwd)/target/release/bench_server
 
 DIR=$(mktemp -d)
