@@ -202,13 +202,18 @@ mod mysql {
         );
     }
 
-    /// `kill -<signal>` of a process.
+    /// `kill -<signal>` of a process; a SIGSTOP returns once every thread
+    /// of it is stopped (each stops as it next runs, after `kill` returned:
+    /// CI once saw a query answered right after the `kill`).
     fn signal(process: &std::process::Child, signal: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &process.id().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
+        if signal == "STOP" {
+            common::servers::wait_stopped(process.id());
+        }
     }
 
     /// A frozen MariaDB (SIGSTOP): the pool's relay cuts the round trip

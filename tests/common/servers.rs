@@ -47,7 +47,6 @@ impl Cluster {
 
     fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
-        // Children first when stopping, the postmaster first when going on.
         let children = || {
             let _ = Command::new("pkill")
                 .args([&format!("-{signal}"), "-P", &pid])
@@ -61,12 +60,19 @@ impl Cluster {
                 .success();
             assert!(ok, "kill -{signal} {pid}");
         };
+        // The postmaster first either way: stopped, it forks no backend
+        // that the children's signal would miss.
+        parent();
+        children();
         if signal == "STOP" {
-            children();
-            parent();
-        } else {
-            parent();
-            children();
+            wait_stopped(self.child.id());
+            if let Ok(out) = Command::new("pgrep").args(["-P", &pid]).output() {
+                for child in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(child) = child.parse() {
+                        wait_stopped(child);
+                    }
+                }
+            }
         }
     }
 }
@@ -76,6 +82,28 @@ impl Drop for Cluster {
     /// the server), they would outlive a killed postmaster.
     fn drop(&mut self) {
         kill_tree(&mut self.child);
+    }
+}
+
+/// Returns once every thread of process `pid` is stopped (a SIGSTOP is
+/// delivered to each thread as it next runs, after `kill` has returned), or
+/// after 2 s; a process that is gone counts as stopped.
+pub fn wait_stopped(pid: u32) {
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+                // The state follows the parenthesised command name.
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+                matches!(state, Some(Some('T' | 't' | 'Z' | 'X')) | None)
+            })
+        })
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    while !stopped() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -267,12 +295,13 @@ impl RedisServer {
         wait_listening(&mut self.child, self.port);
     }
 
-    /// SIGSTOP / SIGCONT.
+    /// SIGSTOP / SIGCONT; returns once the server is stopped.
     pub fn freeze(&self) {
         let ok = Command::new("kill")
             .args(["-STOP", &self.child.id().to_string()])
             .status();
         assert!(ok.unwrap().success());
+        wait_stopped(self.child.id());
     }
 
     pub fn thaw(&self) {
