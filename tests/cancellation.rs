@@ -22,10 +22,7 @@ async fn a_response_dropped_while_the_layer_commits_abandons_the_transaction() {
         return;
     };
     let server = Arc::new(server);
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        server.port
-    );
+    let url = server.url();
     let m = PoolManager::builder()
         .database::<AsyncPgConnection>("primary", DbConfig::from_url(url).max_size(2))
         .build()
@@ -87,10 +84,7 @@ async fn one_deadline_bounds_an_acquisition_whose_ping_hangs() {
     let Some(server) = start_cluster(None) else {
         return;
     };
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        server.port
-    );
+    let url = server.url();
     let m = PoolManager::builder()
         .database::<AsyncPgConnection>(
             "primary",

@@ -149,8 +149,14 @@ fn check(what: &str, samples: &[Sample], down: Instant, up: Instant) {
     for s in samples {
         assert!(
             s.took <= bound,
-            "{what}: answered after {:?} (bound {bound:?})",
-            s.took
+            "{what}: answered {} after {:?} (bound {bound:?}), sent {} the fault began",
+            s.status,
+            s.took,
+            if s.at < down {
+                format!("{:?} before", down - s.at)
+            } else {
+                format!("{:?} after", s.at - down)
+            },
         );
         if s.status != StatusCode::OK {
             assert!(
@@ -234,6 +240,15 @@ async fn pg_manager(port: u16) -> PoolManager {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_redis_frozen_killed_and_restarted_under_load() {
+    // With `RUST_LOG=axum_pools=debug`: what the pools did, timed from
+    // the start of the test (shown when it fails, or with --nocapture).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_test_writer()
+            .try_init();
+    }
     let (Some(cluster), Some(redis)) = (start_cluster(None), RedisServer::start()) else {
         return;
     };

@@ -141,10 +141,7 @@ async fn timeouts_health_check_against_a_hanging_postgres_is_unhealthy_within_ac
     let Some(server) = common::servers::start_cluster(None) else {
         return;
     };
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        server.port
-    );
+    let url = server.url();
     let acquire = Duration::from_secs(1);
     let m = postgres(
         "hung",

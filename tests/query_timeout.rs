@@ -100,10 +100,7 @@ mod postgres {
         let Some(server) = start_cluster(None) else {
             return;
         };
-        let url = format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            server.port
-        );
+        let url = server.url();
         let m = manager(&url).await;
         let app = app(&m);
         assert_eq!(answer(&app, "/one").await.0, StatusCode::OK);
@@ -148,6 +145,78 @@ mod postgres {
             text.contains("axum_pools_query_timeouts_total{pool_name=\"primary\"} 2"),
             "{text}"
         );
+    }
+
+    /// The server answers part of a statement (a notice, sent at once) and
+    /// its backend is then stopped: the wait for the rest is bounded too.
+    /// The same watch covers a request written before the last one's answer
+    /// was read (tokio-postgres sends the Close of a statement diesel could
+    /// not cache without waiting for its answer): an answer that ends one
+    /// round does not make the next look answered. Only this backend is
+    /// stopped, 200 ms into a statement that would run 3 s, long before the
+    /// server's own `statement_timeout` (1 s) could end it.
+    #[tokio::test]
+    async fn a_backend_stopped_after_part_of_its_answer_is_cut_off() {
+        use std::sync::{Arc, Mutex};
+
+        let Some(server) = start_cluster(None) else {
+            return;
+        };
+        let url = server.url();
+        let m = PoolManager::builder()
+            .database::<AsyncPgConnection>(
+                "primary",
+                DbConfig::from_url(url)
+                    .max_size(1)
+                    .query_timeout(Some(Duration::from_secs(1))),
+            )
+            .build()
+            .await
+            .unwrap();
+        let stopped: Arc<Mutex<Option<u32>>> = Arc::default();
+        let app = {
+            let stopped = stopped.clone();
+            Router::new()
+                .route(
+                    "/notice",
+                    get(move |mut db: DbConn<AsyncPgConnection>| async move {
+                        let pid: i32 =
+                            diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()"))
+                                .get_result(&mut db)
+                                .await?;
+                        let pid = pid as u32;
+                        *stopped.lock().unwrap() = Some(pid);
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_millis(200));
+                            common::servers::signal_process(pid, "STOP");
+                        });
+                        diesel::sql_query(
+                            "DO $$ BEGIN RAISE NOTICE 'working'; PERFORM pg_sleep(3); END $$",
+                        )
+                        .execute(&mut db)
+                        .await?;
+                        Ok::<_, DbError>("finished")
+                    }),
+                )
+                .route("/one", get(|db| select(db, "1")))
+                .layer(PoolLayer::new(m.clone()))
+        };
+
+        // Answered while the backend is still stopped: a hang fails here.
+        let (status, body) = answer(&app, "/notice").await;
+        let pid = stopped.lock().unwrap().expect("the handler ran");
+        assert!(
+            common::servers::is_stopped(pid),
+            "answered {status} only once the backend ran again: {body}"
+        );
+        common::servers::signal_process(pid, "CONT");
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+        assert_eq!(body["type"], "urn:axum-pools:problem:query-timeout");
+        assert_eq!(m.stats_of("primary").unwrap().query_timeouts, 1);
+
+        // The connection was discarded; a new one serves.
+        assert_eq!(answer(&app, "/one").await.0, StatusCode::OK);
+        assert_eq!(m.stats_of("primary").unwrap().active, 0);
     }
 }
 

@@ -17,16 +17,29 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 async fn build(url: String) -> Result<PoolManager, axum_pools::PoolError> {
+    build_with(url, None).await
+}
+
+/// With `query_timeout` the crate opens the socket and negotiates TLS
+/// itself (its watch reads the protocol above TLS); without, the driver
+/// does. Every `sslmode` must behave the same both ways.
+async fn build_with(
+    url: String,
+    query_timeout: Option<Duration>,
+) -> Result<PoolManager, axum_pools::PoolError> {
     PoolManager::builder()
         .database::<AsyncPgConnection>(
             "tls",
             DbConfig::from_url(url)
                 .max_size(2)
-                .acquire_timeout(Duration::from_secs(5)),
+                .acquire_timeout(Duration::from_secs(5))
+                .query_timeout(query_timeout),
         )
         .build()
         .await
 }
+
+const BOTH_WAYS: [Option<Duration>; 2] = [None, Some(Duration::from_secs(5))];
 
 /// The server's own view: is this session encrypted?
 async fn server_says_ssl(manager: &PoolManager) -> String {
@@ -55,77 +68,93 @@ async fn each_sslmode_against_a_tls_only_server() {
         )
     };
     let ca = certs.ca.display().to_string();
+    for query_timeout in BOTH_WAYS {
+        eprintln!("query_timeout: {query_timeout:?}");
+        // verify-full with the right CA and the certificate's name.
+        let m = build_with(
+            url(
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            query_timeout,
+        )
+        .await
+        .unwrap();
+        assert_eq!(server_says_ssl(&m).await, "TLSv1.3");
+        assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("TLSv1.3"));
 
-    // verify-full with the right CA and the certificate's name.
-    let m = build(url(
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={ca}"),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(server_says_ssl(&m).await, "TLSv1.3");
-    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("TLSv1.3"));
-
-    // verify-full with another CA: not trusted, and the message says what to do.
-    let other = certs.other_ca.display().to_string();
-    let e = build(url(
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={other}"),
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("not trusted: unknown issuer"), "{e}");
-    assert!(e.contains("set sslrootcert or SSL_CERT_FILE"), "{e}");
-    assert!(e.contains("failed to set up pool 'tls'"), "{e}");
-
-    // verify-full by an address the certificate does not name.
-    let e = build(url(
-        "127.0.0.1",
-        &format!("sslmode=verify-full&sslrootcert={ca}"),
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("host name mismatch"), "{e}");
-
-    // verify-ca checks the chain only: the same address passes...
-    let m = build(url(
-        "127.0.0.1",
-        &format!("sslmode=verify-ca&sslrootcert={ca}"),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(server_says_ssl(&m).await, "TLSv1.3");
-    // ...but not with a CA that did not sign the certificate.
-    let e = build(url(
-        "127.0.0.1",
-        &format!("sslmode=verify-ca&sslrootcert={other}"),
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("unknown issuer"), "{e}");
-    // ...and never against the platform's roots: without the name, any
-    // publicly trusted certificate would pass.
-    let e = build(url("127.0.0.1", "sslmode=verify-ca"))
+        // verify-full with another CA: not trusted, and the message says what to do.
+        let other = certs.other_ca.display().to_string();
+        let e = build_with(
+            url(
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={other}"),
+            ),
+            query_timeout,
+        )
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("sslmode=verify-ca needs sslrootcert"), "{e}");
+        assert!(e.contains("not trusted: unknown issuer"), "{e}");
+        assert!(e.contains("set sslrootcert or SSL_CERT_FILE"), "{e}");
+        assert!(e.contains("failed to set up pool 'tls'"), "{e}");
 
-    // require encrypts without checking; prefer (the default) too.
-    for query in ["sslmode=require", "sslmode=prefer", ""] {
-        let m = build(url("127.0.0.1", query)).await.unwrap();
-        assert_eq!(server_says_ssl(&m).await, "TLSv1.3", "{query:?}");
+        // verify-full by an address the certificate does not name.
+        let e = build_with(
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            query_timeout,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("host name mismatch"), "{e}");
+
+        // verify-ca checks the chain only: the same address passes...
+        let m = build_with(
+            url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+            query_timeout,
+        )
+        .await
+        .unwrap();
+        assert_eq!(server_says_ssl(&m).await, "TLSv1.3");
+        // ...but not with a CA that did not sign the certificate.
+        let e = build_with(
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-ca&sslrootcert={other}"),
+            ),
+            query_timeout,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown issuer"), "{e}");
+        // ...and never against the platform's roots: without the name, any
+        // publicly trusted certificate would pass.
+        let e = build_with(url("127.0.0.1", "sslmode=verify-ca"), query_timeout)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sslmode=verify-ca needs sslrootcert"), "{e}");
+
+        // require encrypts without checking; prefer (the default) too.
+        for query in ["sslmode=require", "sslmode=prefer", ""] {
+            let m = build_with(url("127.0.0.1", query), query_timeout)
+                .await
+                .unwrap();
+            assert_eq!(server_says_ssl(&m).await, "TLSv1.3", "{query:?}");
+        }
+
+        // disable: this server accepts hostssl only.
+        let e = build_with(url("127.0.0.1", "sslmode=disable"), query_timeout)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no encryption"), "{e}");
     }
-
-    // disable: this server accepts hostssl only.
-    let e = build(url("127.0.0.1", "sslmode=disable"))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("no encryption"), "{e}");
 }
 
 #[tokio::test]
@@ -139,15 +168,23 @@ async fn a_server_without_tls_prefer_falls_back_and_require_says_why() {
             server.port
         )
     };
-    let m = build(url("sslmode=prefer")).await.unwrap();
-    assert_eq!(server_says_ssl(&m).await, "off");
-    assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("off"));
+    for query_timeout in BOTH_WAYS {
+        eprintln!("query_timeout: {query_timeout:?}");
+        let m = build_with(url("sslmode=prefer"), query_timeout)
+            .await
+            .unwrap();
+        assert_eq!(server_says_ssl(&m).await, "off");
+        assert_eq!(tls_in_stats(&m, "tls").as_deref(), Some("off"));
 
-    let e = build(url("sslmode=require")).await.unwrap_err().to_string();
-    assert!(
-        e.contains("server does not support TLS but sslmode=require"),
-        "{e}"
-    );
+        let e = build_with(url("sslmode=require"), query_timeout)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server does not support TLS but sslmode=require"),
+            "{e}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -147,8 +147,8 @@ pub struct PoolConfig {
     ///
     /// | backend | the server's bound | the client's bound |
     /// |---|---|---|
-    /// | Postgres | `statement_timeout` | the socket fails when no answer starts within `query_timeout` + 50 ms |
-    /// | MySQL/MariaDB | `max_execution_time` / `max_statement_time` | none (the driver owns its socket) |
+    /// | Postgres | `statement_timeout` | the connection fails when the server, owing an answer, sends nothing for `query_timeout` + 50 ms |
+    /// | MySQL/MariaDB | `max_execution_time` / `max_statement_time` | the connection is cut when no answer starts within `query_timeout` + 50 ms (a loopback relay in front of each connection) |
     /// | Redis | – | the client's response timeout (without this knob, the redis crate's 500 ms) |
     /// | HTTP | – | each attempt, with `request_timeout` (the shorter of the two) |
     /// | SQLite | – | – |

@@ -22,6 +22,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The superuser's URL, plaintext (`sslmode=disable`).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
     /// `kill -9` of the postmaster and its backends.
     pub fn kill(&mut self) {
         kill_tree(&mut self.child);
@@ -85,24 +93,39 @@ impl Drop for Cluster {
     }
 }
 
+/// Sends `signal` (`STOP`, `CONT`, …) to process `pid`.
+pub fn signal_process(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+    if signal == "STOP" {
+        wait_stopped(pid);
+    }
+}
+
+/// Every thread of process `pid` is stopped (or the process is gone).
+pub fn is_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            matches!(state, Some(Some('T' | 't' | 'Z' | 'X')) | None)
+        })
+    })
+}
+
 /// Returns once every thread of process `pid` is stopped (a SIGSTOP is
 /// delivered to each thread as it next runs, after `kill` has returned), or
 /// after 2 s; a process that is gone counts as stopped.
 pub fn wait_stopped(pid: u32) {
-    let stopped = || {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return true;
-        };
-        tasks.flatten().all(|task| {
-            std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
-                // The state follows the parenthesised command name.
-                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-                matches!(state, Some(Some('T' | 't' | 'Z' | 'X')) | None)
-            })
-        })
-    };
     let end = std::time::Instant::now() + Duration::from_secs(2);
-    while !stopped() && std::time::Instant::now() < end {
+    while !is_stopped(pid) && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
     }
 }

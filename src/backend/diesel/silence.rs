@@ -1,12 +1,23 @@
 //! [`Silence`]: a socket that fails when the server stays silent too long
-//! after the client wrote to it: the client side of `query_timeout`, under
-//! the Postgres driver's socket (which we open ourselves) and in the relay
-//! in front of each MySQL connection (whose driver owns its socket).
+//! while it owes the client an answer: the client side of `query_timeout`,
+//! above TLS under the Postgres driver (whose socket we open ourselves) and
+//! in the relay in front of each MySQL connection (whose driver owns its
+//! socket, so the relay sees TLS records, not messages).
 //!
-//! It sits under TLS and sees bytes, not messages, so it bounds the wait
-//! for the first byte of an answer: armed by a write, disarmed by any byte
-//! read. A server that is frozen, partitioned or overloaded so far that it
-//! sends nothing is cut off; one that streams a long answer slowly is not.
+//! What "owes an answer" means is the protocol's business ([`Turns`]):
+//! - [`AnyByte`] (MySQL's relay): from a write until the next byte read.
+//!   Enough for a protocol where every request waits for its answer
+//!   before the next is sent;
+//! - Postgres counts its rounds at message boundaries
+//!   (`super::postgres::rounds`), since its driver sends one request
+//!   before the last one's answer is read (the Close of a statement that
+//!   diesel could not cache goes out with no one waiting for its answer):
+//!   that answer must not hide the next request's.
+//!
+//! The wait is bounded from the moment the server first owes an answer,
+//! and again from each byte it sends while it still owes one. A server
+//! that is frozen, partitioned or overloaded so far that it sends nothing
+//! is cut off; one that streams a long answer slowly is not.
 
 use std::{
     io,
@@ -28,19 +39,57 @@ use crate::pool::RoundTrip;
 /// the server (its connection survives) rather than cut off here.
 pub(super) const GRACE: Duration = Duration::from_millis(50);
 
+/// What a [`Silence`] knows of the protocol on its socket: whether the
+/// server owes the client an answer.
+pub(super) trait Turns: Unpin {
+    /// `bytes` went to the server, in order.
+    fn wrote(&mut self, bytes: &[u8]);
+    /// `bytes` came from the server, in order.
+    fn read(&mut self, bytes: &[u8]);
+    /// The server owes an answer.
+    fn owed(&self) -> bool;
+}
+
+/// Owed from a write until the next byte read.
+#[derive(Debug, Default)]
+pub(super) struct AnyByte(bool);
+
+impl Turns for AnyByte {
+    fn wrote(&mut self, _: &[u8]) {
+        self.0 = true;
+    }
+    fn read(&mut self, _: &[u8]) {
+        self.0 = false;
+    }
+    fn owed(&self) -> bool {
+        self.0
+    }
+}
+
 /// `S`, failing its reads with [`io::ErrorKind::TimedOut`] once
-/// `query_timeout` + [`GRACE`] pass after a write with nothing read back.
-pub(super) struct Silence<S> {
+/// `query_timeout` + [`GRACE`] pass with the server owing an answer (by
+/// `T`) and sending nothing.
+pub(super) struct Silence<S, T = AnyByte> {
     inner: S,
+    turns: T,
     round_trip: Arc<RoundTrip>,
     timer: Pin<Box<Sleep>>,
     armed: bool,
 }
 
 impl<S> Silence<S> {
+    /// Owed from a write until the next byte read ([`AnyByte`]).
     pub(super) fn new(inner: S, round_trip: Arc<RoundTrip>) -> Self {
+        Self::with(inner, round_trip, AnyByte::default())
+    }
+}
+
+impl<S, T: Turns> Silence<S, T> {
+    /// Owed as `turns` says.
+    pub(super) fn with(inner: S, round_trip: Arc<RoundTrip>, turns: T) -> Self {
         Self {
             inner,
+            turns,
             round_trip,
             // Made once per connection and reset per round trip.
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -48,18 +97,27 @@ impl<S> Silence<S> {
         }
     }
 
+    /// Starts the wait over: `query_timeout` + grace from now.
     fn arm(&mut self, cx: &mut Context<'_>) {
-        if !self.armed {
-            self.armed = true;
-            let deadline = Instant::now() + self.round_trip.limit() + GRACE;
-            self.timer.as_mut().reset(deadline);
-            // Registers the task: a silent server never wakes the read.
-            let _ = self.timer.as_mut().poll(cx);
+        self.armed = true;
+        let deadline = Instant::now() + self.round_trip.limit() + GRACE;
+        self.timer.as_mut().reset(deadline);
+        // Registers the task: a silent server never wakes the read.
+        let _ = self.timer.as_mut().poll(cx);
+    }
+
+    /// After a write of `n` bytes: armed if the server now owes an answer
+    /// and did not before (a request sent while it still owes one does
+    /// not postpone the deadline).
+    fn wrote(&mut self, cx: &mut Context<'_>, written: impl FnOnce(&mut T)) {
+        written(&mut self.turns);
+        if !self.armed && self.turns.owed() {
+            self.arm(cx);
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Silence<S> {
+impl<S: AsyncRead + Unpin, T: Turns> AsyncRead for Silence<S, T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -69,8 +127,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Silence<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.armed = false;
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    this.turns.read(read);
+                    if this.turns.owed() {
+                        // Progress: the server is alive and still owes.
+                        this.arm(cx);
+                    } else {
+                        this.armed = false;
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -90,7 +155,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Silence<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Silence<S> {
+impl<S: AsyncWrite + Unpin, T: Turns> AsyncWrite for Silence<S, T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,8 +163,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Silence<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.arm(cx);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            this.wrote(cx, |turns| turns.wrote(&buf[..n]));
         }
         written
     }
@@ -111,8 +178,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Silence<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.arm(cx);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            this.wrote(cx, |turns| {
+                let mut left = n;
+                for buf in bufs {
+                    let take = left.min(buf.len());
+                    turns.wrote(&buf[..take]);
+                    left -= take;
+                    if left == 0 {
+                        break;
+                    }
+                }
+            });
         }
         written
     }

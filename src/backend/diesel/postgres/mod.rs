@@ -16,6 +16,7 @@
 //! the other parameters, so they are taken out of the URL here and the TLS
 //! is done by this crate's one stack ([`crate::tls`]).
 
+mod rounds;
 mod socket;
 mod tls;
 mod unnamed;
@@ -26,8 +27,9 @@ use diesel_async::AsyncPgConnection;
 use tokio_postgres::{config::SslMode, tls::NoTls};
 
 use self::{
+    rounds::Rounds,
     socket::{Stream, connect_driven, open_socket},
-    tls::{MakeRustls, Refused, RustlsConnect},
+    tls::{MakeRustls, Refused},
     unnamed::Unnamed,
 };
 use super::silence::Silence;
@@ -197,10 +199,11 @@ impl super::Connect<AsyncPgConnection> for PgConnector {
 
 impl PgConnector {
     /// With `query_timeout`: the server's `statement_timeout` set at
-    /// startup, and the socket, opened here, wrapped in [`Silence`]. The
-    /// connection is then driven by a task of ours instead of
-    /// diesel-async's, which takes tokio-postgres' own socket type only; so
-    /// diesel-async's LISTEN/NOTIFY stream is not fed on such a pool.
+    /// startup, and the stream opened here ([`open`](Self::open)), its
+    /// rounds watched above TLS. The connection is then driven by a task
+    /// of ours instead of diesel-async's, which takes tokio-postgres' own
+    /// socket type only; so diesel-async's LISTEN/NOTIFY stream is not fed
+    /// on such a pool.
     async fn connect_watched(
         &self,
         round_trip: Arc<RoundTrip>,
@@ -215,25 +218,15 @@ impl PgConnector {
             None => timeout,
         };
         config.options(&options);
-        let (socket, host) = open_socket(&config).await?;
-        let socket = Silence::new(socket, round_trip);
-        let client = match &self.tls {
-            None => connect_driven(&config, socket, NoTls).await,
-            Some(tls) => {
-                let connect = RustlsConnect {
-                    make: tls.clone(),
-                    host,
-                };
-                connect_driven(&config, socket, connect).await
-            }
-        }
-        .map_err(|e| {
+        config.ssl_mode(SslMode::Disable);
+        let stream = self.open(&config, Some(round_trip)).await?;
+        let client = connect_driven(&config, stream, NoTls).await.map_err(|e| {
             let text = self.explain(&e);
             if text.contains("unsupported startup parameter: options") {
                 return format!(
-                    "{text} (query_timeout sets the server's statement_timeout at startup, which \
-                     a pooler such as PgBouncer refuses: behind one, turn on transaction_pooling, \
-                     which leaves it to the client)"
+                    "{text} (query_timeout sets the server's statement_timeout at startup, \
+                         which a pooler such as PgBouncer refuses: behind one, turn on \
+                         transaction_pooling, which leaves it to the client)"
                 );
             }
             text
@@ -243,24 +236,38 @@ impl PgConnector {
             .map_err(|e| e.to_string())
     }
 
-    /// With `transaction_pooling`: the socket, opened here (in
-    /// [`Silence`] with `query_timeout`; no `statement_timeout` startup
-    /// option, which a pooler refuses), TLS negotiated here, and the driver
-    /// over [`Unnamed`] above it.
+    /// With `transaction_pooling`: the stream opened here
+    /// ([`open`](Self::open); no `statement_timeout` startup option, which
+    /// a pooler refuses), and the driver over [`Unnamed`] above it.
     async fn connect_pooled(
         &self,
         round_trip: Option<Arc<RoundTrip>>,
     ) -> Result<AsyncPgConnection, String> {
         let mut config = self.config.clone();
         config.ssl_mode(SslMode::Disable);
-        let (socket, host) = open_socket(&config).await?;
-        let mut socket: Box<dyn Stream> = match round_trip {
-            Some(round_trip) => Box::new(Silence::new(socket, round_trip)),
-            None => Box::new(socket),
-        };
+        let stream = self.open(&config, round_trip).await?;
+        let client = connect_driven(&config, Unnamed::new(stream), NoTls)
+            .await
+            .map_err(|e| self.explain(&e))?;
+        AsyncPgConnection::try_from(client)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The socket to the server, TLS negotiated here as libpq would (by
+    /// `sslmode`), and with `query_timeout` a [`Silence`] above TLS, where
+    /// [`Rounds`] sees the protocol's messages. The driver is then
+    /// connected with TLS off (`config`'s `sslmode=disable`).
+    async fn open(
+        &self,
+        config: &tokio_postgres::Config,
+        round_trip: Option<Arc<RoundTrip>>,
+    ) -> Result<Box<dyn Stream>, String> {
+        let (socket, host) = open_socket(config).await?;
+        let mut stream: Box<dyn Stream> = Box::new(socket);
         if let Some(make) = &self.tls {
             let required = self.mode != Mode::Prefer;
-            socket = tls::negotiate(socket, make, host, required)
+            stream = tls::negotiate(stream, make, host, required)
                 .await
                 .map_err(|refused| match refused {
                     Refused::NoTls => self.no_tls(),
@@ -269,12 +276,10 @@ impl PgConnector {
                         .unwrap_or_else(|| format!("error connecting to server: {e}")),
                 })?;
         }
-        let client = connect_driven(&config, Unnamed::new(socket), NoTls)
-            .await
-            .map_err(|e| self.explain(&e))?;
-        AsyncPgConnection::try_from(client)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(match round_trip {
+            Some(round_trip) => Box::new(Silence::with(stream, round_trip, Rounds::default())),
+            None => stream,
+        })
     }
 
     fn no_tls(&self) -> String {
