@@ -2,13 +2,25 @@
 # Load benchmark, loopback only, bounded: axum-pools' bench_server against the
 # peer app raw-deadpool (axum + deadpool + deadpool-redis, shared/peers) on
 # /plain, /db and /redis, and against raw-reqwest (axum + one shared
-# reqwest::Client) on /http; the apps run alternately in one run, each freshly
-# started. For /http both fetch `/plain` from one more raw-reqwest instance
-# (port 3007) that runs for the whole benchmark. Prints a table with req/s,
-# p50/p99 and our throughput as a ratio of the peer's in the same round.
+# reqwest::Client) on /http. For /http both fetch `/plain` from one more
+# raw-reqwest instance (port 3007) that runs for the whole benchmark. Prints
+# a table with req/s, p50/p99 and our throughput as a ratio of the peer's in
+# the same round.
 #
-#   scripts/bench-http.sh                   # 2 rounds, wrk -t2 -c64 -d10s, 2 s warm-up
-#   ROUNDS=1 DURATION=5s scripts/bench-http.sh
+# Each round starts every app afresh (ours, raw-reqwest, raw-deadpool with
+# RECYCLE=verified and with RECYCLE=fast, all idle but the one measured).
+# Each route is then measured in short slices (SLICE s, 1 by default),
+# alternated in mirrored blocks: ours, peer(s), peer(s) in reverse, ours
+# (A B B A), repeated until each app has run DURATION seconds. This VM's
+# speed swings by 10-25 % from one second to the next; slices that close
+# together see the same swings, on both sides. Each app is warmed up for
+# 2 s on the route first. req/s is the mean over the slices, p50/p99 the
+# mean of the slices' own.
+#
+#   scripts/bench-http.sh                   # 2 rounds, wrk -t2 -c64, 10 s per app and route
+#   ROUNDS=1 DURATION=6 SLICE=3 scripts/bench-http.sh
+#   OURS_BIN=/tmp/peers-target/release/raw-deadpool ROUTES="plain db" scripts/bench-http.sh
+#                                            # the peer against itself: the method's own spread
 #
 # Needs root once on a fresh machine (services, wrk).
 set -euo pipefail
@@ -16,9 +28,13 @@ cd "$(dirname "$0")/.."
 
 PEERS=${PEERS:-../shared/peers}
 ROUNDS=${ROUNDS:-2}
-DURATION=${DURATION:-10s}
+# Seconds per app and route, in slices of SLICE seconds (whole numbers).
+DURATION=${DURATION:-10}
+DURATION=${DURATION%s}
+SLICE=${SLICE:-1}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
+ROUTES=${ROUTES:-plain db redis http}
 # Plaintext for both apps (the peer has no TLS); ours would otherwise
 # negotiate TLS with a server that offers it (sslmode=prefer, as libpq).
 export DATABASE_URL=${DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test?sslmode=disable}
@@ -32,7 +48,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >
 # crate's dev-dependencies, whose tokio `test-util` (a mutex-guarded
 # pausable clock) no production binary has and the peers do not get either.
 cargo build --quiet --release -p benchmarks
-OURS=$(pwd)/target/release/bench_server
+OURS=${OURS_BIN:-$(pwd)/target/release/bench_server}
 (cd "$PEERS" && cargo build --quiet --release -p raw-deadpool -p raw-reqwest)
 PEER=/tmp/peers-target/release/raw-deadpool
 PEER_HTTP=/tmp/peers-target/release/raw-reqwest
@@ -40,15 +56,17 @@ PEER_HTTP=/tmp/peers-target/release/raw-reqwest
 export UPSTREAM_URL=http://127.0.0.1:3007
 
 RESULTS=$(mktemp)
-APP_PID=
+APP_PIDS=()
 UPSTREAM_PID=
-stop_app() {
-  if [ -n "$APP_PID" ]; then kill "$APP_PID" 2>/dev/null || true; wait "$APP_PID" 2>/dev/null || true; APP_PID=; fi
+stop_apps() {
+  local pid
+  for pid in "${APP_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  APP_PIDS=()
 }
 stop_upstream() {
   if [ -n "$UPSTREAM_PID" ]; then kill "$UPSTREAM_PID" 2>/dev/null || true; wait "$UPSTREAM_PID" 2>/dev/null || true; UPSTREAM_PID=; fi
 }
-trap 'stop_app; stop_upstream; rm -f "$RESULTS"' EXIT
+trap 'stop_apps; stop_upstream; rm -f "$RESULTS"' EXIT
 
 BIND=127.0.0.1:3007 "$PEER_HTTP" 2>/dev/null &
 UPSTREAM_PID=$!
@@ -57,31 +75,61 @@ curl -sf "$UPSTREAM_URL/plain" >/dev/null || { echo "the upstream (raw-reqwest o
 
 start_app() { # binary port recycle
   BIND=127.0.0.1:$2 RECYCLE=$3 "$1" 2>/dev/null &
-  APP_PID=$!
+  APP_PIDS+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/plain" >/dev/null && return; sleep 0.1; done
   echo "$1 did not start" >&2; exit 1
 }
 
 . scripts/wrk.sh
 
-measure() { # label port route round
-  printf '%s %s %s %s\n' "$4" "$3" "$1" "$(wrk_run "http://127.0.0.1:$2/$3")" | tee -a "$RESULTS"
+# The apps by label and port.
+declare -A PORT=([axum-pools]=3003 [raw-reqwest]=3006 [raw-deadpool-verified]=3001 [raw-deadpool-fast]=3002)
+
+# `measure ROUND ROUTE APP...`: the first app is ours. Each app warms up
+# for 2 s, then the apps run in blocks of SLICE-second wrk runs, in order
+# and in reverse order (A B B A), until each has run DURATION seconds; one
+# line per app: "round route app req/s p50 p99 errors".
+measure() {
+  local round=$1 route=$2 app i block blocks order=()
+  shift 2
+  for app in "$@"; do wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$app]}/$route" >/dev/null; done
+  for app in "$@"; do order+=("$app"); done
+  for ((i = $#; i >= 1; i--)); do order+=("${!i}"); done
+  blocks=$((DURATION / (2 * SLICE)))
+  ((blocks >= 1)) || blocks=1
+  declare -A got=()
+  for ((block = 0; block < blocks; block++)); do
+    for app in "${order[@]}"; do
+      got[$app]+="$(wrk_once "http://127.0.0.1:${PORT[$app]}/$route" "${SLICE}s")"$'\n'
+    done
+  done
+  for app in "$@"; do
+    # Slices of equal length: req/s is their mean; p50 and p99 are the
+    # means of the slices' own; errors are summed (socket errors by kind).
+    awk -v r="$round" -v route="$route" -v app="$app" '
+      NF { n++; rps += $1; p50 += $2; p99 += $3
+           k = split($4, e, "+")
+           for (j = 1; j <= k; j++) { if (split(e[j], kv, ":") == 2) sock[kv[1]] += kv[2]; else bad += e[j] } }
+      END { errors = bad + 0; for (kind in sock) errors = errors "+" kind ":" sock[kind]
+            printf "%s %s %s %.0f %.2f %.2f %s\n", r, route, app, rps / n, p50 / n, p99 / n, errors }
+    ' <<<"${got[$app]}" | tee -a "$RESULTS"
+  done
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION; POOL_MAX=$POOL_MAX"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS, ${DURATION} s per app and route in ${SLICE} s slices (A B B A); POOL_MAX=$POOL_MAX"
 for round in $(seq 1 "$ROUNDS"); do
-  start_app "$OURS" 3003 -
-  for route in plain db redis http; do measure axum-pools 3003 "$route" "$round"; done
-  stop_app
+  start_app "$OURS" 3003 verified
   start_app "$PEER_HTTP" 3006 -
-  for route in http; do measure raw-reqwest 3006 "$route" "$round"; done
-  stop_app
   start_app "$PEER" 3001 verified
-  for route in plain db redis; do measure raw-deadpool-verified 3001 "$route" "$round"; done
-  stop_app
-  start_app "$PEER" 3001 fast
-  for route in db; do measure raw-deadpool-fast 3001 "$route" "$round"; done
-  stop_app
+  start_app "$PEER" 3002 fast
+  for route in $ROUTES; do
+    case $route in
+      http) measure "$round" http axum-pools raw-reqwest ;;
+      db) measure "$round" db axum-pools raw-deadpool-verified raw-deadpool-fast ;;
+      *) measure "$round" "$route" axum-pools raw-deadpool-verified ;;
+    esac
+  done
+  stop_apps
 done
 
 echo
