@@ -271,20 +271,6 @@ mod mysql {
         );
     }
 
-    /// `kill -<signal>` of a process; a SIGSTOP returns once every thread
-    /// of it is stopped (each stops as it next runs, after `kill` returned:
-    /// CI once saw a query answered right after the `kill`).
-    fn signal(process: &std::process::Child, signal: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &process.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        if signal == "STOP" {
-            common::servers::wait_stopped(process.id());
-        }
-    }
-
     /// A frozen MariaDB (SIGSTOP): the pool's relay cuts the round trip
     /// off, the request answers 504 naming the pool, the connection is
     /// discarded, and the pool serves again after SIGCONT. Over TLS with
@@ -310,9 +296,9 @@ mod mysql {
             Some("on")
         );
 
-        signal(&server.0, "STOP");
+        common::servers::signal_process(server.0.id(), "STOP");
         let (status, body) = answer(&app, "/one").await;
-        signal(&server.0, "CONT");
+        common::servers::signal_process(server.0.id(), "CONT");
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
         assert_eq!(body["type"], "urn:axum-pools:problem:query-timeout");
         assert_eq!(body["pool"], "mysql");

@@ -107,11 +107,10 @@ impl<S, T: Turns> Silence<S, T> {
         let _ = self.timer.as_mut().poll(cx);
     }
 
-    /// After a write of `n` bytes: armed if the server now owes an answer
+    /// After the turns saw a write: armed if the server now owes an answer
     /// and did not before (a request sent while it still owes one does
     /// not postpone the deadline).
-    fn wrote(&mut self, cx: &mut Context<'_>, written: impl FnOnce(&mut T)) {
-        written(&mut self.turns);
+    fn after_write(&mut self, cx: &mut Context<'_>) {
         if !self.armed && self.turns.owed() {
             self.arm(cx);
         }
@@ -167,7 +166,8 @@ impl<S: AsyncWrite + Unpin, T: Turns> AsyncWrite for Silence<S, T> {
         if let Poll::Ready(Ok(n)) = written
             && n > 0
         {
-            this.wrote(cx, |turns| turns.wrote(&buf[..n]));
+            this.turns.wrote(&buf[..n]);
+            this.after_write(cx);
         }
         written
     }
@@ -182,17 +182,16 @@ impl<S: AsyncWrite + Unpin, T: Turns> AsyncWrite for Silence<S, T> {
         if let Poll::Ready(Ok(n)) = written
             && n > 0
         {
-            this.wrote(cx, |turns| {
-                let mut left = n;
-                for buf in bufs {
-                    let take = left.min(buf.len());
-                    turns.wrote(&buf[..take]);
-                    left -= take;
-                    if left == 0 {
-                        break;
-                    }
+            let mut left = n;
+            for buf in bufs {
+                if left == 0 {
+                    break;
                 }
-            });
+                let take = left.min(buf.len());
+                this.turns.wrote(&buf[..take]);
+                left -= take;
+            }
+            this.after_write(cx);
         }
         written
     }

@@ -18,7 +18,7 @@
 //! drifting up (a count that is too high would cut off an idle
 //! connection; one that is too low only leaves a round unwatched).
 
-use super::super::silence::Turns;
+use super::{super::silence::Turns, unnamed::length};
 
 /// Rounds sent and not yet ended by the server (see the module docs).
 #[derive(Debug)]
@@ -117,8 +117,7 @@ impl Frames {
             } else {
                 (None, &self.head[..4])
             };
-            let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
-            self.skip = len.saturating_sub(4);
+            self.skip = length(len) - 4;
             self.have = 0;
             self.typed = true;
             header(tag);

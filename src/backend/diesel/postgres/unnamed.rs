@@ -275,7 +275,7 @@ impl<S: AsyncWrite + Unpin> Unnamed<S> {
 }
 
 /// A message length (it counts itself), at least 4.
-fn length(bytes: &[u8]) -> usize {
+pub(super) fn length(bytes: &[u8]) -> usize {
     let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     usize::try_from(len).unwrap_or(usize::MAX).max(4)
 }
