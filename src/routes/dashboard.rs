@@ -4,13 +4,11 @@
 //! page load and connect to its own origin only.
 
 use axum::{
-    extract::State,
-    http::{HeaderValue, StatusCode, header, request::Parts},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
-use super::{View, hidden, no_store};
-use crate::health::HealthDetails;
+use super::{Viewer, hidden, no_store};
 
 /// The page's policy: its own script, styles and event stream; no other
 /// origin, no inline code, no frames, no forms.
@@ -57,8 +55,8 @@ enum DashboardAnswers {
 
 /// A live dashboard of the pools and the process, in the browser.
 #[utoipa::path(get, path = "/pools/dashboard", responses(DashboardAnswers))]
-pub(super) async fn page(State(details): State<HealthDetails>, parts: Parts) -> Response {
-    match View::of(&details, &parts) {
+pub(super) async fn page(Viewer(view): Viewer) -> Response {
+    match view {
         Some(_) => asset("text/html; charset=utf-8", HTML),
         None => hidden(),
     }

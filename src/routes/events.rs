@@ -15,7 +15,6 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::State,
-    http::request::Parts,
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -25,12 +24,8 @@ use futures_util::Stream;
 use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{View, hidden, no_store, process::Process};
-use crate::{
-    health::{HealthDetails, PoolHealth},
-    manager::PoolManager,
-    stats::StatsSnapshot,
-};
+use super::{View, Viewer, hidden, no_store, process::Process};
+use crate::{health::PoolHealth, manager::PoolManager, stats::StatsSnapshot};
 
 /// Time between snapshots.
 pub(super) const PERIOD: Duration = Duration::from_secs(1);
@@ -128,12 +123,8 @@ enum EventsAnswers {
 
 /// Live statistics, health and process figures as Server-Sent Events.
 #[utoipa::path(get, path = "/pools/events", responses(EventsAnswers))]
-pub(super) async fn events(
-    State(manager): State<PoolManager>,
-    State(details): State<HealthDetails>,
-    parts: Parts,
-) -> Response {
-    let Some(view) = View::of(&details, &parts) else {
+pub(super) async fn events(State(manager): State<PoolManager>, Viewer(view): Viewer) -> Response {
+    let Some(view) = view else {
         return hidden();
     };
     no_store(

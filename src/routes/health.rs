@@ -1,15 +1,11 @@
 //! `GET /pools/health` and `GET /pools/health/{name}`.
 
-use axum::{
-    extract::State,
-    http::{StatusCode, request::Parts},
-    response::Response,
-};
+use axum::{extract::State, http::StatusCode, response::Response};
 
-use super::{Name, PoolName, UnknownPool, health_json, json, unknown_pool};
+use super::{Name, PoolName, UnknownPool, View, Viewer, health_json, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{
-    health::{HealthDetails, HealthReport, HealthStatus, PoolHealth},
+    health::{HealthReport, HealthStatus, PoolHealth},
     manager::PoolManager,
 };
 
@@ -34,34 +30,25 @@ enum ReportAnswers {
 
 /// Health of every pool, from the cache of the periodic checks.
 #[utoipa::path(get, path = "/pools/health", responses(ReportAnswers))]
-pub(super) async fn all(
-    State(manager): State<PoolManager>,
-    State(details): State<HealthDetails>,
-    parts: Parts,
-) -> Response {
-    report(&manager, &details, &parts, false).await
+pub(super) async fn all(State(manager): State<PoolManager>, Viewer(view): Viewer) -> Response {
+    report(&manager, view, false).await
 }
 
-/// The report of every pool, its details shown when `details` allows;
+/// The report of every pool, its details shown as far as `view` allows;
 /// 503 when a pool fails, or with `draining_fails` while the manager drains.
-async fn report(
-    manager: &PoolManager,
-    details: &HealthDetails,
-    parts: &Parts,
-    draining_fails: bool,
-) -> Response {
+async fn report(manager: &PoolManager, view: Option<View>, draining_fails: bool) -> Response {
     let report = manager.health().await;
     let status = if draining_fails && manager.is_draining() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         status_of(report.status)
     };
-    let report = if details.full(parts) {
-        report
-    } else if details.show(parts) {
-        HealthReport::from_pools(report.pools.into_iter().map(PoolHealth::summary).collect())
-    } else {
-        report.status_only()
+    let report = match view {
+        Some(View::Full) => report,
+        Some(View::Summary) => {
+            HealthReport::from_pools(report.pools.into_iter().map(PoolHealth::summary).collect())
+        }
+        None => report.status_only(),
     };
     health_json(status, report)
 }
@@ -85,18 +72,16 @@ async fn report(
 )]
 pub(super) async fn one(
     State(manager): State<PoolManager>,
-    State(details): State<HealthDetails>,
+    Viewer(view): Viewer,
     Name(name): Name,
-    parts: Parts,
 ) -> Response {
-    if !details.show(&parts) {
+    let Some(view) = view else {
         // Without details a pool's own route tells nothing more than the
         // overall one; unknown names are not revealed either.
-        return report(&manager, &details, &parts, false).await;
-    }
+        return report(&manager, None, false).await;
+    };
     match manager.health_of(&name).await {
-        Some(health) if details.full(&parts) => json(status_of(health.status), health),
-        Some(health) => json(status_of(health.status), health.summary()),
+        Some(health) => json(status_of(health.status), view.health(health)),
         None => unknown_pool(&manager, name),
     }
 }
@@ -125,10 +110,6 @@ pub(super) async fn live() -> Response {
 
 /// Readiness: every pool passes or warns, and the manager is not draining.
 #[utoipa::path(get, path = "/pools/health/ready", responses(ReportAnswers))]
-pub(super) async fn ready(
-    State(manager): State<PoolManager>,
-    State(details): State<HealthDetails>,
-    parts: Parts,
-) -> Response {
-    report(&manager, &details, &parts, true).await
+pub(super) async fn ready(State(manager): State<PoolManager>, Viewer(view): Viewer) -> Response {
+    report(&manager, view, true).await
 }

@@ -68,12 +68,6 @@ impl FromRef<RouterState> for PoolManager {
     }
 }
 
-impl FromRef<RouterState> for HealthDetails {
-    fn from_ref(state: &RouterState) -> Self {
-        state.details.clone()
-    }
-}
-
 impl PoolManager {
     /// The pools router (see the [`routes` module docs](crate::routes)):
     /// merge it into the application's router. Its health routes show
@@ -239,6 +233,22 @@ fn health_json(status: StatusCode, body: impl serde::Serialize) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(HEALTH_JSON));
     response
+}
+
+/// How much of the pools a request may see, by the router's
+/// [`HealthDetails`]: `None` when they show it nothing. The routes take this
+/// instead of the policy and the request head, and ask nothing else of them.
+struct Viewer(Option<View>);
+
+impl axum::extract::FromRequestParts<RouterState> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RouterState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(View::of(&state.details, parts)))
+    }
 }
 
 /// How much of the pools a request may see.

@@ -1,24 +1,18 @@
 //! `GET /pools/stats` and `GET /pools/stats/{name}`.
 
-use axum::{
-    extract::State,
-    http::{StatusCode, request::Parts},
-    response::Response,
-};
+use axum::{extract::State, http::StatusCode, response::Response};
 use serde::Serialize;
 
-use super::{Name, PoolName, UnknownPool, View, json, unknown_pool};
+use super::{Name, PoolName, UnknownPool, View, Viewer, json, unknown_pool};
 #[allow(unused_imports)] // named by the OpenAPI attributes
-use crate::{health::HealthDetails, manager::PoolManager, stats::StatsSnapshot};
+use crate::{manager::PoolManager, stats::StatsSnapshot};
 
 /// `stats` as `details` shows it to the request: the servers' own facts
 /// (versions, addresses, topology) only with full details. The figures are
 /// public, as in `/pools/metrics`: a request shown nothing else sees them
 /// as a summary.
-fn shown(stats: StatsSnapshot, details: &HealthDetails, parts: &Parts) -> StatsSnapshot {
-    View::of(details, parts)
-        .unwrap_or(View::Summary)
-        .stats(stats)
+fn shown(stats: StatsSnapshot, view: Option<View>) -> StatsSnapshot {
+    view.unwrap_or(View::Summary).stats(stats)
 }
 
 /// The body of `GET /pools/stats`.
@@ -34,16 +28,12 @@ pub(crate) struct AllStats {
     path = "/pools/stats",
     responses((status = 200, description = "Every pool's statistics.", body = AllStats, content_type = "application/json"))
 )]
-pub(super) async fn all(
-    State(manager): State<PoolManager>,
-    State(details): State<HealthDetails>,
-    parts: Parts,
-) -> Response {
+pub(super) async fn all(State(manager): State<PoolManager>, Viewer(view): Viewer) -> Response {
     let pools = manager.stats().into_iter();
     json(
         StatusCode::OK,
         AllStats {
-            pools: pools.map(|s| shown(s, &details, &parts)).collect(),
+            pools: pools.map(|s| shown(s, view)).collect(),
         },
     )
 }
@@ -60,12 +50,11 @@ pub(super) async fn all(
 )]
 pub(super) async fn one(
     State(manager): State<PoolManager>,
-    State(details): State<HealthDetails>,
+    Viewer(view): Viewer,
     Name(name): Name,
-    parts: Parts,
 ) -> Response {
     match manager.stats_of(&name) {
-        Some(stats) => json(StatusCode::OK, shown(stats, &details, &parts)),
+        Some(stats) => json(StatusCode::OK, shown(stats, view)),
         None => unknown_pool(&manager, name),
     }
 }
