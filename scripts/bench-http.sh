@@ -21,6 +21,8 @@
 #   ROUNDS=1 DURATION=6 SLICE=3 scripts/bench-http.sh
 #   OURS_BIN=/tmp/peers-target/release/raw-deadpool ROUTES="plain db" scripts/bench-http.sh
 #                                            # the peer against itself: the method's own spread
+#   HTTP_POOL_MAX=64 ROUTES=http scripts/bench-http.sh
+#                                            # as many upstream connections as raw-reqwest opens
 #
 # Needs root once on a fresh machine (services, wrk).
 set -euo pipefail
@@ -40,6 +42,11 @@ ROUTES=${ROUTES:-plain db redis http}
 export DATABASE_URL=${DATABASE_URL:-postgres://test:test@127.0.0.1:5432/test?sslmode=disable}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/}
 export POOL_MAX=${POOL_MAX:-16}
+# Our HTTP pool's cap for /http. raw-reqwest's pool has none: it holds one
+# upstream connection per concurrent request, up to CONNS. HTTP_POOL_MAX=$CONNS
+# gives ours as many; by default it is capped like the database pools, and
+# the requests beyond the cap wait their turn (FIFO).
+export HTTP_MAX_SIZE=${HTTP_POOL_MAX:-$POOL_MAX}
 
 bash scripts/services-up.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >/dev/null; }
@@ -116,7 +123,7 @@ measure() {
   done
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS, ${DURATION} s per app and route in ${SLICE} s slices (A B B A); POOL_MAX=$POOL_MAX"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS, ${DURATION} s per app and route in ${SLICE} s slices (A B B A); POOL_MAX=$POOL_MAX, ours' HTTP pool $HTTP_MAX_SIZE"
 for round in $(seq 1 "$ROUNDS"); do
   start_app "$OURS" 3003 verified
   start_app "$PEER_HTTP" 3006 -
