@@ -227,8 +227,7 @@ fn pg_app(manager: &PoolManager) -> Router {
         .layer(PoolLayer::new(manager.clone()))
 }
 
-async fn pg_manager(port: u16) -> PoolManager {
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+async fn pg_manager(url: String) -> PoolManager {
     let mut config = DbConfig::from_url(url);
     config.pool = knobs();
     PoolManager::builder()
@@ -256,8 +255,8 @@ async fn postgres_and_redis_frozen_killed_and_restarted_under_load() {
     let redis = std::sync::Arc::new(std::sync::Mutex::new(redis));
 
     // Postgres frozen: the postmaster and every backend stopped.
-    let port = cluster.lock().unwrap().port;
-    let m = pg_manager(port).await;
+    let url = cluster.lock().unwrap().url();
+    let m = pg_manager(url).await;
     let (c1, c2) = (cluster.clone(), cluster.clone());
     scenario(
         "postgres frozen",
