@@ -157,6 +157,14 @@ async fn upstream() -> Upstream {
         )
         .route("/echo", post(|body: String| async move { body }))
         .route("/big", get(|| async { "x".repeat(64 * 1024) }))
+        .route(
+            "/where",
+            get(|uri: axum::http::Uri| async move { uri.to_string() }),
+        )
+        .route(
+            "/api/where",
+            get(|uri: axum::http::Uri| async move { uri.to_string() }),
+        )
         .layer(axum::middleware::from_fn_with_state(
             seen.clone(),
             |State(s): State<Seen>,
@@ -241,6 +249,31 @@ async fn manager(config: HttpConfig) -> PoolManager {
 
 fn client(m: &PoolManager) -> HttpClient<Quotes> {
     HttpClient::from_manager(m).unwrap()
+}
+
+#[tokio::test]
+async fn paths_join_the_base_url_with_their_query_and_bad_ones_are_refused() {
+    let up = upstream().await;
+    let plain = manager(config(&up.url())).await;
+    let c = client(&plain);
+    let seen = c.get("/where?x=1&y=a%20b").send().await.unwrap();
+    assert_eq!(seen.text().await.unwrap(), "/where?x=1&y=a%20b");
+    // The base URL's path (its trailing '/' dropped) comes first.
+    let based = manager(config(&format!("{}/api/", up.url()))).await;
+    let seen = client(&based).get("/where?x=1").send().await.unwrap();
+    assert_eq!(seen.text().await.unwrap(), "/api/where?x=1");
+    for (path, says) in [
+        ("where", "path \"where\" must start with '/'"),
+        ("/a path", "invalid path \"/a path\""),
+    ] {
+        match c.get(path).send().await {
+            Err(HttpError::InvalidRequest(message)) => {
+                assert!(message.contains(says), "{path}: {message}");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    up.kill().await;
 }
 
 #[tokio::test]

@@ -66,7 +66,7 @@ use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
     header::{HOST, HeaderValue},
-    http::uri::PathAndQuery,
+    http::uri::{self, Authority, PathAndQuery, Scheme},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -144,14 +144,17 @@ pub struct Http {
     /// `host:port` to connect to.
     addr: String,
     /// `http` or `https`.
-    scheme: &'static str,
+    scheme: Scheme,
     /// For `https://`: the rustls config and the name the certificate must
     /// carry.
     tls: Option<(
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// The base URL's `host[:port]`, as the `Host` header and as the
+    /// authority of each request's absolute URI.
     pub(crate) authority: HeaderValue,
+    uri_authority: Authority,
     /// Base path without a trailing '/', e.g. `/api` or ``.
     pub(crate) base_path: String,
     pub(crate) config: HttpConfig,
@@ -169,8 +172,8 @@ impl Http {
             .parse()
             .map_err(|e| format!("base_url is not a URL: {e}"))?;
         let (scheme, default_port) = match uri.scheme_str() {
-            Some("http") => ("http", 80),
-            Some("https") => ("https", 443),
+            Some("http") => (Scheme::HTTP, 80),
+            Some("https") => (Scheme::HTTPS, 443),
             _ => return Err("base_url must start with http:// or https://".into()),
         };
         let authority = uri.authority().ok_or("base_url has no host")?.clone();
@@ -186,7 +189,7 @@ impl Http {
         }
         let port = authority.port_u16().unwrap_or(default_port);
         let addr = format!("{}:{port}", authority.host());
-        let tls = if scheme == "https" {
+        let tls = if scheme == Scheme::HTTPS {
             let files = crate::tls::Files {
                 ca: config.tls_ca_file.clone(),
                 cert: config.tls_client_cert.clone(),
@@ -210,6 +213,7 @@ impl Http {
             scheme,
             tls,
             authority: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+            uri_authority: authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             counters: Arc::default(),
             health_note: Mutex::new(None),
@@ -217,20 +221,25 @@ impl Http {
         })
     }
 
-    /// The absolute URI of `path_and_query` (which starts with '/') under
-    /// the base URL; [`prepare`](Self::prepare) puts it in the form the
-    /// connection speaks.
+    /// The absolute URI of `path_and_query` (which starts with '/' or '?')
+    /// under the base URL; [`prepare`](Self::prepare) puts it in the form
+    /// the connection speaks. Built from the base URL's parsed scheme and
+    /// authority, so only the path is parsed per request.
     pub(crate) fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
         if !path_and_query.is_empty() && !path_and_query.starts_with(['/', '?']) {
             return Err(format!("path {path_and_query:?} must start with '/'"));
         }
-        let authority = self.authority.to_str().unwrap_or_default();
-        format!(
-            "{}://{authority}{}{path_and_query}",
-            self.scheme, self.base_path
-        )
-        .parse()
-        .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))
+        let path = if self.base_path.is_empty() {
+            PathAndQuery::try_from(path_and_query)
+        } else {
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))
+        };
+        let invalid = |e: &dyn std::fmt::Display| format!("invalid path {path_and_query:?}: {e}");
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.uri_authority.clone());
+        parts.path_and_query = Some(path.map_err(|e| invalid(&e))?);
+        Uri::from_parts(parts).map_err(|e| invalid(&e))
     }
 
     pub(crate) fn request(

@@ -16,11 +16,11 @@ use tower::{
         backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff},
     },
     timeout::{Timeout, error::Elapsed},
-    util::{Either, rng::HasherRng},
+    util::{BoxService, Either, rng::HasherRng},
 };
 use tower_http::follow_redirect::{
     FollowRedirect,
-    policy::{And, CloneBodyFn, Limited, PolicyExt, SameOrigin, clone_body_fn},
+    policy::{Limited, PolicyExt, SameOrigin, clone_body_fn},
 };
 
 use super::{Http, HttpBody, HttpError, stats::HttpCounters};
@@ -42,10 +42,14 @@ const JITTER: f64 = 0.5;
 const MAX_BACKOFF_FACTOR: u32 = 1024;
 
 type Attempts = Retry<RetryPolicy, Leasing>;
-type RedirectPolicy = And<And<SameOrigin, Limited>, CloneBodyFn<fn(&Body) -> Option<Body>>>;
 
-/// The stack one request runs through.
-pub(super) type Stack = Either<FollowRedirect<Attempts, RedirectPolicy>, Attempts>;
+/// The stack one request runs through. The redirect-following branch is
+/// boxed: its future carries a copy of the request for the next hop, and
+/// it is off by default (`max_redirects` 0), so the common case's future
+/// stays the size of the retry layer's.
+pub(super) type Stack = Either<Redirects, Attempts>;
+
+type Redirects = BoxService<Request<Body>, Response<HttpBody>, HttpError>;
 
 /// The stack for one request to `pool` (whose backend is `http`). Built per
 /// request: it is a few `Arc` clones, and each request's retry policy and
@@ -71,7 +75,9 @@ pub(super) fn stack(pool: &Arc<dyn ErasedPool>, http: &Http) -> Stack {
     let redirects = SameOrigin::new()
         .and::<_, Body, HttpError>(Limited::new(config.max_redirects as usize))
         .and::<_, Body, HttpError>(clone_body_fn(clone));
-    Either::Left(FollowRedirect::with_policy(attempts, redirects))
+    Either::Left(BoxService::new(FollowRedirect::with_policy(
+        attempts, redirects,
+    )))
 }
 
 fn pool_of(erased: &Arc<dyn ErasedPool>) -> &Pool<Http> {
