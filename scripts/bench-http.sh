@@ -23,6 +23,8 @@
 #                                            # the peer against itself: the method's own spread
 #   HTTP_POOL_MAX=64 ROUTES=http scripts/bench-http.sh
 #                                            # as many upstream connections as raw-reqwest opens
+#   BASE_BIN=/tmp/before/bench_server ROUTES="plain http" scripts/bench-http.sh
+#                                            # also an earlier build of ours, in the same slices
 #
 # Needs root once on a fresh machine (services, wrk).
 set -euo pipefail
@@ -56,6 +58,10 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk >
 # pausable clock) no production binary has and the peers do not get either.
 cargo build --quiet --release -p benchmarks
 OURS=${OURS_BIN:-$(pwd)/target/release/bench_server}
+# An earlier build of ours (before/after a change), measured in the same
+# slices as ours on every route in ROUTES (port 3004, same environment),
+# labelled `base`; the table then gives ours as a ratio of it too.
+BASE=${BASE_BIN:-}
 (cd "$PEERS" && cargo build --quiet --release -p raw-deadpool -p raw-reqwest)
 PEER=/tmp/peers-target/release/raw-deadpool
 PEER_HTTP=/tmp/peers-target/release/raw-reqwest
@@ -90,7 +96,9 @@ start_app() { # binary port recycle
 . scripts/wrk.sh
 
 # The apps by label and port.
-declare -A PORT=([axum-pools]=3003 [raw-reqwest]=3006 [raw-deadpool-verified]=3001 [raw-deadpool-fast]=3002)
+declare -A PORT=([axum-pools]=3003 [base]=3004 [raw-reqwest]=3006 [raw-deadpool-verified]=3001 [raw-deadpool-fast]=3002)
+OURS_APPS=(axum-pools)
+[ -z "$BASE" ] || OURS_APPS+=(base)
 
 # `measure ROUND ROUTE APP...`: the first app is ours. Each app warms up
 # for 2 s, then the apps run in blocks of SLICE-second wrk runs, in order
@@ -123,35 +131,38 @@ measure() {
   done
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS, ${DURATION} s per app and route in ${SLICE} s slices (A B B A); POOL_MAX=$POOL_MAX, ours' HTTP pool $HTTP_MAX_SIZE"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; wrk -t$THREADS -c$CONNS, ${DURATION} s per app and route in ${SLICE} s slices (A B B A); POOL_MAX=$POOL_MAX, ours' HTTP pool $HTTP_MAX_SIZE${BASE:+; base $BASE}"
 for round in $(seq 1 "$ROUNDS"); do
   start_app "$OURS" 3003 verified
+  [ -z "$BASE" ] || start_app "$BASE" 3004 verified
   start_app "$PEER_HTTP" 3006 -
   start_app "$PEER" 3001 verified
   start_app "$PEER" 3002 fast
   for route in $ROUTES; do
     case $route in
-      http) measure "$round" http axum-pools raw-reqwest ;;
-      db) measure "$round" db axum-pools raw-deadpool-verified raw-deadpool-fast ;;
-      *) measure "$round" "$route" axum-pools raw-deadpool-verified ;;
+      http) measure "$round" http "${OURS_APPS[@]}" raw-reqwest ;;
+      db) measure "$round" db "${OURS_APPS[@]}" raw-deadpool-verified raw-deadpool-fast ;;
+      *) measure "$round" "$route" "${OURS_APPS[@]}" raw-deadpool-verified ;;
     esac
   done
   stop_apps
 done
 
 echo
-echo "| round | route | app | req/s | p50 ms | p99 ms | errors | vs raw-deadpool (verified) | vs raw-deadpool (fast) | vs raw-reqwest |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| round | route | app | req/s | p50 ms | p99 ms | errors | vs raw-deadpool (verified) | vs raw-deadpool (fast) | vs raw-reqwest | vs base |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 awk '
   { key=$1" "$2; rps[key" "$3]=$4; line[NR]=$0 }
   END {
     for (i=1; i<=NR; i++) {
       split(line[i], f, " ");
       key=f[1]" "f[2];
-      v=rps[key" raw-deadpool-verified"]; fa=rps[key" raw-deadpool-fast"]; rq=rps[key" raw-reqwest"];
-      r1 = (f[3]=="axum-pools" && v>0) ? sprintf("%.2fx", f[4]/v) : "";
-      r2 = (f[3]=="axum-pools" && fa>0) ? sprintf("%.2fx", f[4]/fa) : "";
-      r3 = (f[3]=="axum-pools" && rq>0) ? sprintf("%.2fx", f[4]/rq) : "";
-      printf "| %s | /%s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], r1, r2, r3;
+      v=rps[key" raw-deadpool-verified"]; fa=rps[key" raw-deadpool-fast"]; rq=rps[key" raw-reqwest"]; b=rps[key" base"];
+      ours = (f[3]=="axum-pools" || f[3]=="base");
+      r1 = (ours && v>0) ? sprintf("%.2fx", f[4]/v) : "";
+      r2 = (ours && fa>0) ? sprintf("%.2fx", f[4]/fa) : "";
+      r3 = (ours && rq>0) ? sprintf("%.2fx", f[4]/rq) : "";
+      r4 = (f[3]=="axum-pools" && b>0) ? sprintf("%.2fx", f[4]/b) : "";
+      printf "| %s | /%s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], r1, r2, r3, r4;
     }
   }' "$RESULTS"
