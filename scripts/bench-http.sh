@@ -100,7 +100,7 @@ declare -A PORT=([axum-pools]=3003 [base]=3004 [raw-reqwest]=3006 [raw-deadpool-
 OURS_APPS=(axum-pools)
 [ -z "$BASE" ] || OURS_APPS+=(base)
 
-# `measure ROUND ROUTE APP...`: the first app is ours. Each app warms up
+# `measure ROUND ROUTE APP...`: ours first (then `base`, if any). Each app warms up
 # for 2 s, then the apps run in blocks of SLICE-second wrk runs, in order
 # and in reverse order (A B B A), until each has run DURATION seconds; one
 # line per app: "round route app req/s p50 p99 errors".

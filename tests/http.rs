@@ -90,6 +90,8 @@ async fn upstream() -> Upstream {
         held: Arc::default(),
         peers: Arc::default(),
     };
+    // The path and query as the upstream received them.
+    let where_ = get(|uri: axum::http::Uri| async move { uri.to_string() });
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .route(
@@ -157,14 +159,8 @@ async fn upstream() -> Upstream {
         )
         .route("/echo", post(|body: String| async move { body }))
         .route("/big", get(|| async { "x".repeat(64 * 1024) }))
-        .route(
-            "/where",
-            get(|uri: axum::http::Uri| async move { uri.to_string() }),
-        )
-        .route(
-            "/api/where",
-            get(|uri: axum::http::Uri| async move { uri.to_string() }),
-        )
+        .route("/where", where_.clone())
+        .route("/api/where", where_)
         .layer(axum::middleware::from_fn_with_state(
             seen.clone(),
             |State(s): State<Seen>,

@@ -151,9 +151,12 @@ pub struct Http {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
-    /// The base URL's `host[:port]`, as the `Host` header and as the
-    /// authority of each request's absolute URI.
+    /// The base URL's `host[:port]` as the `Host` header of HTTP/1.1
+    /// requests.
     pub(crate) authority: HeaderValue,
+    /// The same, parsed once, as the authority of each request's absolute
+    /// URI (kept beside the header: neither converts to the other without
+    /// a parse).
     uri_authority: Authority,
     /// Base path without a trailing '/', e.g. `/api` or ``.
     pub(crate) base_path: String,
@@ -233,13 +236,13 @@ impl Http {
             PathAndQuery::try_from(path_and_query)
         } else {
             PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))
-        };
-        let invalid = |e: &dyn std::fmt::Display| format!("invalid path {path_and_query:?}: {e}");
+        }
+        .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))?;
         let mut parts = uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.uri_authority.clone());
-        parts.path_and_query = Some(path.map_err(|e| invalid(&e))?);
-        Uri::from_parts(parts).map_err(|e| invalid(&e))
+        parts.path_and_query = Some(path);
+        Ok(Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI"))
     }
 
     pub(crate) fn request(
