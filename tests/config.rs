@@ -4,7 +4,7 @@
 //! length alone when it has no scheme, with the fix for a password holding
 //! a character that URLs reserve.
 
-use axum_pools::{DbConfig, PoolManager};
+use axum_pools::DbConfig;
 
 #[test]
 fn an_unknown_knob_is_an_error_naming_it_among_the_flattened_knobs() {
@@ -143,7 +143,7 @@ fn without_password(e: &axum_pools::PoolError) -> [String; 2] {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn a_refused_url_without_a_scheme_is_shown_by_its_length_only() {
-    let e = PoolManager::builder()
+    let e = axum_pools::PoolManager::builder()
         .database::<diesel_async::AsyncPgConnection>("db", DbConfig::from_url("Zebra#Secret-9911"))
         .build()
         .await
@@ -164,7 +164,7 @@ async fn a_refused_url_without_a_scheme_is_shown_by_its_length_only() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_password_with_a_raw_hash_fails_the_build_with_the_fix() {
-    let e = PoolManager::builder()
+    let e = axum_pools::PoolManager::builder()
         .redis(
             "cache",
             axum_pools::RedisConfig::from_url("redis://:Zebra#Secret-9911@127.0.0.1:6379/0"),

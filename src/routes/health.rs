@@ -2,7 +2,7 @@
 
 use axum::{extract::State, http::StatusCode, response::Response};
 
-use super::{Name, PoolName, UnknownPool, View, Viewer, health_json, json, unknown_pool};
+use super::{PerPool, PoolName, UnknownPool, View, Viewer, health_json, json};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{
     health::{HealthReport, HealthStatus, PoolHealth},
@@ -70,20 +70,16 @@ async fn report(manager: &PoolManager, view: Option<View>, draining_fails: bool)
         UnknownPool,
     )
 )]
-pub(super) async fn one(
-    State(manager): State<PoolManager>,
-    Viewer(view): Viewer,
-    Name(name): Name,
-) -> Response {
-    let Some(view) = view else {
+pub(super) async fn one(pool: PerPool) -> Response {
+    let Some(view) = pool.view else {
         // Without details a pool's own route tells nothing more than the
         // overall one; unknown names are not revealed either.
-        return report(&manager, None, false).await;
+        return report(&pool.manager, None, false).await;
     };
-    match manager.health_of(&name).await {
-        Some(health) => json(status_of(health.status), view.health(health)),
-        None => unknown_pool(&manager, name),
-    }
+    let health = pool.manager.health_of(&pool.name).await;
+    pool.answer(health, |health| {
+        json(status_of(health.status), view.health(health))
+    })
 }
 
 /// The body of the liveness probe.

@@ -161,21 +161,38 @@ struct PoolName {
     name: String,
 }
 
-/// The `{name}` segment as the handlers take it: a segment axum cannot
-/// read (not UTF-8, say) is answered with problem+json too, like every
-/// other answer of these routes.
-struct Name(String);
+/// What a per-pool route (`/pools/{health,stats}/{name}`) works with: the
+/// manager, what the request may see, and the `{name}` segment. A segment
+/// axum cannot read (not UTF-8, say) is answered with problem+json too,
+/// like every other answer of these routes.
+struct PerPool {
+    manager: PoolManager,
+    view: Option<View>,
+    name: String,
+}
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Name {
+impl PerPool {
+    /// `found`, or the 404 problem for a name no pool has.
+    fn answer<T>(self, found: Option<T>, ok: impl FnOnce(T) -> Response) -> Response {
+        match found {
+            Some(found) => ok(found),
+            None => unknown_pool(&self.manager, self.name),
+        }
+    }
+}
+
+impl axum::extract::FromRequestParts<RouterState> for PerPool {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &RouterState) -> Result<Self, Response> {
         use axum::{extract::Path, response::IntoResponse as _};
+        let view = View::of(&state.details, parts);
         match Path::<PoolName>::from_request_parts(parts, state).await {
-            Ok(Path(PoolName { name })) => Ok(Self(name)),
+            Ok(Path(PoolName { name })) => Ok(Self {
+                manager: state.manager.clone(),
+                view,
+                name,
+            }),
             Err(rejection) => Err(no_store(
                 Problem::new(
                     rejection.status(),

@@ -3,7 +3,7 @@
 use axum::{extract::State, http::StatusCode, response::Response};
 use serde::Serialize;
 
-use super::{Name, PoolName, UnknownPool, View, Viewer, json, unknown_pool};
+use super::{PerPool, PoolName, UnknownPool, View, Viewer, json};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::{manager::PoolManager, stats::StatsSnapshot};
 
@@ -48,13 +48,7 @@ pub(super) async fn all(State(manager): State<PoolManager>, Viewer(view): Viewer
         UnknownPool,
     )
 )]
-pub(super) async fn one(
-    State(manager): State<PoolManager>,
-    Viewer(view): Viewer,
-    Name(name): Name,
-) -> Response {
-    match manager.stats_of(&name) {
-        Some(stats) => json(StatusCode::OK, shown(stats, view)),
-        None => unknown_pool(&manager, name),
-    }
+pub(super) async fn one(pool: PerPool) -> Response {
+    let (stats, view) = (pool.manager.stats_of(&pool.name), pool.view);
+    pool.answer(stats, |stats| json(StatusCode::OK, shown(stats, view)))
 }
