@@ -2,7 +2,8 @@
 # The test command: brings up Postgres, MariaDB and Redis on loopback when
 # they are absent (installs them as root on a fresh Debian machine), then runs
 # the whole suite with all features, the doc-tests, the suite again without
-# `test-util`, and a build of every feature combination a user can pick.
+# `test-util`, a build of every feature combination a user can pick, and
+# the API docs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,7 @@ for features in "" "--no-default-features" \
   # shellcheck disable=SC2086
   cargo clippy --quiet $features -- -D warnings
 done
+
+# The API docs as docs.rs shows them (every feature): no broken or
+# redundant intra-doc link.
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --all-features

@@ -3,9 +3,9 @@
 //! | route | answers |
 //! |---|---|
 //! | `GET /pools/health` | [`HealthReport`](crate::HealthReport) as `application/health+json` (IETF draft: `status`, `checks`); 200 for pass or warn, 503 when a required pool fails |
-//! | `GET /pools/health/{name}` | [`PoolHealth`](crate::PoolHealth) JSON (200/503), 404 problem+json for an unknown name |
+//! | `GET /pools/health/{name}` | [`PoolHealth`] JSON (200/503), 404 problem+json for an unknown name |
 //! | `GET /pools/stats` | `{"pools": [StatsSnapshot, ..]}` |
-//! | `GET /pools/stats/{name}` | [`StatsSnapshot`](crate::StatsSnapshot), 404 problem+json for an unknown name |
+//! | `GET /pools/stats/{name}` | [`StatsSnapshot`], 404 problem+json for an unknown name |
 //! | `GET /pools/health/live` | 200 `{"status":"pass"}` while the process and manager run; checks no dependency |
 //! | `GET /pools/health/ready` | 200 when every pool passes or warns and the manager is not draining; 503 otherwise |
 //! | `GET /pools/metrics` | Prometheus text format; see [`metrics`] |
