@@ -218,9 +218,7 @@ impl PoolManager {
 
     /// Drains every pool: new acquisitions and requests already waiting are
     /// refused at once (503 "shutting down"); leases in use may finish until
-    /// `timeout`; then the pools close and background tasks stop. No
-    /// connection is handed out again once draining starts: the idle ones
-    /// close at once, and each lease's as it returns.
+    /// `timeout`; then the pools close and background tasks stop.
     ///
     /// Idempotent: a second call (or a concurrent one) waits for the first
     /// and returns its report.

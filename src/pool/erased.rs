@@ -47,14 +47,10 @@ impl<B: Backend> ErasedPool for Pool<B> {
 
 impl dyn ErasedPool {
     /// Starts draining: new acquisitions and current waiters are refused.
-    ///
-    /// Closing deadpool's pool is what wakes the waiters (their `get` ends
-    /// with `Closed`), so a wait registers with nothing else. It also closes
-    /// the idle connections now, and each lease's connection as it returns:
-    /// nothing is handed out again once draining starts.
     pub(crate) fn begin_drain(&self) {
-        self.shared().draining.store(true, Ordering::Release);
-        self.close();
+        let shared = self.shared();
+        shared.draining.store(true, Ordering::Release);
+        shared.drain_started.notify_waiters();
     }
 
     /// Waits until every lease is back or `deadline` passes; returns how

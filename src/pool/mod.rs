@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) after_release: Option<hooks::ReleaseHook>,
     after_lease: Option<hooks::LeaseHook>,
     draining: AtomicBool,
+    /// Woken when draining starts (waiters give up).
+    drain_started: Notify,
     /// Woken when a lease returns while draining.
     lease_returned: Notify,
     /// The latest health result and when it was taken.
@@ -140,6 +142,7 @@ impl<B: Backend> Pool<B> {
             after_release: hooks.after_release.clone(),
             after_lease: hooks.after_lease.clone(),
             draining: AtomicBool::new(false),
+            drain_started: Notify::new(),
             lease_returned: Notify::new(),
             checking: tokio::sync::Mutex::new(()),
             server: Mutex::new(None),
@@ -503,19 +506,22 @@ impl<B: Backend> Pool<B> {
                 max_waiting,
             });
         }
+        let drain_started = shared.drain_started.notified();
         if shared.is_draining() {
             return Err(shared.refuse_draining());
         }
-        // Draining closes deadpool's pool, which wakes this wait with
-        // `Closed` (answered as draining by `map_error`).
-        match tokio::time::timeout_at(deadline, self.dp.get()).await {
-            Ok(Ok(obj)) if shared.is_draining() => {
-                drop(obj);
-                Err(shared.refuse_draining())
-            }
-            Ok(Ok(obj)) => Ok(obj),
-            Ok(Err(e)) => Err(self.map_error(e)),
-            Err(_) => Err(self.timed_out(start)),
+        tokio::select! {
+            biased;
+            () = drain_started => Err(shared.refuse_draining()),
+            got = tokio::time::timeout_at(deadline, self.dp.get()) => match got {
+                Ok(Ok(obj)) if shared.is_draining() => {
+                    drop(obj);
+                    Err(shared.refuse_draining())
+                }
+                Ok(Ok(obj)) => Ok(obj),
+                Ok(Err(e)) => Err(self.map_error(e)),
+                Err(_) => Err(self.timed_out(start)),
+            },
         }
     }
 
