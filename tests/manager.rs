@@ -308,10 +308,8 @@ async fn drain_waits_for_the_active_lease_then_refuses_new_ones() {
     assert_eq!(m.health().await.status, HealthStatus::Fail);
 }
 
-#[tokio::test(start_paused = true)]
-async fn drain_refuses_waiters_and_gives_up_on_leases_at_the_deadline() {
-    let (_dir, m) = sqlite_manager(1).await;
-    let held = Db::acquire(&m).await.unwrap();
+/// A request for a connection of `m`'s pool "main", once it waits.
+async fn waiting_request(m: &PoolManager) -> tokio::task::JoinHandle<Result<(), PoolError>> {
     let waiter = tokio::spawn({
         let m = m.clone();
         async move { Db::acquire(&m).await.map(|_| ()) }
@@ -320,6 +318,14 @@ async fn drain_refuses_waiters_and_gives_up_on_leases_at_the_deadline() {
         m.stats_of("main").unwrap().waiting == 1
     })
     .await;
+    waiter
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_refuses_waiters_and_gives_up_on_leases_at_the_deadline() {
+    let (_dir, m) = sqlite_manager(1).await;
+    let held = Db::acquire(&m).await.unwrap();
+    let waiter = waiting_request(&m).await;
 
     let report = m.drain(Duration::from_secs(3)).await;
     assert_eq!(
@@ -331,6 +337,30 @@ async fn drain_refuses_waiters_and_gives_up_on_leases_at_the_deadline() {
     assert!(matches!(err, PoolError::ShuttingDown { .. }), "{err}");
     drop(held); // returning after close is harmless
     assert_eq!(m.stats_of("main").unwrap().active, 0);
+}
+
+/// A lease returned just before the drain, whose connection went to a
+/// request that waited for it: the waiter is refused, and the connection is
+/// closed with the pool, not left open after the drain.
+#[tokio::test] // one thread: the waiter runs only when this task yields
+async fn a_connection_handed_to_a_waiter_as_the_drain_starts_is_closed_with_the_pool() {
+    let (_dir, m) = sqlite_manager(1).await;
+    let held = Db::acquire(&m).await.unwrap();
+    let waiter = waiting_request(&m).await;
+
+    // The connection goes back and its slot to the waiter, which has not
+    // run yet when the drain starts, and ends.
+    drop(held);
+    let report = m.drain(Duration::from_secs(5)).await;
+    assert_eq!(report.outstanding, 0);
+    let err = waiter.await.unwrap().unwrap_err();
+    assert!(matches!(err, PoolError::ShuttingDown { .. }), "{err}");
+    let s = m.stats_of("main").unwrap();
+    assert_eq!((s.size, s.idle, s.active), (0, 0, 0), "{s:?}");
+    assert_eq!(
+        s.closed, s.created,
+        "every connection opened was closed: {s:?}"
+    );
 }
 
 #[tokio::test]

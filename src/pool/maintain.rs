@@ -213,7 +213,14 @@ impl<B: Backend> Pool<B> {
         snapshot
     }
 
+    /// Closes the pool: waiters are refused and every idle connection is
+    /// closed now, every leased one when it returns.
     pub(crate) fn close(&self) {
         self.dp.close();
+        // deadpool's close shrinks the pool by the slots it can take: an
+        // idle connection whose slot was just handed to a waiter (which
+        // then gives it back to the closed semaphore, not to a slot) would
+        // stay open. Closing whatever is idle closes it too.
+        drop(self.dp.retain(|_, _| false));
     }
 }
