@@ -4,11 +4,17 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, http::StatusCode, routing::get};
 use axum_pools::{
-    DbConfig, DbConn, HealthDetails, HealthStatus, PoolError, PoolLayer, PoolManager,
+    DbConfig, DbConn, HealthDetails, HealthStatus, Hooks, PoolError, PoolLayer, PoolManager,
     SqliteConnection, pool_name,
 };
 use common::{body_json, eventually, get as req};
@@ -361,6 +367,62 @@ async fn a_connection_handed_to_a_waiter_as_the_drain_starts_is_closed_with_the_
         s.closed, s.created,
         "every connection opened was closed: {s:?}"
     );
+}
+
+/// Draining refuses at once a request that is opening a connection for
+/// itself (here its `after_create` hook never finishes, as a connect to a
+/// server that hangs), instead of leaving it to its `acquire_timeout`.
+#[tokio::test(start_paused = true)]
+async fn drain_refuses_a_request_that_is_opening_a_connection() {
+    let (_dir, path) = common::sqlite_file();
+    let created = Arc::new(AtomicUsize::new(0));
+    let hooks = Hooks::<SqliteConnection>::new().after_create({
+        let created = created.clone();
+        move |_| {
+            // The warm-up's connection opens; every later one hangs.
+            let hangs = created.fetch_add(1, Ordering::SeqCst) > 0;
+            Box::pin(async move {
+                if hangs {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            })
+        }
+    });
+    let config = config(&path)
+        .max_size(2)
+        .acquire_timeout(Duration::from_secs(30));
+    let m = PoolManager::builder()
+        .database_with_hooks::<SqliteConnection>("main", config, hooks)
+        .build()
+        .await
+        .unwrap();
+    let held = Db::acquire(&m).await.unwrap();
+    let opening = tokio::spawn({
+        let m = m.clone();
+        async move { Db::acquire(&m).await.map(|_| ()) }
+    });
+    eventually("a second connection is being opened", || {
+        created.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    let start = tokio::time::Instant::now();
+    let drain = tokio::spawn({
+        let m = m.clone();
+        async move { m.drain(Duration::from_secs(10)).await }
+    });
+    let err = opening.await.unwrap().unwrap_err();
+    assert!(matches!(err, PoolError::ShuttingDown { .. }), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "refused after {:?}",
+        start.elapsed()
+    );
+    let s = m.stats_of("main").unwrap();
+    assert_eq!((s.timeouts, s.breaker.opened), (0, 0), "{s:?}");
+    drop(held);
+    assert_eq!(drain.await.unwrap().outstanding, 0);
 }
 
 #[tokio::test]

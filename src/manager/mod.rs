@@ -216,7 +216,8 @@ impl PoolManager {
         self.inner.pools.iter().any(|p| p.shared().is_draining())
     }
 
-    /// Drains every pool: new acquisitions and requests already waiting are
+    /// Drains every pool: new acquisitions and requests already waiting
+    /// (for a free connection, or for one being opened for them) are
     /// refused at once (503 "shutting down"); leases in use may finish until
     /// `timeout`; then the pools close and background tasks stop.
     ///

@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::{Backend, Pool, Shared};
-use crate::{health::PoolHealth, stats::StatsSnapshot};
+use crate::{error::PoolError, health::PoolHealth, stats::StatsSnapshot};
 
 /// A pool with its backend type erased, as the manager holds it.
 pub(crate) trait ErasedPool: Send + Sync + 'static {
@@ -42,6 +42,27 @@ impl<B: Backend> ErasedPool for Pool<B> {
     }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+impl Shared {
+    /// `work`, unless draining starts first: then `work` is dropped (a
+    /// wait for a slot, a connect that hangs) and the drain's refusal is
+    /// the answer.
+    pub(super) async fn unless_draining<T>(
+        &self,
+        work: impl Future<Output = Result<T, PoolError>>,
+    ) -> Result<T, PoolError> {
+        // Created before the check: it sees a drain that begins in between.
+        let drain_started = self.drain_started.notified();
+        if self.is_draining() {
+            return Err(self.refuse_draining());
+        }
+        tokio::select! {
+            biased;
+            () = drain_started => Err(self.refuse_draining()),
+            got = work => got,
+        }
     }
 }
 

@@ -270,10 +270,14 @@ impl<B: Backend> Pool<B> {
                         DpError::Timeout(TimeoutType::Wait) => {
                             Box::pin(self.wait(start, deadline)).await
                         }
+                        // Opening may hang as long as the server does: a
+                        // drain that starts meanwhile refuses it at once.
                         DpError::NoRuntimeSpecified => {
-                            let open = Box::pin(self.open_new(start, deadline));
-                            (tokio::time::timeout_at(deadline, open).await)
-                                .unwrap_or_else(|_| Err(self.timed_out(start)))
+                            let open =
+                                tokio::time::timeout_at(deadline, self.open_new(start, deadline));
+                            let open =
+                                async { open.await.unwrap_or_else(|_| Err(self.timed_out(start))) };
+                            Box::pin(shared.unless_draining(open)).await
                         }
                         e => Err(self.map_error(e)),
                     };
@@ -506,14 +510,8 @@ impl<B: Backend> Pool<B> {
                 max_waiting,
             });
         }
-        let drain_started = shared.drain_started.notified();
-        if shared.is_draining() {
-            return Err(shared.refuse_draining());
-        }
-        tokio::select! {
-            biased;
-            () = drain_started => Err(shared.refuse_draining()),
-            got = tokio::time::timeout_at(deadline, self.dp.get()) => match got {
+        let got = async {
+            match tokio::time::timeout_at(deadline, self.dp.get()).await {
                 Ok(Ok(obj)) if shared.is_draining() => {
                     drop(obj);
                     Err(shared.refuse_draining())
@@ -521,8 +519,9 @@ impl<B: Backend> Pool<B> {
                 Ok(Ok(obj)) => Ok(obj),
                 Ok(Err(e)) => Err(self.map_error(e)),
                 Err(_) => Err(self.timed_out(start)),
-            },
-        }
+            }
+        };
+        shared.unless_draining(got).await
     }
 
     /// No usable connection within `acquire_timeout` of `start`.
