@@ -270,14 +270,8 @@ impl<B: Backend> Pool<B> {
                         DpError::Timeout(TimeoutType::Wait) => {
                             Box::pin(self.wait(start, deadline)).await
                         }
-                        // Opening may hang as long as the server does: a
-                        // drain that starts meanwhile refuses it at once.
                         DpError::NoRuntimeSpecified => {
-                            let open =
-                                tokio::time::timeout_at(deadline, self.open_new(start, deadline));
-                            let open =
-                                async { open.await.unwrap_or_else(|_| Err(self.timed_out(start))) };
-                            Box::pin(shared.unless_draining(open)).await
+                            Box::pin(self.open_new(start, deadline)).await
                         }
                         e => Err(self.map_error(e)),
                     };
@@ -450,17 +444,24 @@ impl<B: Backend> Pool<B> {
 
     /// A free slot but no idle connection: open one (bounded by
     /// `acquire_timeout` inside [`Managed`]), or wait if others took the
-    /// slot first.
+    /// slot first. A connect may hang as long as its server does: a drain
+    /// that starts meanwhile refuses it at once.
     async fn open_new(
         &self,
         start: Instant,
         deadline: Instant,
     ) -> Result<Object<Managed<B>>, PoolError> {
-        match self.dp.timeout_get(&NO_WAIT).await {
-            Ok(obj) => Ok(obj),
-            Err(DpError::Timeout(TimeoutType::Wait)) => Box::pin(self.wait(start, deadline)).await,
-            Err(e) => Err(self.map_error(e)),
-        }
+        let open = async {
+            match tokio::time::timeout_at(deadline, self.dp.timeout_get(&NO_WAIT)).await {
+                Ok(Ok(obj)) => Ok(obj),
+                Ok(Err(DpError::Timeout(TimeoutType::Wait))) => {
+                    Box::pin(self.wait(start, deadline)).await
+                }
+                Ok(Err(e)) => Err(self.map_error(e)),
+                Err(_) => Err(self.timed_out(start)),
+            }
+        };
+        self.shared.unless_draining(open).await
     }
 
     /// A connection for the health check, in the state a user would get it:
