@@ -5,7 +5,13 @@
 # reqwest::Client) on /http. For /http both fetch `/plain` from one more
 # raw-reqwest instance (port 3007) that runs for the whole benchmark. Prints
 # a table with req/s, p50/p99 and our throughput as a ratio of the peer's in
-# the same round.
+# the same round, `R x ±H`: H is the 95 % confidence half-width of that
+# ratio, from the ratios of the round's A B B A blocks (below). With two
+# rounds or more, rows `all` give each app's mean over the rounds and the
+# ratio over every round's blocks. The peer against itself
+# (OURS_BIN=…/raw-deadpool ROUTES=plain) reads ±0.06–0.10 per round and
+# ±0.03 over four rounds: a ratio means "ours is faster" only where its
+# interval stays above 1.
 #
 # Each round starts every app afresh (ours, raw-reqwest, raw-deadpool with
 # RECYCLE=verified and with RECYCLE=fast, all idle but the one measured).
@@ -121,13 +127,16 @@ measure() {
   for app in "$@"; do
     # Slices of equal length: req/s is their mean; p50 and p99 are the
     # means of the slices' own; errors are summed (socket errors by kind).
+    # The last field: the app's req/s per block (the mean of its two
+    # slices in it), for the spread of the ratios.
     awk -v r="$round" -v route="$route" -v app="$app" '
       NF { n++; rps += $1; p50 += $2; p99 += $3
+           if (n % 2) half = $1; else blocks = blocks (blocks == "" ? "" : ",") sprintf("%.0f", (half + $1) / 2)
            k = split($4, e, "+")
            for (j = 1; j <= k; j++) { if (split(e[j], kv, ":") == 2) sock[kv[1]] += kv[2]; else bad += e[j] } }
       END { errors = bad + 0; for (kind in sock) errors = errors "+" kind ":" sock[kind]
-            printf "%s %s %s %.0f %.2f %.2f %s\n", r, route, app, rps / n, p50 / n, p99 / n, errors }
-    ' <<<"${got[$app]}" | tee -a "$RESULTS"
+            printf "%s %s %s %.0f %.2f %.2f %s %s\n", r, route, app, rps / n, p50 / n, p99 / n, errors, blocks }
+    ' <<<"${got[$app]}" | tee -a "$RESULTS" | cut -d' ' -f1-7
   done
 }
 
@@ -149,20 +158,56 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
+echo "Ratios: ours' mean req/s over the peer's; ± is the 95 % confidence half-width of the ratio, from the ratios of the A B B A blocks (paired; Student's t). \`all\` pools every round's blocks."
+echo
 echo "| round | route | app | req/s | p50 ms | p99 ms | errors | vs raw-deadpool (verified) | vs raw-deadpool (fast) | vs raw-reqwest | vs base |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 awk '
-  { key=$1" "$2; rps[key" "$3]=$4; line[NR]=$0 }
+  # t(0.975, df) for df = 1..30; beyond, 1.96.
+  function t975(df) {
+    split("12.71 4.30 3.18 2.78 2.57 2.45 2.36 2.31 2.26 2.23 2.20 2.18 2.16 2.14 2.13 2.12 2.11 2.10 2.09 2.09 2.08 2.07 2.07 2.06 2.06 2.06 2.05 2.05 2.05 2.04", tt, " ")
+    return df <= 30 ? tt[df] + 0 : 1.96
+  }
+  # "R x ±H" for the apps keyed a over b: R from the means, H from the
+  # per-block ratios (listed comma-separated in blocks[]).
+  function ratio(a, b,    na, nb, x, y, i, n, m, ss, h) {
+    if (!(a in rps) || !(b in rps) || rps[b] == 0) return ""
+    na = split(blocks[a], x, ","); nb = split(blocks[b], y, ",")
+    if (na != nb || na < 2) return sprintf("%.2fx", rps[a] / rps[b])
+    n = na; m = 0; ss = 0
+    for (i = 1; i <= n; i++) { q[i] = x[i] / y[i]; m += q[i] }
+    m /= n
+    for (i = 1; i <= n; i++) ss += (q[i] - m) ^ 2
+    h = t975(n - 1) * sqrt(ss / (n - 1)) / sqrt(n)
+    return sprintf("%.2fx ±%.2f", rps[a] / rps[b], h)
+  }
+  {
+    key = $1" "$2; rps[key" "$3] = $4; blocks[key" "$3] = $8; line[NR] = $0
+    all = "all "$2" "$3; sum[all] += $4; cnt[all]++
+    blocks[all] = blocks[all] (blocks[all] == "" ? "" : ",") $8
+    if (!(("all "$2) in seen)) { seen["all "$2] = 1; order[++routes] = $2 }
+    if (!(($2" "$3) in seenapp)) { seenapp[$2" "$3] = 1; apps[$2] = apps[$2] " " $3 }
+  }
+  function row(r, route, app, req, p50, p99, errors,    key, ours) {
+    key = r" "route
+    ours = (app == "axum-pools" || app == "base")
+    printf "| %s | /%s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r, route, app, req, p50, p99, errors,
+      ours ? ratio(key" "app, key" raw-deadpool-verified") : "",
+      ours ? ratio(key" "app, key" raw-deadpool-fast") : "",
+      ours ? ratio(key" "app, key" raw-reqwest") : "",
+      app == "axum-pools" ? ratio(key" "app, key" base") : ""
+  }
   END {
-    for (i=1; i<=NR; i++) {
-      split(line[i], f, " ");
-      key=f[1]" "f[2];
-      v=rps[key" raw-deadpool-verified"]; fa=rps[key" raw-deadpool-fast"]; rq=rps[key" raw-reqwest"]; b=rps[key" base"];
-      ours = (f[3]=="axum-pools" || f[3]=="base");
-      r1 = (ours && v>0) ? sprintf("%.2fx", f[4]/v) : "";
-      r2 = (ours && fa>0) ? sprintf("%.2fx", f[4]/fa) : "";
-      r3 = (ours && rq>0) ? sprintf("%.2fx", f[4]/rq) : "";
-      r4 = (f[3]=="axum-pools" && b>0) ? sprintf("%.2fx", f[4]/b) : "";
-      printf "| %s | /%s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], r1, r2, r3, r4;
+    for (i = 1; i <= NR; i++) {
+      split(line[i], f, " ")
+      row(f[1], f[2], f[3], f[4], f[5], f[6], f[7])
     }
-  }' "$RESULTS"
+    if (NR == 0 || rounds() < 2) exit
+    for (a in sum) rps[a] = sprintf("%.0f", sum[a] / cnt[a])
+    for (k = 1; k <= routes; k++) {
+      n = split(substr(apps[order[k]], 2), list, " ")
+      for (j = 1; j <= n; j++) row("all", order[k], list[j], rps["all "order[k]" "list[j]], "", "", "")
+    }
+  }
+  function rounds(    i, f, top) { for (i = 1; i <= NR; i++) { split(line[i], f, " "); if (f[1] > top) top = f[1] } return top }
+  ' "$RESULTS"
