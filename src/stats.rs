@@ -146,7 +146,9 @@ pub struct StatsSnapshot {
     pub tx_rolled_back: u64,
     /// Transactions whose `DbTx` was dropped before its request ended them
     /// (a panic, a cancelled request, a `DbTx` outliving its request): rolled
-    /// back on a spawned task before the connection was reused.
+    /// back on a spawned task before the connection was reused, or, for a
+    /// MySQL/MariaDB transaction dropped with its request, ended by
+    /// discarding the connection.
     pub tx_abandoned: u64,
     /// Connections put back in their initial state before reuse because the
     /// last user left state behind (Redis: an open `MULTI`, a `WATCH`,

@@ -140,6 +140,22 @@ async fn one_deadline_bounds_an_acquisition_whose_ping_hangs() {
 #[cfg(feature = "mysql")]
 #[tokio::test]
 async fn a_mysql_request_dropped_mid_query_does_not_hand_its_connection_on() {
+    mysql_request_dropped_mid_query(false).await;
+}
+
+/// The same through a `DbTx`: its connection must not be handed to a
+/// rollback that would read the cut query's answer as its own (and then
+/// leave ROLLBACK's answer for the next user).
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn a_mysql_transaction_dropped_mid_query_does_not_hand_its_connection_on() {
+    mysql_request_dropped_mid_query(true).await;
+}
+
+/// `/slow` runs a half-second query on a `DbTx` (`in_tx`) or a `DbConn`;
+/// the client gives up on it after 100 ms.
+#[cfg(feature = "mysql")]
+async fn mysql_request_dropped_mid_query(in_tx: bool) {
     use diesel::{dsl::sql, sql_types::BigInt};
     use diesel_async::AsyncMysqlConnection as My;
 
@@ -157,16 +173,20 @@ async fn a_mysql_request_dropped_mid_query_does_not_hand_its_connection_on() {
         .build()
         .await
         .unwrap();
+    let sleep = || diesel::select(sql::<BigInt>("CAST(SLEEP(0.5) AS SIGNED)"));
+    let slow = if in_tx {
+        get(move |mut tx: DbTx<My>| async move {
+            let v: i64 = sleep().get_result(&mut *tx).await?;
+            Ok::<_, DbError>(v.to_string())
+        })
+    } else {
+        get(move |mut db: DbConn<My>| async move {
+            let v: i64 = sleep().get_result(&mut db).await?;
+            Ok::<_, DbError>(v.to_string())
+        })
+    };
     let app = Router::new()
-        .route(
-            "/slow",
-            get(|mut db: DbConn<My>| async move {
-                let v: i64 = diesel::select(sql::<BigInt>("CAST(SLEEP(0.5) AS SIGNED)"))
-                    .get_result(&mut db)
-                    .await?;
-                Ok::<_, DbError>(v.to_string())
-            }),
-        )
+        .route("/slow", slow)
         .route(
             "/answer",
             get(|mut db: DbConn<My>| async move {
@@ -185,18 +205,16 @@ async fn a_mysql_request_dropped_mid_query_does_not_hand_its_connection_on() {
             .await
             .is_err()
     );
-    assert_eq!(m.stats_of("db").unwrap().active, 0);
 
     // The next request (the pool has one connection) gets its own answer.
     let response = app.clone().oneshot(get_request("/answer")).await.unwrap();
     let status = response.status();
     let body = common::body_text(response).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
-    assert_eq!(
-        m.stats_of("db").unwrap().broken,
-        1,
-        "the cut connection was not discarded"
-    );
+    let stats = m.stats_of("db").unwrap();
+    assert_eq!(stats.active, 0);
+    assert_eq!(stats.broken, 1, "the cut connection was not discarded");
+    assert_eq!(stats.tx_abandoned, u64::from(in_tx));
     // Once the old answer would have arrived, still right.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let response = app.oneshot(get_request("/answer")).await.unwrap();

@@ -23,6 +23,12 @@ pub(crate) fn while_cancelling(f: impl FnOnce()) {
     CANCELLING.sync_scope((), f);
 }
 
+/// Whether the request being dropped is a cancellation (see
+/// [`while_cancelling`]).
+pub(crate) fn cancelling() -> bool {
+    CANCELLING.try_with(|_| ()).is_ok()
+}
+
 /// A leased connection. Dropping it — at the end of a handler, on a panic,
 /// or when the request future is cancelled — returns the connection and
 /// records the return.
@@ -107,7 +113,7 @@ impl<B: Backend> Drop for Lease<B> {
         if shared.is_draining() {
             shared.lease_returned.notify_waiters();
         }
-        if !B::CANCEL_SAFE && CANCELLING.try_with(|_| ()).is_ok() {
+        if !B::CANCEL_SAFE && cancelling() {
             // The next checkout discards it, and counts it as broken.
             self.obj.in_doubt = true;
         }

@@ -9,7 +9,7 @@
 //! | a 2xx or 3xx response | committed; if `COMMIT` fails the response becomes 500 problem+json "nothing was stored" |
 //! | a 4xx or 5xx response | rolled back |
 //! | a panic in the handler | rolled back |
-//! | the client going away (request future dropped) | rolled back |
+//! | the client going away (request future dropped) | rolled back; on MySQL/MariaDB, whose client cannot cut a round trip cleanly, the connection is discarded instead and the server rolls back as it closes |
 //! | `tx.commit().await` / `tx.rollback().await` in the handler | finished there; the layer has nothing to do |
 //! | the `DbTx` moved into a task that outlives the request | rolled back when that task drops it; never committed |
 //!
@@ -299,6 +299,19 @@ impl<C: DbConnection, N: PoolSelector> Drop for DbTx<C, N> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             lease.note_return();
+            if !C::CANCEL_SAFE && crate::pool::lease::cancelling() {
+                // The request was dropped, maybe in the middle of a round
+                // trip: a ROLLBACK would read that round trip's answer as
+                // its own. The lease goes back marked in doubt, so the pool
+                // discards the connection, and the server rolls the
+                // transaction back when it closes.
+                inc(&lease.shared().stats.tx_abandoned);
+                tracing::warn!(
+                    pool = lease.pool_name(),
+                    "transaction dropped with its request: the connection is discarded"
+                );
+                return;
+            }
             let open: Box<dyn OpenTx> = Box::new(Open::<C> {
                 lease,
                 ending: false,
