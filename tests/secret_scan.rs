@@ -146,6 +146,17 @@ async fn no_url_form_shows_its_secret_anywhere() {
     let e = api.get("/").send().await.expect_err("nothing listens");
     seen.push_str(&format!("{e}\n{e:?}\n"));
     seen.push_str(&body_text(axum::response::IntoResponse::into_response(e)).await);
+    // A key in a request's path, which the client refuses before sending.
+    for path in [
+        "items?api_key=Zebra-Secret-9911",
+        "/q?x=a b&api_key=Zebra-Secret-9911",
+    ] {
+        let request = api.get(path);
+        seen.push_str(&format!("{request:?}\n"));
+        let e = request.send().await.expect_err(path);
+        seen.push_str(&format!("{e}\n{e:?}\n"));
+        seen.push_str(&body_text(axum::response::IntoResponse::into_response(e)).await);
+    }
     drop(redis);
     let _ = manager.check_health().await;
     seen.push_str(&everything_shown(&manager).await);

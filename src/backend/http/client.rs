@@ -204,11 +204,12 @@ pub struct RequestBuilder<N: PoolSelector = ByType> {
     error: Option<HttpError>,
 }
 
+/// Shows the method only: the path may carry a key (`?api_key=`) or a
+/// token as a segment, and `Debug` output ends up in logs.
 impl<N: PoolSelector> fmt::Debug for RequestBuilder<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
             .field("method", &self.method)
-            .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }

@@ -230,14 +230,16 @@ impl Http {
     /// authority, so only the path is parsed per request.
     pub(crate) fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
         if !path_and_query.is_empty() && !path_and_query.starts_with(['/', '?']) {
-            return Err(format!("path {path_and_query:?} must start with '/'"));
+            // The path is not repeated: it may carry a key (`?api_key=`)
+            // or a token as a segment.
+            return Err("the request path must start with '/'".into());
         }
         let path = if self.base_path.is_empty() {
             PathAndQuery::try_from(path_and_query)
         } else {
             PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))
         }
-        .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))?;
+        .map_err(|e| format!("invalid request path ({e}); percent-encode spaces and other characters a URI cannot hold"))?;
         let mut parts = uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.uri_authority.clone());
