@@ -206,7 +206,8 @@ impl StatsSnapshot {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HttpStats {
-    /// Attempts sent.
+    /// Attempts: each try and retry that got a connection, or whose
+    /// connection could not be opened.
     pub requests: u64,
     /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
     pub status_classes: [u64; 5],
@@ -214,7 +215,8 @@ pub struct HttpStats {
     pub errors: u64,
     /// Attempts that timed out (also counted in `errors`).
     pub timeouts: u64,
-    /// Attempts that were retries.
+    /// Attempts that were retries (counted when made, not when planned: a
+    /// caller that gives up during the backoff adds none).
     pub retries: u64,
     /// Time to response headers of attempts that got a response.
     pub latency: WaitStats,

@@ -375,6 +375,46 @@ async fn idempotent_requests_are_retried_on_503_and_posts_are_not() {
 }
 
 #[tokio::test]
+async fn a_refused_connect_is_an_attempt_and_is_retried() {
+    // Nothing listens on port 1: each connect is refused at once.
+    let m = manager(config("http://127.0.0.1:1").retries(2)).await;
+    let err = client(&m).get("/").send().await.unwrap_err();
+    assert!(
+        matches!(err, HttpError::Pool(PoolError::Backend { .. })),
+        "{err}"
+    );
+    let http = m.stats_of("quotes").unwrap().http.unwrap();
+    assert_eq!(
+        (http.requests, http.errors, http.retries),
+        (3, 3, 2),
+        "1 try + 2 retries, none answered"
+    );
+    assert_eq!(
+        err.into_response().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn a_retry_is_counted_when_it_is_made_not_when_it_is_planned() {
+    let up = upstream().await;
+    let m = manager(
+        config(&up.url())
+            .retries(2)
+            .retry_backoff(Duration::from_secs(30)),
+    )
+    .await;
+    // `/flaky` answers 503 first; the caller gives up during the backoff.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(300), client(&m).get("/flaky").send()).await;
+    assert!(gave_up.is_err());
+    assert_eq!(up.seen.flaky.load(Ordering::SeqCst), 1);
+    let http = m.stats_of("quotes").unwrap().http.unwrap();
+    assert_eq!((http.requests, http.retries), (1, 0));
+    up.kill().await;
+}
+
+#[tokio::test]
 async fn resets_are_retried_for_idempotent_methods_only() {
     let (addr, accepted) = resetting().await;
     let m = manager(config(&format!("http://{addr}")).retries(2)).await;

@@ -29,7 +29,7 @@
 //! | layer | from | does |
 //! |---|---|---|
 //! | `FollowRedirect` | tower-http | only when `max_redirects > 0`; same origin only; 303 (and 301/302 after a `POST`) becomes a `GET` without body |
-//! | `Retry` | tower | idempotent methods (all with `retry_non_idempotent`); on no response, a timeout, 502, 503 or 504; at most `retries` times, exponential backoff from `retry_backoff` with jitter |
+//! | `Retry` | tower | idempotent methods (all with `retry_non_idempotent`); on no response (a connection that could not be opened, a reset), a timeout, 502, 503 or 504; not on the pool's own refusals (`acquire_timeout`, shedding, an open breaker, drain); at most `retries` times, exponential backoff from `retry_backoff` with jitter |
 //! | leasing | here | leases a connection (`acquire_timeout`, breaker, load shedding, drain), counts the attempt, tells the breaker its outcome |
 //! | `Timeout` | tower | `request_timeout` (or the pool's shorter `query_timeout`) on one attempt, from sending until the response head |
 //! | send | here | sends on the leased connection (hyper `client::conn`) |

@@ -23,9 +23,10 @@ use tower_http::follow_redirect::{
     policy::{Limited, PolicyExt, SameOrigin, clone_body_fn},
 };
 
-use super::{Http, HttpBody, HttpError, stats::HttpCounters};
+use super::{Http, HttpBody, HttpError};
 use crate::{
     breaker::Admission,
+    error::PoolError,
     pool::{ErasedPool, Lease, Pool, Shared},
     stats::inc,
 };
@@ -62,7 +63,6 @@ pub(super) fn stack(pool: &Arc<dyn ErasedPool>, http: &Http) -> Stack {
     };
     let policy = RetryPolicy {
         pool: pool.clone(),
-        counters: http.counters.clone(),
         left: config.retries,
         non_idempotent: config.retry_non_idempotent,
         waits: Waits::new(config.retry_backoff),
@@ -118,8 +118,25 @@ impl Service<Request<Body>> for Leasing {
             let pool = pool_of(&erased);
             let http = pool.backend();
             let counters = &http.counters;
-            let lease = pool.acquire().await?;
-            inc(&counters.requests);
+            let attempt = || {
+                inc(&counters.requests);
+                if request.extensions().get::<Retried>().is_some() {
+                    inc(&counters.retries);
+                }
+            };
+            let lease = match pool.acquire().await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    if matches!(e, PoolError::Backend { .. }) {
+                        // No connection could be opened (refused, reset,
+                        // timed out, TLS): an attempt that got no response.
+                        attempt();
+                        inc(&counters.errors);
+                    }
+                    return Err(e.into());
+                }
+            };
+            attempt();
             let outcome = Outcome {
                 shared: pool.shared().clone(),
                 admission: Some(lease.admission()),
@@ -228,11 +245,15 @@ impl Service<(Lease<Http>, Request<Body>)> for SendOn {
     }
 }
 
+/// Marks a request the retry policy sends again, so that its attempt
+/// counts as a retry.
+#[derive(Clone, Copy)]
+struct Retried;
+
 /// Which attempts are tried again, and when.
 #[derive(Clone)]
 pub(super) struct RetryPolicy {
     pool: Arc<dyn ErasedPool>,
-    counters: Arc<HttpCounters>,
     /// Retries left for this request.
     left: u32,
     non_idempotent: bool,
@@ -283,15 +304,21 @@ impl Waits {
 }
 
 /// Whether an attempt's result is worth another attempt: no response (a
-/// refused, reset or timed-out attempt) or 502, 503, 504. A pool error is
-/// not: the pool already waited `acquire_timeout`, and its breaker decides.
+/// connection that could not be opened, a reset or timed-out attempt) or
+/// 502, 503, 504. The pool's own refusals are not: it already waited
+/// `acquire_timeout`, shed the request, is draining, or its breaker is open.
 pub(super) fn retryable<B>(result: &Result<Response<B>, HttpError>) -> bool {
     match result {
         Ok(response) => matches!(
             response.status(),
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
         ),
-        Err(e) => matches!(e, HttpError::Timeout { .. } | HttpError::Upstream { .. }),
+        Err(e) => matches!(
+            e,
+            HttpError::Timeout { .. }
+                | HttpError::Upstream { .. }
+                | HttpError::Pool(PoolError::Backend { .. })
+        ),
     }
 }
 
@@ -307,7 +334,9 @@ impl Policy<Request<Body>, Response<HttpBody>, HttpError> for RetryPolicy {
             return None;
         }
         self.left -= 1;
-        inc(&self.counters.retries);
+        // Counted when the attempt is made: the caller may give up during
+        // the backoff.
+        request.extensions_mut().insert(Retried);
         if tracing::level_enabled!(tracing::Level::DEBUG) {
             let outcome = match result {
                 Ok(response) => response.status().to_string(),
@@ -335,7 +364,6 @@ impl Policy<Request<Body>, Response<HttpBody>, HttpError> for RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::PoolError;
 
     #[tokio::test(start_paused = true)]
     async fn waits_double_from_the_base_plus_at_most_half_of_jitter() {
@@ -371,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn no_response_and_gateway_statuses_are_retried_pool_errors_and_others_not() {
+    fn no_response_and_gateway_statuses_are_retried_pool_refusals_and_others_not() {
         let status = |code: u16| -> Result<Response<()>, HttpError> {
             let mut response = Response::new(());
             *response.status_mut() = StatusCode::from_u16(code).unwrap();
@@ -396,8 +424,18 @@ mod tests {
             pool: pool(),
             waited: Duration::from_secs(1),
         });
+        let refused = HttpError::Pool(PoolError::Backend {
+            pool: pool(),
+            source: crate::BackendError::new("connection refused"),
+        });
+        let open = HttpError::Pool(PoolError::CircuitOpen {
+            pool: pool(),
+            retry_after: Duration::from_secs(1),
+        });
         assert!(retryable::<()>(&Err(timeout)));
         assert!(retryable::<()>(&Err(reset)));
+        assert!(retryable::<()>(&Err(refused)));
         assert!(!retryable::<()>(&Err(exhausted)));
+        assert!(!retryable::<()>(&Err(open)));
     }
 }
