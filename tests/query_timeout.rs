@@ -147,6 +147,88 @@ mod postgres {
         );
     }
 
+    /// A `COMMIT` sent to a server that then freezes: `query_timeout` cuts
+    /// the connection, and the request answers 504 naming the pool, as any
+    /// round trip cut there does. It does not claim that nothing was
+    /// stored: the `COMMIT` waits in the server's socket, and the server
+    /// applies it when it thaws.
+    #[tokio::test]
+    async fn a_commit_cut_at_query_timeout_answers_504_and_does_not_claim_nothing_was_stored() {
+        use std::sync::Arc;
+
+        use diesel_async::SimpleAsyncConnection as _;
+
+        let Some(server) = start_cluster(None) else {
+            return;
+        };
+        let server = Arc::new(server);
+        let m = manager(&server.url()).await;
+        let frozen = server.clone();
+        let layer_frozen = server.clone();
+        let app = Router::new()
+            .route(
+                "/setup",
+                get(|mut db: DbConn<AsyncPgConnection>| async move {
+                    db.batch_execute("CREATE TABLE stored (x INT)").await?;
+                    Ok::<_, DbError>("0")
+                }),
+            )
+            .route(
+                "/commit",
+                get(move |mut tx: DbTx<AsyncPgConnection>| async move {
+                    tx.batch_execute("INSERT INTO stored VALUES (1)").await?;
+                    frozen.freeze();
+                    tx.commit().await?;
+                    Ok::<_, DbError>("1")
+                }),
+            )
+            .route(
+                "/by-the-layer",
+                get(move |mut tx: DbTx<AsyncPgConnection>| async move {
+                    tx.batch_execute("INSERT INTO stored VALUES (2)").await?;
+                    layer_frozen.freeze();
+                    Ok::<_, DbError>("1")
+                }),
+            )
+            .route(
+                "/count",
+                get(|db| select(db, "(SELECT count(*)::int FROM stored)")),
+            )
+            .layer(PoolLayer::new(m.clone()));
+        assert_eq!(answer(&app, "/setup").await.0, StatusCode::OK);
+
+        let (status, body) = answer(&app, "/commit").await;
+        server.thaw();
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+        assert_eq!(body["type"], "urn:axum-pools:problem:query-timeout");
+        assert_eq!(body["pool"], "primary");
+        assert!(!body.to_string().contains("nothing was stored"), "{body}");
+
+        // The same COMMIT sent by the layer after a 2xx: the response
+        // becomes a 500 that says the outcome is unknown.
+        let (status, body) = answer(&app, "/by-the-layer").await;
+        server.thaw();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert_eq!(
+            body["type"],
+            "urn:axum-pools:problem:commit-outcome-unknown"
+        );
+        assert!(!body.to_string().contains("nothing was stored"), "{body}");
+
+        // The server applied both COMMITs it had received.
+        let mut stored = None;
+        for _ in 0..50 {
+            let (status, body) = answer(&app, "/count").await;
+            if status == StatusCode::OK && body == 2 {
+                stored = Some(body);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(stored, Some(serde_json::json!(2)), "both rows were stored");
+        assert_eq!(m.stats_of("primary").unwrap().active, 0);
+    }
+
     /// The server answers part of a statement (a notice, sent at once) and
     /// its backend is then stopped: the wait for the rest is bounded too.
     /// The same watch covers a request written before the last one's answer

@@ -25,7 +25,8 @@ use crate::{
 /// | unique violation | 409 |
 /// | a statement the server cancelled at the pool's `query_timeout` | 504 |
 /// | the connection lost during the query (server gone, socket closed) | 503 with `Retry-After` |
-/// | a failed commit | 500, "nothing was stored" |
+/// | a commit the server refused | 500 `commit-failed`, "nothing was stored" |
+/// | the connection lost while committing | 500 `commit-outcome-unknown`: the server may have stored it |
 /// | an option the backend does not support | 500 naming it |
 /// | any other diesel error | 500 |
 ///
@@ -48,7 +49,9 @@ pub enum DbError {
     /// A query (or `BEGIN`) failed.
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
-    /// `COMMIT` failed: the transaction's changes were not stored.
+    /// `COMMIT` failed: the server refused it and the transaction's changes
+    /// were not stored, or the connection was lost while committing and
+    /// whether they were is unknown ([`commit_outcome_unknown`](Self::commit_outcome_unknown)).
     #[error("the transaction could not be committed: {0}")]
     Commit(#[source] diesel::result::Error),
     /// A transaction option the backend does not support.
@@ -79,16 +82,44 @@ impl DbError {
                 StatusCode::CONFLICT
             }
             Self::Query(e) if cancelled_at_statement_timeout(e) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Query(Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _,
-            )) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Query(e) if connection_lost(e) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
+/// The connection was lost (server gone, socket closed or cut at
+/// `query_timeout`), so what the server did with the last statement is
+/// unknown.
+fn connection_lost(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(
+        e,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        )
+    )
+}
+
 impl DbError {
+    /// A [`Commit`](Self::Commit) whose connection was lost while
+    /// committing: the server may have stored the transaction or not, so a
+    /// client should check before it tries again.
+    ///
+    /// ```
+    /// use diesel::result::{DatabaseErrorKind, Error};
+    ///
+    /// let lost = Error::DatabaseError(DatabaseErrorKind::ClosedConnection, Box::new("closed".to_owned()));
+    /// assert!(axum_pools::DbError::Commit(lost).commit_outcome_unknown());
+    /// let refused = Error::DatabaseError(DatabaseErrorKind::SerializationFailure, Box::new("conflict".to_owned()));
+    /// assert!(!axum_pools::DbError::Commit(refused).commit_outcome_unknown());
+    /// ```
+    #[must_use]
+    pub fn commit_outcome_unknown(&self) -> bool {
+        matches!(self, Self::Commit(e) if connection_lost(e))
+    }
+
     /// Status, problem slug, title and the detail that may be sent (no
     /// SQL, no values).
     fn problem(&self) -> (StatusCode, &'static str, &'static str, String) {
@@ -118,6 +149,11 @@ impl DbError {
                 "database-error",
                 "Database error",
                 "the database query failed".to_owned(),
+            ),
+            Self::Commit(_) if self.commit_outcome_unknown() => (
+                "commit-outcome-unknown",
+                "Transaction outcome unknown",
+                "the connection to the database was lost while committing; the transaction may or may not have been stored".to_owned(),
             ),
             Self::Commit(_) => (
                 "commit-failed",
@@ -213,5 +249,28 @@ mod tests {
             Box::new("syntax error".to_owned()),
         ));
         assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_commit_the_server_refused_stored_nothing_one_whose_connection_was_lost_may_have() {
+        let commit =
+            |kind| DbError::Commit(Error::DatabaseError(kind, Box::new("commit".to_owned())));
+        let (status, slug, _, detail) = commit(DatabaseErrorKind::SerializationFailure).problem();
+        assert_eq!(
+            (status, slug),
+            (StatusCode::INTERNAL_SERVER_ERROR, "commit-failed")
+        );
+        assert!(detail.contains("nothing was stored"), "{detail}");
+        for kind in [
+            DatabaseErrorKind::ClosedConnection,
+            DatabaseErrorKind::UnableToSendCommand,
+        ] {
+            let (status, slug, _, detail) = commit(kind).problem();
+            assert_eq!(
+                (status, slug),
+                (StatusCode::INTERNAL_SERVER_ERROR, "commit-outcome-unknown")
+            );
+            assert!(detail.contains("may or may not"), "{detail}");
+        }
     }
 }

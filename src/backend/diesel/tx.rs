@@ -6,7 +6,7 @@
 //!
 //! | the request ends with | the transaction is |
 //! |---|---|
-//! | a 2xx or 3xx response | committed; if `COMMIT` fails the response becomes 500 problem+json "nothing was stored" |
+//! | a 2xx or 3xx response | committed; if `COMMIT` fails the response becomes 500 problem+json: "nothing was stored" when the server refused it, "outcome unknown" when the connection was lost while committing |
 //! | a 4xx or 5xx response | rolled back |
 //! | a panic in the handler | rolled back |
 //! | the client going away (request future dropped) | rolled back; on MySQL/MariaDB, whose client cannot cut a round trip cleanly, the connection is discarded instead and the server rolls back as it closes |
@@ -232,7 +232,9 @@ impl<C: DbConnection, N: PoolSelector> DbTx<C, N> {
     ///
     /// # Errors
     ///
-    /// [`DbError::Commit`]: nothing was stored.
+    /// [`DbError::Commit`]: the server refused the commit, and nothing was
+    /// stored; or the connection was lost while committing, and whether the
+    /// transaction was stored is unknown ([`DbError::commit_outcome_unknown`]).
     pub async fn commit(mut self) -> Result<(), DbError> {
         let lease = self
             .lease
@@ -361,12 +363,16 @@ impl<C: DbConnection, N: PoolSelector> RequiresPool for DbTx<C, N> {
     }
 }
 
-/// Ends the transaction on `lease`, then returns the connection.
+/// Ends the transaction on `lease`, then returns the connection, telling
+/// the request's scope (for a `query_timeout` that cut the round trip: 504
+/// naming the pool, as for any lease).
 async fn finish<C: DbConnection>(
     mut lease: Lease<Diesel<C>>,
     commit: bool,
 ) -> Result<(), diesel::result::Error> {
-    finish_on(&mut lease, commit).await
+    let result = finish_on(&mut lease, commit).await;
+    lease.note_return();
+    result
 }
 
 /// Ends the transaction on `lease`, which stays with the caller.
