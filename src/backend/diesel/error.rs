@@ -238,6 +238,10 @@ mod tests {
             let response = lost(kind).into_response();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(response.headers()["retry-after"], "1");
+            // A `DbTx` whose BEGIN lost its connection rejects the same way.
+            let response = LeaseRejection::from(lost(kind)).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "1");
         }
         let cancelled = DbError::from(Error::DatabaseError(
             DatabaseErrorKind::Unknown,
