@@ -159,6 +159,7 @@ async fn upstream() -> Upstream {
         )
         .route("/echo", post(|body: String| async move { body }))
         .route("/big", get(|| async { "x".repeat(64 * 1024) }))
+        .route("/2k", get(|| async { "x".repeat(2 * 1024) }))
         .route("/where", where_.clone())
         .route("/api/where", where_)
         .layer(axum::middleware::from_fn_with_state(
@@ -719,6 +720,16 @@ async fn a_body_over_max_response_body_fails_naming_the_knob_and_closes_its_conn
     assert_eq!(text, "ok");
     let (big, next) = (up.seen.peers_of("/big"), up.seen.peers_of("/"));
     assert_ne!(big[0], *next.last().unwrap());
+    let s = m.stats_of("quotes").unwrap();
+    assert_eq!((s.active, s.broken), (0, 1), "{s:?}");
+
+    // Over the limit in the one frame that ends the body: the same error,
+    // naming the pool; the connection, read to its end, goes back.
+    let err = client(&m).get("/2k").send().await.unwrap().bytes().await;
+    match err {
+        Err(HttpError::BodyTooLarge { pool, limit: 1024 }) => assert_eq!(pool, "quotes"),
+        other => panic!("{other:?}"),
+    }
     let s = m.stats_of("quotes").unwrap();
     assert_eq!((s.active, s.broken), (0, 1), "{s:?}");
 

@@ -65,6 +65,12 @@ impl<B: Backend> Lease<B> {
         &self.obj.shared
     }
 
+    /// The pool's shared state, to keep after the lease has gone back.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn shared_arc(&self) -> &std::sync::Arc<Shared> {
+        &self.obj.shared
+    }
+
     /// Tells the request's [`PoolLayer`](crate::PoolLayer) scope, as the
     /// lease returns, which pool it came from (its error log lines name it)
     /// and whether a round trip timed out (the layer then answers 504 if

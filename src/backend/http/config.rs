@@ -92,7 +92,8 @@ pub struct HttpConfig {
     /// [`HttpResponse::bytes`](super::HttpResponse::bytes) (and `text`,
     /// `json`) reads into memory. A longer one fails with
     /// [`HttpError::BodyTooLarge`](super::HttpError::BodyTooLarge) (502) and
-    /// its connection is closed. A body streamed through
+    /// its connection is closed (unless the whole body had already arrived:
+    /// read to its end, the connection goes back). A body streamed through
     /// [`HttpResponse::into_parts`](super::HttpResponse::into_parts) is not
     /// bounded: its reader decides what to keep.
     ///

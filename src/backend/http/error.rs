@@ -45,7 +45,8 @@ pub enum HttpError {
         message: String,
     },
     /// The response body is longer than the pool's `max_response_body`; it
-    /// was not read further and its connection is closed.
+    /// was not read further and its connection is closed (unless the body
+    /// had arrived whole: read to its end, the connection goes back).
     #[error(
         "the response body from upstream '{pool}' is larger than max_response_body ({limit} bytes); raise it in the pool's HttpConfig or stream the body with into_parts"
     )]

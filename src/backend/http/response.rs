@@ -4,6 +4,7 @@
 use std::{
     fmt,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -16,7 +17,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use serde::de::DeserializeOwned;
 
 use super::{Http, HttpError};
-use crate::pool::Lease;
+use crate::pool::{Lease, Shared};
 
 /// A response from the upstream. Its body ([`HttpBody`]) holds the pooled
 /// connection until it is read to its end ([`bytes`](Self::bytes),
@@ -92,7 +93,8 @@ impl HttpResponse {
     ///
     /// [`HttpError::Timeout`] or [`HttpError::Upstream`] when the body does
     /// not arrive, [`HttpError::BodyTooLarge`] when it is longer than
-    /// `max_response_body`; the connection is then closed.
+    /// `max_response_body`; the connection is then closed (unless the whole
+    /// body had already arrived: read to its end, it goes back).
     pub async fn bytes(self) -> Result<Bytes, HttpError> {
         let mut body = self.response.into_body();
         let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
@@ -112,7 +114,8 @@ impl HttpResponse {
                 after: self.read_timeout,
             },
         };
-        // `body` still holds the connection, in doubt: dropped, it is closed.
+        // `body` still holds the connection, in doubt, unless its stream
+        // ended: dropped, it is closed.
         Err(failed)
     }
 
@@ -205,12 +208,16 @@ pub struct HttpBody {
     inner: Incoming,
     /// Until the end of the stream.
     lease: Option<Lease<Http>>,
+    /// The pool, for errors after the lease went back (a body over
+    /// `max_response_body` whose last frame ended the stream).
+    pool: Arc<Shared>,
 }
 
 impl HttpBody {
     pub(crate) fn new(inner: Incoming, lease: Lease<Http>) -> Self {
         let mut body = Self {
             inner,
+            pool: lease.shared_arc().clone(),
             lease: Some(lease),
         };
         // An empty body (HEAD, 204, 304, `content-length: 0`) is over before
@@ -229,7 +236,7 @@ impl HttpBody {
     }
 
     fn pool_name(&self) -> &str {
-        self.lease.as_ref().map_or("", |lease| lease.pool_name())
+        &self.pool.name
     }
 }
 
