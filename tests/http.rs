@@ -511,6 +511,12 @@ async fn redirects_are_returned_unless_following_is_enabled() {
     let r = client(&m).get("/redirect").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["quote"], 42);
+
+    // A host written in capitals is the same origin as its redirects.
+    let port = up.addr.port();
+    let m = manager(config(&format!("http://LOCALHOST:{port}")).max_redirects(2)).await;
+    let r = client(&m).get("/redirect").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 #[tokio::test]

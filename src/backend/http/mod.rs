@@ -179,10 +179,15 @@ impl Http {
             Some("https") => (Scheme::HTTPS, 443),
             _ => return Err("base_url must start with http:// or https://".into()),
         };
-        let authority = uri.authority().ok_or("base_url has no host")?.clone();
+        let authority = uri.authority().ok_or("base_url has no host")?;
         if authority.as_str().contains('@') {
             return Err("base_url must not carry credentials; send them as a header".into());
         }
+        // Host names are case-insensitive, and tower-http compares a
+        // redirect's origin (which the `url` crate lowercases) with the
+        // request's as written: `Billing.internal` would match nothing.
+        let authority = Authority::try_from(authority.as_str().to_ascii_lowercase())
+            .map_err(|e| format!("base_url's host: {e}"))?;
         // It would be dropped: requests take only the base URL's path.
         if uri.query().is_some() {
             return Err(
