@@ -149,6 +149,42 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_entry_that_is_no_address_ends_the_walk_and_ports_and_mapped_addresses_are_read() {
+    let key = KeyBy::client_ip(["10.0.0.0/8"]).unwrap();
+    let app = app(RateLimitLayer::new(1, Duration::from_secs(60)).key(key));
+
+    // A proxy that writes `ip:port` (Azure's) names the client with it.
+    let port = |xff: &str| forwarded("10.0.0.7", xff);
+    assert_eq!(
+        status(&app, port("203.0.113.5:51234")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, port("6.6.6.1, 203.0.113.5:40000")).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same client, whatever it wrote on the left"
+    );
+    // `unknown` ends the walk: the client's own entries left of it are not
+    // read, and the peer is the key.
+    assert_eq!(status(&app, port("6.6.6.2, unknown")).await, StatusCode::OK);
+    assert_eq!(
+        status(&app, port("6.6.6.3, unknown")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // A dual-stack listener sees the IPv4 proxy as `::ffff:10.0.0.8`: still
+    // trusted, and its clients keep their own limits.
+    assert_eq!(
+        status(&app, forwarded("::ffff:10.0.0.8", "198.51.100.7")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, forwarded("::ffff:10.0.0.8", "198.51.100.8")).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_header_key_and_every_clone_sharing_one_state() {
     let layer = RateLimitLayer::new(1, Duration::from_secs(60))
         .key(KeyBy::Header(HeaderName::from_static("x-api-key")));

@@ -36,6 +36,13 @@ impl KeyBy {
     /// [`KeyBy::ClientIp`] trusting the proxies in `networks`
     /// (`"10.0.0.0/8"`, `"::1/128"`, or a single address).
     ///
+    /// Behind a trusted peer, the client is the rightmost address of
+    /// `Forwarded` (or, without it, `X-Forwarded-For`) that is not a
+    /// trusted proxy. Entries may carry a port (`203.0.113.5:51234`,
+    /// `[2001:db8::7]:1234`); one that is no address (`unknown`) ends the
+    /// walk, and the peer is the key. IPv4 peers seen through a dual-stack
+    /// listener (`::ffff:10.0.0.7`) match IPv4 networks.
+    ///
     /// ```
     /// let key = axum_pools::layer::KeyBy::client_ip(["127.0.0.1", "10.0.0.0/8"]).unwrap();
     /// assert!(axum_pools::layer::KeyBy::client_ip(["10.0.0.0/33"]).is_err());
@@ -74,11 +81,12 @@ impl KeyBy {
     }
 
     pub(super) fn key(&self, parts: &Parts) -> Key {
+        // A dual-stack listener (`[::]`) sees IPv4 peers as `::ffff:a.b.c.d`.
         let peer = || {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
+                .map(|c| c.0.ip().to_canonical())
         };
         match self {
             Self::PeerIp => peer().map_or(Key::Unknown, Key::Ip),
@@ -119,20 +127,22 @@ impl TrustedProxies {
 
     /// The rightmost address in the forwarding chain that is not a trusted
     /// proxy; the peer itself when it is not trusted (a spoofed header from
-    /// an untrusted peer is ignored).
+    /// an untrusted peer is ignored). An entry that is no address
+    /// (`unknown`, `_hidden`, garbage) ends the walk at the peer: what lies
+    /// left of it may be the client's own writing.
     fn client(&self, peer: IpAddr, parts: &Parts) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
-        let mut chain: Vec<IpAddr> = Vec::new();
+        // `None` for an entry that is no address.
+        let mut chain: Vec<Option<IpAddr>> = Vec::new();
         for value in parts.headers.get_all(header::FORWARDED) {
             for element in value.to_str().unwrap_or_default().split(',') {
                 for pair in element.split(';') {
                     if let Some((k, v)) = pair.trim().split_once('=')
                         && k.eq_ignore_ascii_case("for")
-                        && let Some(ip) = parse_forwarded_for(v)
                     {
-                        chain.push(ip);
+                        chain.push(parse_forwarded_for(v));
                     }
                 }
             }
@@ -144,18 +154,24 @@ impl TrustedProxies {
                         .to_str()
                         .unwrap_or_default()
                         .split(',')
-                        .filter_map(|s| s.trim().parse::<IpAddr>().ok()),
+                        .map(parse_forwarded_for),
                 );
             }
         }
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !self.trusts(*ip))
-            .unwrap_or(peer)
+        for entry in chain.into_iter().rev() {
+            match entry {
+                Some(ip) if self.trusts(ip) => {}
+                Some(ip) => return ip,
+                None => return peer,
+            }
+        }
+        peer
     }
 }
 
+/// One forwarding entry's address: `a.b.c.d`, `a.b.c.d:port`, `v6`,
+/// `[v6]`, `[v6]:port`, quoted or not (RFC 7239 and what proxies write
+/// into `X-Forwarded-For`); IPv4-mapped IPv6 as IPv4.
 fn parse_forwarded_for(v: &str) -> Option<IpAddr> {
     let v = v.trim().trim_matches('"');
     let v = v
@@ -164,6 +180,7 @@ fn parse_forwarded_for(v: &str) -> Option<IpAddr> {
     v.parse()
         .ok()
         .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip: IpAddr| ip.to_canonical())
 }
 
 fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
@@ -189,7 +206,7 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 }
 
 fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (ip, net) {
+    match (ip.to_canonical(), net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask
