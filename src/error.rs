@@ -103,7 +103,7 @@ pub enum PoolError {
         max_waiting: usize,
     },
     /// The pool's circuit breaker is open: refused at once.
-    #[error("pool '{pool}' is failing and its circuit breaker is open; retry in {}s", retry_after.as_secs().max(1))]
+    #[error("pool '{pool}' is failing and its circuit breaker is open; retry in {}s", crate::problem::retry_after_secs(*retry_after))]
     CircuitOpen {
         /// The pool.
         pool: String,
@@ -306,6 +306,16 @@ impl IntoResponse for PoolError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_breakers_message_says_the_wait_its_retry_after_header_says() {
+        let e = PoolError::CircuitOpen {
+            pool: "p".to_owned(),
+            retry_after: Duration::from_millis(1500),
+        };
+        assert!(e.to_string().ends_with("retry in 2s"), "{e}");
+        assert_eq!(e.into_response().headers()["retry-after"], "2");
+    }
 
     #[test]
     fn statuses_follow_the_semantics_table() {

@@ -101,6 +101,18 @@ async fn each_peer_has_its_own_limit() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_advertised_window_is_rounded_up_so_keeping_to_it_is_never_refused() {
+    // One request per 1.5 s: advertised as 1 per 2 s, not 1 per 1 s.
+    let app = app(RateLimitLayer::new(2, Duration::from_secs(3))
+        .burst(1)
+        .key(KeyBy::Global));
+    let r = app.clone().oneshot(from("192.0.2.1")).await.unwrap();
+    assert_eq!(r.headers()["ratelimit-policy"], "\"default\";q=1;w=2");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(status(&app, from("192.0.2.1")).await, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
 async fn forwarding_headers_count_only_from_trusted_proxies() {
     let key = KeyBy::client_ip(["10.0.0.0/8"]).unwrap();
     let app = app(RateLimitLayer::new(1, Duration::from_secs(60)).key(key));

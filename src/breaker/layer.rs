@@ -324,15 +324,22 @@ where
 /// use axum::{http::StatusCode, response::IntoResponse};
 /// use axum_pools::layer::CircuitBreakerError;
 /// let e = CircuitBreakerError::<std::io::Error>::Open { retry_after: std::time::Duration::from_millis(1500) };
+/// assert_eq!(e.to_string(), "the circuit breaker is open; retry in 2s");
 /// let r = e.into_response();
 /// assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
 /// assert_eq!(r.headers()["retry-after"], "2");
+///
+/// // The service's own error: 502 problem+json, its text only in the log.
+/// let e = CircuitBreakerError::Inner(std::io::Error::other("secret detail"));
+/// let r = e.into_response();
+/// assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+/// assert_eq!(r.headers()["content-type"], "application/problem+json");
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CircuitBreakerError<E> {
     /// The breaker is open: the service was not called.
-    #[error("the circuit breaker is open; retry in {}s", retry_after.as_secs().max(1))]
+    #[error("the circuit breaker is open; retry in {}s", retry_after_secs(*retry_after))]
     Open {
         /// Until it lets probes through.
         retry_after: Duration,
@@ -358,7 +365,13 @@ impl<E: fmt::Display> IntoResponse for CircuitBreakerError<E> {
             }
             Self::Inner(e) => {
                 tracing::error!(error = %e, "service failed");
-                (StatusCode::BAD_GATEWAY, "the dependency failed").into_response()
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "dependency-failed",
+                    "Dependency failed",
+                    "the dependency failed".to_owned(),
+                )
+                .into_response()
             }
         }
     }

@@ -81,7 +81,9 @@ struct Shared {
 
 impl Shared {
     fn policy(&self) -> HeaderValue {
-        let window = (self.per_cell * self.burst).as_secs().max(1);
+        // Rounded up: a client that keeps to the advertised rate is never
+        // refused (1 per 1.5 s is advertised as 1 per 2 s).
+        let window = retry_after_secs(self.per_cell * self.burst);
         HeaderValue::from_str(&format!("\"{}\";q={};w={window}", self.name, self.burst))
             .expect("digits and ASCII")
     }
