@@ -41,6 +41,14 @@ const HALF_OPEN: u8 = 2;
 const FORCED_OPEN: u8 = 3;
 const FORCED_CLOSED: u8 = 4;
 
+/// The probe permits left, in the low half of `Breaker::probes`.
+const PERMITS: u64 = u32::MAX as u64;
+
+/// The half-open period's number, in the high half of `Breaker::probes`.
+fn period(probes: u64) -> u32 {
+    (probes >> 32) as u32
+}
+
 /// The state of a pool's circuit breaker.
 ///
 /// ```
@@ -72,10 +80,22 @@ pub enum BreakerState {
 pub(crate) enum Admission {
     /// Go ahead.
     Allowed,
-    /// Go ahead as one of the half-open probes; report the outcome.
-    Probe,
+    /// Go ahead as one of the probes of the half-open period numbered here;
+    /// report the outcome. An outcome (or a permit given back) that arrives
+    /// after that period has ended counts for nothing.
+    Probe(u32),
     /// Refused; retry after this long.
     Rejected(Duration),
+}
+
+impl Admission {
+    /// The half-open period of a probe.
+    pub(crate) fn probe(&self) -> Option<u32> {
+        match *self {
+            Self::Probe(of) => Some(of),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) struct Breaker {
@@ -98,7 +118,11 @@ pub(crate) struct Breaker {
     grants_at_failure: AtomicU64,
     current: AtomicUsize,
     consecutive: AtomicU32,
-    probes_left: AtomicU32,
+    /// The half-open period's number (high 32 bits) and its probe permits
+    /// left (low 32 bits), changed together.
+    probes: AtomicU64,
+    /// Successes of the current half-open period's probes (under
+    /// `transition`).
     probe_successes: AtomicU32,
     pub(crate) opened: AtomicU64,
     pub(crate) rejected: AtomicU64,
@@ -143,7 +167,7 @@ impl Breaker {
             grants_at_failure: AtomicU64::new(0),
             current: AtomicUsize::new(0),
             consecutive: AtomicU32::new(0),
-            probes_left: AtomicU32::new(0),
+            probes: AtomicU64::new(0),
             probe_successes: AtomicU32::new(0),
             opened: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -198,10 +222,11 @@ impl Breaker {
                 self.admit()
             }
             _ => match self
-                .probes_left
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            {
-                Ok(_) => Admission::Probe,
+                .probes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    (v & PERMITS != 0).then(|| v - 1)
+                }) {
+                Ok(v) => Admission::Probe(period(v)),
                 // All probes are out: come back when they have decided.
                 Err(_) => self.reject(Duration::from_secs(1)),
             },
@@ -237,10 +262,15 @@ impl Breaker {
         if !self.config.enabled {
             return;
         }
-        if *admission == Admission::Probe {
-            let done = self.probe_successes.fetch_add(1, Ordering::AcqRel) + 1;
-            if done >= self.config.half_open_probes {
-                self.close_from_half_open();
+        if let Admission::Probe(of) = *admission {
+            let _guard = self.lock();
+            if self.in_half_open(of) {
+                let done = self.probe_successes.fetch_add(1, Ordering::AcqRel) + 1;
+                if done >= self.config.half_open_probes {
+                    self.reset_counts();
+                    self.state.store(CLOSED, Ordering::Release);
+                    tracing::info!(pool = %self.name, "circuit breaker closed: probes succeeded");
+                }
             }
             return;
         }
@@ -267,9 +297,9 @@ impl Breaker {
         if !self.config.enabled {
             return;
         }
-        if *admission == Admission::Probe {
+        if let Admission::Probe(of) = *admission {
             let _guard = self.lock();
-            if self.state.load(Ordering::Acquire) == HALF_OPEN {
+            if self.in_half_open(of) {
                 self.open_locked("a half-open probe failed");
             }
             return;
@@ -314,14 +344,14 @@ impl Breaker {
     /// An admitted call that neither succeeded nor failed (shed, draining):
     /// a probe permit goes back.
     pub(crate) fn neutral(&self, admission: &Admission) {
-        // Only into the half-open period that is on, and never above its
-        // number: a permit of an earlier one is void.
-        if *admission == Admission::Probe && self.state.load(Ordering::Acquire) == HALF_OPEN {
-            let most = self.config.half_open_probes;
+        // Only into the half-open period it was taken from, and never above
+        // its number: a permit of an earlier one is void.
+        if let Admission::Probe(of) = *admission {
+            let most = u64::from(self.config.half_open_probes);
             let _ = self
-                .probes_left
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < most).then_some(n + 1)
+                .probes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    (period(v) == of && v & PERMITS < most).then(|| v + 1)
                 });
         }
     }
@@ -408,20 +438,21 @@ impl Breaker {
         let _guard = self.lock();
         if self.state.load(Ordering::Acquire) == OPEN && self.retry_after().is_zero() {
             self.probe_successes.store(0, Ordering::Release);
-            self.probes_left
-                .store(self.config.half_open_probes, Ordering::Release);
+            let next = period(self.probes.load(Ordering::Acquire)).wrapping_add(1);
+            self.probes.store(
+                (u64::from(next) << 32) | u64::from(self.config.half_open_probes),
+                Ordering::Release,
+            );
             self.state.store(HALF_OPEN, Ordering::Release);
             tracing::info!(pool = %self.name, "circuit breaker half-open: probing");
         }
     }
 
-    fn close_from_half_open(&self) {
-        let _guard = self.lock();
-        if self.state.load(Ordering::Acquire) == HALF_OPEN {
-            self.reset_counts();
-            self.state.store(CLOSED, Ordering::Release);
-            tracing::info!(pool = %self.name, "circuit breaker closed: probes succeeded");
-        }
+    /// Whether the half-open period numbered `of` is still on (under
+    /// `transition`).
+    fn in_half_open(&self, of: u32) -> bool {
+        self.state.load(Ordering::Acquire) == HALF_OPEN
+            && period(self.probes.load(Ordering::Acquire)) == of
     }
 
     /// Operator control: open until [`reset`](Self::reset).

@@ -35,14 +35,18 @@ pub(crate) fn cancelling() -> bool {
 pub(crate) struct Lease<B: Backend> {
     /// The connection; its `since` is when the lease was taken.
     obj: Object<Managed<B>>,
-    /// Granted as a half-open breaker probe.
-    probe: bool,
+    /// Granted as a probe of this half-open period of the breaker.
+    probe: Option<u32>,
     /// The leak watch's ticket, when `leak_threshold` is set.
     ticket: Option<NonZeroU64>,
 }
 
 impl<B: Backend> Lease<B> {
-    pub(super) fn new(obj: Object<Managed<B>>, probe: bool, ticket: Option<NonZeroU64>) -> Self {
+    pub(super) fn new(
+        obj: Object<Managed<B>>,
+        probe: Option<u32>,
+        ticket: Option<NonZeroU64>,
+    ) -> Self {
         Self { obj, probe, ticket }
     }
 
@@ -50,10 +54,9 @@ impl<B: Backend> Lease<B> {
     /// outcomes themselves.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn admission(&self) -> crate::breaker::Admission {
-        if self.probe {
-            crate::breaker::Admission::Probe
-        } else {
-            crate::breaker::Admission::Allowed
+        match self.probe {
+            Some(of) => crate::breaker::Admission::Probe(of),
+            None => crate::breaker::Admission::Allowed,
         }
     }
 

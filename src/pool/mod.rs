@@ -395,7 +395,7 @@ impl<B: Backend> Pool<B> {
         obj.since = taken_at;
         // The lease exists before the hook runs: a hook that panics drops
         // it, and it is returned like any other.
-        let lease = Lease::new(obj, admitted.admission == Admission::Probe, ticket);
+        let lease = Lease::new(obj, admitted.admission.probe(), ticket);
         // A backend that reports each call itself reports from the lease.
         admitted.settled = true;
         if let Some(hook) = &shared.after_lease {
