@@ -202,3 +202,21 @@ async fn a_cancelled_half_open_probe_gives_its_permit_back() {
     }
     assert_eq!(svc.stats().state, BreakerState::Closed);
 }
+
+#[test]
+#[should_panic(expected = "breaker.half_open_probes")]
+fn a_config_that_would_stay_half_open_for_good_is_refused_naming_the_field() {
+    let _ = CircuitBreakerLayer::new(BreakerConfig {
+        half_open_probes: 0,
+        ..BreakerConfig::default()
+    });
+}
+
+#[test]
+#[should_panic(expected = "breaker.failure_rate_percent")]
+fn a_failure_rate_of_zero_is_refused_naming_the_field() {
+    let _ = CircuitBreakerLayer::new(BreakerConfig {
+        failure_rate_percent: 0,
+        ..BreakerConfig::default()
+    });
+}

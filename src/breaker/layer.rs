@@ -104,7 +104,17 @@ impl CircuitBreakerLayer {
     /// ```
     /// let layer = axum_pools::layer::CircuitBreakerLayer::new(axum_pools::BreakerConfig::default());
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `config` is invalid, naming the field (as a pool's build
+    /// refuses it): `half_open_probes` 0 would keep the breaker half-open
+    /// for good, `failure_rate_percent` outside 1–100, `window` or
+    /// `open_duration` zero.
     pub fn new(config: BreakerConfig) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("CircuitBreakerLayer::new: {e}");
+        }
         Self {
             config,
             classifier: ServerErrors,

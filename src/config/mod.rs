@@ -247,7 +247,7 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=100).contains(&self.failure_rate_percent) {
             return Err(ConfigError::new(
                 "breaker.failure_rate_percent",
