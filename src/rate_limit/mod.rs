@@ -15,8 +15,12 @@
 //! | [`KeyBy::Global`] | everyone together |
 //! | [`KeyBy::custom`] | what a function of the request returns |
 //!
-//! Memory is bounded: keys whose state is indistinguishable from a fresh one
-//! are dropped once more than `max_keys` (default 100 000) are held.
+//! Memory: keys whose state is indistinguishable from a fresh one are
+//! dropped once more than `max_keys` (default 100 000) are held. A key is
+//! fresh again `per` after its last request, so a client that sends a new
+//! key with every request ([`KeyBy::Header`], many IPv6 addresses) keeps
+//! up to its request rate × `per` keys held until then; bound such keys
+//! upstream (authenticate API keys first) or key by network.
 //!
 //! ```
 //! use std::time::Duration;

@@ -59,8 +59,8 @@ impl Clock for TokioClock {
 
 type Limiter = RateLimiter<Key, DashMapStateStore<Key>, TokioClock, StateInformationMiddleware>;
 
-/// The state in this process: governor's keyed GCRA, its memory bounded by
-/// `max_keys`.
+/// The state in this process: governor's keyed GCRA, its fresh keys
+/// dropped beyond `max_keys` (see the module docs for what that bounds).
 pub(super) struct Local {
     limiter: Limiter,
     clock: TokioClock,
