@@ -274,6 +274,36 @@ async fn paths_join_the_base_url_with_their_query_and_bad_ones_are_refused() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_the_expected_json_is_a_502_that_quotes_none_of_it() {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Quote {
+        quote: String,
+    }
+    let up = upstream().await;
+    let m = manager(config(&up.url())).await;
+    // `/json` answers {"quote": 42}: a number where a string is expected.
+    let err = client(&m)
+        .get("/json")
+        .send()
+        .await
+        .unwrap()
+        .json::<Quote>()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HttpError::Decode(_)), "{err:?}");
+    let text = format!("{err}\n{err:?}");
+    assert!(text.contains("does not match the expected type"), "{text}");
+    let response = err.into_response();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body = common::body_text(response).await;
+    for shown in [&text, &body] {
+        assert!(!shown.contains("42"), "the body's value is quoted: {shown}");
+    }
+    up.kill().await;
+}
+
+#[tokio::test]
 async fn a_handler_proxies_json_through_the_pool() {
     let up = upstream().await;
     let m = manager(config(&up.url())).await;

@@ -56,7 +56,9 @@ pub enum HttpError {
         /// The pool's `max_response_body`.
         limit: u64,
     },
-    /// The response body was not what the caller asked for.
+    /// The response body was not what the caller asked for: not UTF-8
+    /// text, or not the expected JSON (where it says so and at which line
+    /// and column, quoting none of the body: its values may be tokens).
     #[error("the upstream's response could not be decoded: {0}")]
     Decode(String),
     /// The request could not be built.

@@ -149,7 +149,7 @@ impl HttpResponse {
     /// the expected JSON.
     pub async fn json<T: DeserializeOwned>(self) -> Result<T, HttpError> {
         let bytes = self.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode(json_error(&e)))
     }
 
     /// The response with its body to stream yourself. The body holds the
@@ -238,6 +238,24 @@ impl HttpBody {
     fn pool_name(&self) -> &str {
         &self.pool.name
     }
+}
+
+/// What went wrong decoding an upstream's JSON, without serde_json's own
+/// words: they quote the body's values (`invalid type: string "…"`, an
+/// unknown field's name), which may be a token the upstream returned.
+fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "does not match the expected type",
+        Category::Eof => "ended early",
+    };
+    format!(
+        "the JSON body {what} (line {}, column {})",
+        e.line(),
+        e.column()
+    )
 }
 
 impl fmt::Debug for HttpBody {
