@@ -342,12 +342,8 @@ impl IntoResponse for PrepareFailed {
         if self.status.is_server_error() {
             tracing::error!(error = %self, cause = ?self.source, "the leased connection could not be prepared");
         }
-        // Every 503 of the crate says when to come back.
-        let retry = (self.status == StatusCode::SERVICE_UNAVAILABLE)
-            .then_some(std::time::Duration::from_secs(1));
         Problem::new(self.status, self.slug, self.title, self.detail)
             .pool(self.pool.as_deref())
-            .retry_after(retry)
             .into_response()
     }
 }

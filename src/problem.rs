@@ -30,7 +30,8 @@ pub(crate) struct Problem<'a> {
     pub(crate) detail: String,
     /// The pool concerned, when there is one.
     pub(crate) pool: Option<&'a str>,
-    /// Sent as `Retry-After` in whole seconds (rounded up, at least 1).
+    /// Sent as `Retry-After` in whole seconds (rounded up, at least 1); a
+    /// 503 without one says 1.
     pub(crate) retry_after: Option<Duration>,
 }
 
@@ -85,7 +86,11 @@ impl IntoResponse for Problem<'_> {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        if let Some(wait) = self.retry_after {
+        // Every 503 says when to come back: 1 s unless the problem says.
+        let wait = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(Duration::from_secs(1)));
+        if let Some(wait) = wait {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs(wait)),

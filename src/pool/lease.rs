@@ -64,13 +64,9 @@ impl<B: Backend> Lease<B> {
         &self.obj.shared.name
     }
 
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.obj.shared
-    }
-
-    /// The pool's shared state, to keep after the lease has gone back.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn shared_arc(&self) -> &std::sync::Arc<Shared> {
+    /// The pool's shared state (an `Arc`, to keep after the lease has gone
+    /// back).
+    pub(crate) fn shared(&self) -> &std::sync::Arc<Shared> {
         &self.obj.shared
     }
 

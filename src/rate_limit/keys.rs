@@ -206,7 +206,7 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 }
 
 fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (ip.to_canonical(), net) {
+    match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask

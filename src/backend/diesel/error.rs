@@ -1,8 +1,6 @@
 //! [`DbError`]: what a handler using [`DbConn`](crate::DbConn) or
 //! [`DbTx`](crate::DbTx) can fail with, and the answer for each.
 
-use std::time::Duration;
-
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -198,10 +196,7 @@ impl IntoResponse for DbError {
         } else {
             tracing::debug!(pool, error = %self, "database error answered {status}");
         }
-        let retry = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(Duration::from_secs(1));
-        Problem::new(status, slug, title, detail)
-            .retry_after(retry)
-            .into_response()
+        Problem::new(status, slug, title, detail).into_response()
     }
 }
 

@@ -217,7 +217,7 @@ impl HttpBody {
     pub(crate) fn new(inner: Incoming, lease: Lease<Http>) -> Self {
         let mut body = Self {
             inner,
-            pool: lease.shared_arc().clone(),
+            pool: lease.shared().clone(),
             lease: Some(lease),
         };
         // An empty body (HEAD, 204, 304, `content-length: 0`) is over before
