@@ -37,7 +37,6 @@ use std::{
 };
 
 use axum::{
-    extract::FromRequestParts,
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
@@ -136,18 +135,30 @@ impl<B: Backend, N: PoolSelector> fmt::Debug for Pooled<B, N> {
     }
 }
 
-impl<S, B, N> FromRequestParts<S> for Pooled<B, N>
-where
-    S: Send + Sync,
-    B: Backend,
-    N: PoolSelector,
-{
-    type Rejection = LeaseRejection;
+/// Writes an extractor's [`FromRequestParts`](axum::extract::FromRequestParts) impl. Every extractor of this
+/// crate takes any state and rejects with a [`LeaseRejection`]; only how it
+/// gets its value from the request's `parts` differs, and that is the body
+/// given. `leased_extractor!(impl<N: PoolSelector> for X<N>, |parts| body)`.
+macro_rules! leased_extractor {
+    ($(#[$doc:meta])* impl<$($p:ident: $bound:path),*> for $ty:ty, |$parts:pat_param| $body:expr) => {
+        $(#[$doc])*
+        impl<S: Send + Sync, $($p: $bound),*> ::axum::extract::FromRequestParts<S> for $ty {
+            type Rejection = $crate::extract::LeaseRejection;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::acquire_for(&request_manager()?, Some(parts)).await?)
-    }
+            async fn from_request_parts(
+                $parts: &mut ::axum::http::request::Parts,
+                _: &S,
+            ) -> Result<Self, Self::Rejection> {
+                $body
+            }
+        }
+    };
 }
+pub(crate) use leased_extractor;
+
+leased_extractor!(impl<B: Backend, N: PoolSelector> for Pooled<B, N>, |parts| {
+    Ok(Self::acquire_for(&request_manager()?, Some(parts)).await?)
+});
 
 impl<B: Backend, N: PoolSelector> RequiresPool for Pooled<B, N> {
     fn check(manager: &PoolManager) -> Result<(), PoolError> {
@@ -181,21 +192,18 @@ pub(crate) fn request_manager() -> Result<PoolManager, PoolError> {
     layer::with_scope(|scope| scope.manager.clone()).ok_or(PoolError::MissingLayer)
 }
 
-/// The manager itself is an extractor on routes under [`PoolLayer`](crate::PoolLayer)
-/// (500 naming the fix without it).
-///
-/// ```no_run
-/// async fn pools(manager: axum_pools::PoolManager) -> String {
-///     manager.pool_names().join(", ")
-/// }
-/// ```
-impl<S: Send + Sync> FromRequestParts<S> for PoolManager {
-    type Rejection = LeaseRejection;
-
-    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(request_manager()?)
-    }
-}
+leased_extractor!(
+    /// The manager itself is an extractor on routes under [`PoolLayer`](crate::PoolLayer)
+    /// (500 naming the fix without it).
+    ///
+    /// ```no_run
+    /// async fn pools(manager: axum_pools::PoolManager) -> String {
+    ///     manager.pool_names().join(", ")
+    /// }
+    /// ```
+    impl<> for PoolManager,
+    |_| Ok(request_manager()?)
+);
 
 /// Why an extractor of this crate gave the handler no connection: the
 /// rejection of [`DbConn`](crate::DbConn), [`DbTx`](crate::DbTx),

@@ -52,14 +52,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::{extract::FromRequestParts, http::request::Parts, response::Response};
+use axum::{http::request::Parts, response::Response};
 use diesel_async::TransactionManager as _;
 use futures_util::future::BoxFuture;
 
 use super::{DbConnection, DbError, Diesel};
 use crate::{
     error::PoolError,
-    extract::{self, ByType, LeaseRejection, PoolSelector, Pooled, RequiresPool},
+    extract::{self, ByType, PoolSelector, Pooled, RequiresPool},
     layer::{self, Finish, FinishFn},
     manager::PoolManager,
     pool::Lease,
@@ -147,7 +147,7 @@ impl TxOptions {
 /// Extracted, it begins the transaction (with the route's [`TxOptions`], if
 /// any) and [`PoolLayer`](crate::PoolLayer) commits it on a 2xx/3xx response
 /// and rolls it back otherwise. See the [module docs](crate::backend::diesel::tx) for
-/// every case. The rejection is a [`LeaseRejection`];
+/// every case. The rejection is a [`LeaseRejection`](crate::LeaseRejection);
 /// a failed `BEGIN` answers as its [`DbError`] would.
 pub struct DbTx<C: DbConnection, N: PoolSelector = ByType> {
     lease: Option<Lease<Diesel<C>>>,
@@ -335,27 +335,18 @@ impl<C: DbConnection, N: PoolSelector> fmt::Debug for DbTx<C, N> {
     }
 }
 
-impl<S, C, N> FromRequestParts<S> for DbTx<C, N>
-where
-    S: Send + Sync,
-    C: DbConnection,
-    N: PoolSelector,
-{
-    type Rejection = LeaseRejection;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let manager = extract::request_manager()?;
-        let slot = layer::finisher::<TxSlot>().ok_or(PoolError::MissingLayer)?;
-        let options = parts
-            .extensions
-            .get::<TxOptions>()
-            .copied()
-            .unwrap_or_default();
-        let mut tx = Self::begin_for(&manager, options, Some(parts)).await?;
-        tx.slot = Some(slot);
-        Ok(tx)
-    }
-}
+extract::leased_extractor!(impl<C: DbConnection, N: PoolSelector> for DbTx<C, N>, |parts| {
+    let manager = extract::request_manager()?;
+    let slot = layer::finisher::<TxSlot>().ok_or(PoolError::MissingLayer)?;
+    let options = parts
+        .extensions
+        .get::<TxOptions>()
+        .copied()
+        .unwrap_or_default();
+    let mut tx = Self::begin_for(&manager, options, Some(parts)).await?;
+    tx.slot = Some(slot);
+    Ok(tx)
+});
 
 impl<C: DbConnection, N: PoolSelector> RequiresPool for DbTx<C, N> {
     fn check(manager: &PoolManager) -> Result<(), PoolError> {

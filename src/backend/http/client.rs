@@ -3,7 +3,6 @@
 
 use std::{fmt, marker::PhantomData, sync::Arc};
 
-use axum::{extract::FromRequestParts, http::request::Parts};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use serde::Serialize;
@@ -12,7 +11,7 @@ use tower::ServiceExt;
 use super::{Http, HttpError, HttpResponse, service};
 use crate::{
     error::PoolError,
-    extract::{ByType, LeaseRejection, PoolSelector, RequiresPool, request_manager},
+    extract::{ByType, PoolSelector, RequiresPool, leased_extractor, request_manager},
     manager::PoolManager,
     pool::{ErasedPool, Pool},
 };
@@ -181,17 +180,9 @@ impl<N: PoolSelector> RequiresPool for HttpClient<N> {
     }
 }
 
-impl<S, N> FromRequestParts<S> for HttpClient<N>
-where
-    S: Send + Sync,
-    N: PoolSelector,
-{
-    type Rejection = LeaseRejection;
-
-    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::from_manager(&request_manager()?)?)
-    }
-}
+leased_extractor!(impl<N: PoolSelector> for HttpClient<N>, |_| {
+    Ok(Self::from_manager(&request_manager()?)?)
+});
 
 /// A request being built; [`send`](Self::send) it.
 #[must_use = "a request does nothing until it is sent"]

@@ -1,7 +1,5 @@
 //! [`RedisConn`]: a pooled Redis connection for one handler.
 
-use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
-
 use super::Redis;
 use crate::extract::{ByType, PoolSelector, Pooled};
 
@@ -33,21 +31,8 @@ use crate::extract::{ByType, PoolSelector, Pooled};
 /// ```
 pub type RedisConn<N = ByType> = Pooled<Redis, N>;
 
-impl<N: PoolSelector> ConnectionLike for Pooled<Redis, N> {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        (**self).req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        (**self).req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        (**self).get_db()
-    }
-}
+super::connection::connection_like!(impl<N: PoolSelector> for Pooled<Redis, N>, |this| {
+    command(cmd) => (**this).req_packed_command(cmd),
+    pipeline(pipeline, offset, count) => (**this).req_packed_commands(pipeline, offset, count),
+    db => (**this).get_db(),
+});

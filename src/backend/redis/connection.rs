@@ -3,11 +3,7 @@
 
 use std::sync::Arc;
 
-use redis::{
-    Cmd, Pipeline, RedisFuture, Value,
-    aio::{ConnectionLike, MultiplexedConnection},
-    cluster_async::ClusterConnection,
-};
+use redis::{Cmd, aio::MultiplexedConnection, cluster_async::ClusterConnection};
 
 use crate::pool::RoundTrip;
 
@@ -156,43 +152,73 @@ impl RedisConnection {
     }
 }
 
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let tracked = self.track(cmd);
+/// Writes a [`ConnectionLike`](redis::aio::ConnectionLike) impl from its three bodies, `$this` standing
+/// for `self`: the trait's signatures stand once, for [`RedisConnection`]
+/// below and for [`RedisConn`](super::RedisConn), which forwards to it.
+macro_rules! connection_like {
+    (
+        impl<$($p:ident: $bound:path),*> for $ty:ty, |$this:ident| {
+            command($cmd:ident) => $one:expr,
+            pipeline($pipeline:ident, $offset:ident, $count:ident) => $many:expr,
+            db => $db:expr $(,)?
+        }
+    ) => {
+        impl<$($p: $bound),*> ::redis::aio::ConnectionLike for $ty {
+            fn req_packed_command<'a>(
+                &'a mut self,
+                $cmd: &'a ::redis::Cmd,
+            ) -> ::redis::RedisFuture<'a, ::redis::Value> {
+                let $this = self;
+                $one
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                $pipeline: &'a ::redis::Pipeline,
+                $offset: usize,
+                $count: usize,
+            ) -> ::redis::RedisFuture<'a, Vec<::redis::Value>> {
+                let $this = self;
+                $many
+            }
+
+            fn get_db(&self) -> i64 {
+                let $this = self;
+                $db
+            }
+        }
+    };
+}
+pub(super) use connection_like;
+
+connection_like!(impl<> for RedisConnection, |this| {
+    command(cmd) => {
+        let tracked = this.track(cmd);
         Box::pin(async move {
             tracked?;
-            let result = match &mut self.inner {
+            let result = match &mut this.inner {
                 Link::Single(c) => c.req_packed_command(cmd).await,
                 Link::Cluster(c) => c.req_packed_command(cmd).await,
             };
             if let Err(e) = &result {
-                self.note_error(e);
+                this.note_error(e);
             }
             result
         })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        let tracked: redis::RedisResult<()> = pipeline.cmd_iter().try_for_each(|c| self.track(c));
+    },
+    pipeline(pipeline, offset, count) => {
+        let tracked: redis::RedisResult<()> = pipeline.cmd_iter().try_for_each(|c| this.track(c));
         Box::pin(async move {
             tracked?;
-            let result = match &mut self.inner {
+            let result = match &mut this.inner {
                 Link::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
                 Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
             };
             if let Err(e) = &result {
-                self.note_error(e);
+                this.note_error(e);
             }
             result
         })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.db.unwrap_or(self.home_db)
-    }
-}
+    },
+    db => this.db.unwrap_or(this.home_db),
+});
