@@ -228,6 +228,81 @@ async fn resetting() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
+/// An HTTP/1.1 upstream on threads of its own that answers every request
+/// `ok` with keep-alive, and closes its open connections when told: what an
+/// upstream does when its keep-alive timeout passes (nginx's
+/// `keepalive_timeout`, Node's 5 s default) while a connection sits idle in
+/// our pool.
+struct Closing {
+    addr: SocketAddr,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    /// The method of each request it read, in order.
+    methods: Arc<Mutex<Vec<String>>>,
+}
+
+impl Closing {
+    /// Closes every open connection (a FIN to the client) before returning.
+    fn close_all(&self) {
+        for socket in self.open.lock().unwrap().drain(..) {
+            socket.shutdown(std::net::Shutdown::Both).unwrap();
+        }
+    }
+}
+
+fn closing() -> Closing {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(Mutex::new(Vec::new()));
+    let methods = Arc::new(Mutex::new(Vec::new()));
+    let (sockets, seen) = (open.clone(), methods.clone());
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            sockets.lock().unwrap().push(socket.try_clone().unwrap());
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(socket.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if header == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    if reader.read_exact(&mut vec![0; length]).is_err() {
+                        return;
+                    }
+                    let method = line.split(' ').next().unwrap_or_default();
+                    seen.lock().unwrap().push(method.to_owned());
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if socket.write_all(ok).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Closing {
+        addr,
+        open,
+        methods,
+    }
+}
+
 pool_name!(Quotes = "quotes");
 
 fn config(url: &str) -> HttpConfig {
@@ -472,6 +547,48 @@ async fn resets_are_retried_for_idempotent_methods_only() {
         1,
         "a POST is tried once"
     );
+}
+
+/// The upstream closes an idle pooled connection just before a request
+/// goes out on it. hyper gives such a request back unsent; it goes out on
+/// another connection, whatever its method and with no retries allowed: the
+/// upstream never saw it. Neither a retry nor an error.
+#[tokio::test]
+async fn a_request_given_back_unsent_by_a_connection_the_upstream_closed_goes_out_on_another() {
+    let up = closing();
+    let m = manager(config(&format!("http://{}", up.addr)).retries(0)).await;
+    let r = client(&m).get("/").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let idle = m.stats_of("quotes").unwrap().idle;
+    assert!(idle >= 1, "{idle}");
+    up.methods.lock().unwrap().clear();
+
+    // The upstream closes the idle connection; the FIN lands while this
+    // current-thread runtime is blocked. `yield_now` then lets tokio's
+    // driver take the event in (waking hyper's connection task) and polls
+    // this test before that task runs: the POST is checked out (the
+    // connection does not know yet that it is closed) and queued on it, then
+    // the connection task reads the EOF and gives the POST back unsent. On a
+    // multi-threaded runtime the two run side by side: the race as it
+    // happens in production.
+    up.close_all();
+    std::thread::sleep(Duration::from_millis(50));
+    tokio::task::yield_now().await;
+
+    let logs = common::Logs::default();
+    let guard = logs.install(tracing::Level::DEBUG);
+    let r = client(&m).post("/").body("order").send().await.unwrap();
+    drop(guard);
+    assert!(
+        logs.text().contains("sending it on another"),
+        "the connection gave the POST back unsent: {}",
+        logs.text()
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(*up.methods.lock().unwrap(), ["POST"], "sent once");
+    let http = m.stats_of("quotes").unwrap().http.unwrap();
+    assert_eq!((http.requests, http.errors, http.retries), (2, 0, 0));
 }
 
 #[tokio::test]

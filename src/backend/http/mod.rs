@@ -43,7 +43,12 @@
 //!   request is cancelled or times out, the connection is discarded, never
 //!   handed to the next request.
 //! - A connection that closed (the upstream went away) is discarded at its
-//!   next checkout.
+//!   next checkout. When the upstream closes an idle connection just as it
+//!   is leased (its keep-alive timeout), hyper gives the request back
+//!   unsent: it goes out on another connection, whatever its method, and
+//!   counts as neither a retry nor an error. A request already written when
+//!   the close is seen may have reached the upstream: it fails, and only
+//!   `Retry` sends it again.
 //! - Health: `HEAD {health_path}`, then `GET` if it answers 405. A 5xx fails
 //!   the check; another 4xx passes and is shown in the stats as
 //!   `health_status`.
@@ -99,6 +104,9 @@ pub struct HttpConnection {
     /// body dropped unread or failed, the attempt cancelled or timed out),
     /// the connection's state is unknown and it is discarded.
     pub(crate) in_doubt: bool,
+    /// Set once a response has come on it: a request it gives back unsent
+    /// then means the upstream closed it while it sat idle.
+    served: bool,
 }
 
 enum Sender {
@@ -119,21 +127,38 @@ impl HttpConnection {
         }
     }
 
-    /// Sends one request on this connection.
+    /// Sends one request on this connection. On failure, the request comes
+    /// back with the error when hyper never wrote it (the connection closed
+    /// before it went out).
     pub(crate) async fn send(
         &mut self,
         request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, hyper::Error> {
-        match &mut self.sender {
-            Sender::H1(s) => {
-                s.ready().await?;
-                s.send_request(request).await
+    ) -> Result<hyper::Response<Incoming>, (hyper::Error, Option<Request<Full<Bytes>>>)> {
+        let sent = match &mut self.sender {
+            Sender::H1(s) => match s.ready().await {
+                Ok(()) => s.try_send_request(request).await,
+                Err(e) => return Err((e, Some(request))),
+            },
+            Sender::H2(s) => match s.ready().await {
+                Ok(()) => s.try_send_request(request).await,
+                Err(e) => return Err((e, Some(request))),
+            },
+        };
+        match sent {
+            Ok(response) => {
+                self.served = true;
+                Ok(response)
             }
-            Sender::H2(s) => {
-                s.ready().await?;
-                s.send_request(request).await
+            Err(mut e) => {
+                let unsent = e.take_message();
+                Err((e.into_error(), unsent))
             }
         }
+    }
+
+    /// Whether a response has come on this connection before.
+    pub(crate) fn served(&self) -> bool {
+        self.served
     }
 }
 
@@ -287,7 +312,7 @@ impl Http {
         let uri = self.uri(&self.config.health_path)?;
         let mut request = self.request(method, uri, HeaderMap::new(), Bytes::new());
         self.prepare(&mut request, conn.is_h2());
-        let response = conn.send(request).await.map_err(|e| e.to_string())?;
+        let response = conn.send(request).await.map_err(|(e, _)| e.to_string())?;
         let status = response.status();
         // Read the (empty or small) body so the connection can be reused.
         let _ = response.into_body().collect().await;
@@ -333,6 +358,7 @@ impl Backend for Http {
                 sender,
                 tls: None,
                 in_doubt: false,
+                served: false,
             });
         };
         let connecting =
@@ -352,6 +378,7 @@ impl Backend for Http {
             sender,
             tls: version,
             in_doubt: false,
+            served: false,
         })
     }
 

@@ -118,57 +118,75 @@ impl Service<Request<Body>> for Leasing {
             let pool = pool_of(&erased);
             let http = pool.backend();
             let counters = &http.counters;
-            let attempt = || {
-                inc(&counters.requests);
-                if request.extensions().get::<Retried>().is_some() {
-                    inc(&counters.retries);
-                }
-            };
-            let lease = match pool.acquire().await {
-                Ok(lease) => lease,
-                Err(e) => {
-                    if matches!(e, PoolError::Backend { .. }) {
-                        // No connection could be opened (refused, reset,
-                        // timed out, TLS): an attempt that got no response.
-                        attempt();
-                        inc(&counters.errors);
+            let mut counted = false;
+            let mut attempt = |request: &Request<Body>| {
+                if !std::mem::replace(&mut counted, true) {
+                    inc(&counters.requests);
+                    if request.extensions().get::<Retried>().is_some() {
+                        inc(&counters.retries);
                     }
-                    return Err(e.into());
                 }
             };
-            attempt();
-            let outcome = Outcome {
-                shared: pool.shared().clone(),
-                admission: Some(lease.admission()),
-            };
-            http.prepare(&mut request, lease.is_h2());
-            let start = Instant::now();
-            match send.oneshot((lease, request)).await {
-                Ok((lease, response)) => {
-                    counters.latency.0.record(start.elapsed());
-                    let status = response.status();
-                    outcome.settle(!status.is_server_error());
-                    let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-                    inc(&counters.status_classes[class]);
-                    Ok(response.map(|body| HttpBody::new(body, lease)))
-                }
-                Err(e) => {
-                    inc(&counters.errors);
-                    outcome.settle(false);
-                    let pool = pool.shared().name.clone();
-                    Err(if e.is::<Elapsed>() {
-                        inc(&counters.timeouts);
-                        HttpError::Timeout {
-                            pool,
-                            after: http.config.attempt_timeout(),
+            // Once more for each request a reused connection gives back
+            // unsent; each such connection is discarded, so this ends.
+            loop {
+                let lease = match pool.acquire().await {
+                    Ok(lease) => lease,
+                    Err(e) => {
+                        if matches!(e, PoolError::Backend { .. }) {
+                            // No connection could be opened (refused, reset,
+                            // timed out, TLS): an attempt that got no response.
+                            attempt(&request);
+                            inc(&counters.errors);
                         }
-                    } else {
-                        HttpError::Upstream {
-                            pool,
-                            message: message(&e),
+                        return Err(e.into());
+                    }
+                };
+                attempt(&request);
+                let outcome = Outcome {
+                    shared: pool.shared().clone(),
+                    admission: Some(lease.admission()),
+                };
+                http.prepare(&mut request, lease.is_h2());
+                let start = Instant::now();
+                let e = match send.clone().oneshot((lease, request)).await {
+                    Ok((lease, response)) => {
+                        counters.latency.0.record(start.elapsed());
+                        let status = response.status();
+                        outcome.settle(!status.is_server_error());
+                        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+                        inc(&counters.status_classes[class]);
+                        return Ok(response.map(|body| HttpBody::new(body, lease)));
+                    }
+                    Err(e) => match e.downcast::<NotSent>() {
+                        Ok(unsent) => {
+                            // The breaker learns nothing: the upstream saw
+                            // nothing (`outcome` drops unsettled).
+                            tracing::debug!(
+                                pool = %pool.shared().name,
+                                "an idle connection closed as a request was queued on it; sending it on another"
+                            );
+                            request = unsent.0;
+                            continue;
                         }
-                    })
-                }
+                        Err(e) => e,
+                    },
+                };
+                inc(&counters.errors);
+                outcome.settle(false);
+                let pool = pool.shared().name.clone();
+                return Err(if e.is::<Elapsed>() {
+                    inc(&counters.timeouts);
+                    HttpError::Timeout {
+                        pool,
+                        after: http.config.attempt_timeout(),
+                    }
+                } else {
+                    HttpError::Upstream {
+                        pool,
+                        message: message(&e),
+                    }
+                });
             }
         })
     }
@@ -224,13 +242,13 @@ pub(super) struct SendOn;
 
 impl Service<(Lease<Http>, Request<Body>)> for SendOn {
     type Response = (Lease<Http>, Response<Incoming>);
-    type Error = hyper::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, hyper::Error>>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
 
     fn poll_ready(
         &mut self,
         _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), hyper::Error>> {
+    ) -> std::task::Poll<Result<(), BoxError>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -239,11 +257,38 @@ impl Service<(Lease<Http>, Request<Body>)> for SendOn {
             // Cancelled, timed out or failed from here on, the lease goes
             // back with the flag set and the pool discards the connection.
             lease.in_doubt = true;
-            let response = lease.send(request).await?;
-            Ok((lease, response))
+            let reused = lease.served();
+            match lease.send(request).await {
+                Ok(response) => Ok((lease, response)),
+                // A fresh connection that closes at once is a failure (the
+                // upstream refuses us); a reused one closed while idle.
+                Err((_, Some(request))) if reused => Err(NotSent(request).into()),
+                Err((e, _)) => Err(e.into()),
+            }
         })
     }
 }
+
+/// A request a reused connection gave back unsent: the upstream closed the
+/// connection while it sat idle (its keep-alive timeout), as it was
+/// leased. It goes out again on another connection whatever its method,
+/// as neither a retry nor an error: the upstream never saw it.
+struct NotSent(Request<Body>);
+
+impl std::fmt::Debug for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the request: its URI may carry a token.
+        f.write_str("NotSent")
+    }
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection closed before the request went out")
+    }
+}
+
+impl std::error::Error for NotSent {}
 
 /// Marks a request the retry policy sends again, so that its attempt
 /// counts as a retry.
