@@ -591,6 +591,60 @@ async fn a_request_given_back_unsent_by_a_connection_the_upstream_closed_goes_ou
     assert_eq!((http.requests, http.errors, http.retries), (2, 0, 0));
 }
 
+/// As above, but with the pool's one slot taken, when the request is given
+/// back, by a request that waited for it: the resend finds no connection
+/// within `acquire_timeout`. It answers 503 and counts as an error, so that
+/// every counted request still has one outcome in the stats.
+#[tokio::test]
+async fn a_request_given_back_unsent_that_finds_no_connection_counts_as_an_error() {
+    let up = closing();
+    let m = manager(
+        config(&format!("http://{}", up.addr))
+            .retries(0)
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    let r = client(&m).get("/").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+    up.close_all();
+    std::thread::sleep(Duration::from_millis(50));
+    tokio::task::yield_now().await;
+
+    let logs = common::Logs::default();
+    let guard = logs.install(tracing::Level::DEBUG);
+    let post = client(&m).post("/").body("order").send();
+    tokio::pin!(post);
+    // Polled once: the POST has the closed connection and is queued on it.
+    assert!(futures_util::poll!(&mut post).is_pending());
+    // Runs after hyper's connection task has given the POST back: it waits
+    // for the slot, gets it when the POST lets the closed connection go,
+    // and holds it (its body unread) well past the POST's `acquire_timeout`.
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        async move {
+            let held = client(&m).get("/").send().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            held.text().await.unwrap()
+        }
+    });
+    let err = post.await.unwrap_err();
+    drop(guard);
+    assert!(
+        logs.text().contains("sending it on another"),
+        "{}",
+        logs.text()
+    );
+    assert!(
+        matches!(err, HttpError::Pool(PoolError::Timeout { .. })),
+        "{err}"
+    );
+    assert_eq!(waiter.await.unwrap(), "ok");
+    let http = m.stats_of("quotes").unwrap().http.unwrap();
+    let answered: u64 = http.status_classes.iter().sum();
+    assert_eq!((http.requests, answered, http.errors), (3, 2, 1));
+}
+
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out_with_504() {
     let (addr, accepted) = silent().await;

@@ -293,9 +293,21 @@ impl Http {
 
     /// Turns a request with an absolute URI (as the redirect layer needs it)
     /// into what the connection (`h2` or not) sends: HTTP/1.1 in origin
-    /// form with `Host`, HTTP/2 absolute.
+    /// form with `Host`, HTTP/2 absolute. A request a connection gave back
+    /// unsent has been prepared once already, maybe for the other protocol.
     pub(crate) fn prepare(&self, request: &mut Request<Full<Bytes>>, h2: bool) {
         if h2 {
+            if request.uri().scheme().is_none() {
+                // Prepared for HTTP/1.1 before: absolute again, and the
+                // `Host` that preparation set goes (`:authority` says it).
+                let mut parts = uri::Parts::default();
+                parts.scheme = Some(self.scheme.clone());
+                parts.authority = Some(self.uri_authority.clone());
+                parts.path_and_query = request.uri().path_and_query().cloned();
+                *request.uri_mut() =
+                    Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI");
+                request.headers_mut().remove(HOST);
+            }
             *request.version_mut() = Version::HTTP_2;
         } else {
             let path = request
@@ -304,6 +316,7 @@ impl Http {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
             *request.uri_mut() = Uri::from(path);
+            *request.version_mut() = Version::HTTP_11;
             request.headers_mut().insert(HOST, self.authority.clone());
         }
     }
@@ -496,4 +509,36 @@ fn knob_names(text: &str) -> String {
     text.replace("sslrootcert", "tls_ca_file")
         .replace("sslcert", "tls_client_cert")
         .replace("sslkey", "tls_client_key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request a connection gives back unsent is prepared again for the
+    /// next connection, which may speak the other protocol.
+    #[test]
+    fn a_request_prepared_for_one_protocol_is_prepared_again_for_the_other() {
+        let http = Http::new(HttpConfig::new("https://Api.Example:8443/v1")).unwrap();
+        let fresh = || {
+            let uri = http.uri("/items?page=2").unwrap();
+            http.request(Method::POST, uri, HeaderMap::new(), Bytes::new())
+        };
+
+        let mut request = fresh();
+        http.prepare(&mut request, false);
+        assert_eq!(request.uri(), "/v1/items?page=2");
+        assert_eq!(request.headers()[HOST], "api.example:8443");
+        http.prepare(&mut request, true);
+        assert_eq!(request.uri(), "https://api.example:8443/v1/items?page=2");
+        assert_eq!(request.version(), Version::HTTP_2);
+        assert!(request.headers().get(HOST).is_none());
+
+        let mut request = fresh();
+        http.prepare(&mut request, true);
+        http.prepare(&mut request, false);
+        assert_eq!(request.uri(), "/v1/items?page=2");
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()[HOST], "api.example:8443");
+    }
 }

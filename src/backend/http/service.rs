@@ -118,9 +118,10 @@ impl Service<Request<Body>> for Leasing {
             let pool = pool_of(&erased);
             let http = pool.backend();
             let counters = &http.counters;
+            // Counted once, however many connections it takes to send.
             let mut counted = false;
-            let mut attempt = |request: &Request<Body>| {
-                if !std::mem::replace(&mut counted, true) {
+            let attempt = |counted: &mut bool, request: &Request<Body>| {
+                if !std::mem::replace(counted, true) {
                     inc(&counters.requests);
                     if request.extensions().get::<Retried>().is_some() {
                         inc(&counters.retries);
@@ -133,16 +134,17 @@ impl Service<Request<Body>> for Leasing {
                 let lease = match pool.acquire().await {
                     Ok(lease) => lease,
                     Err(e) => {
-                        if matches!(e, PoolError::Backend { .. }) {
-                            // No connection could be opened (refused, reset,
-                            // timed out, TLS): an attempt that got no response.
-                            attempt(&request);
+                        // No connection could be opened (refused, reset,
+                        // timed out, TLS), or none was left for a request
+                        // given back unsent: an attempt that got no response.
+                        if counted || matches!(e, PoolError::Backend { .. }) {
+                            attempt(&mut counted, &request);
                             inc(&counters.errors);
                         }
                         return Err(e.into());
                     }
                 };
-                attempt(&request);
+                attempt(&mut counted, &request);
                 let outcome = Outcome {
                     shared: pool.shared().clone(),
                     admission: Some(lease.admission()),
