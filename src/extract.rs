@@ -135,10 +135,11 @@ impl<B: Backend, N: PoolSelector> fmt::Debug for Pooled<B, N> {
     }
 }
 
-/// Writes an extractor's [`FromRequestParts`](axum::extract::FromRequestParts) impl. Every extractor of this
-/// crate takes any state and rejects with a [`LeaseRejection`]; only how it
-/// gets its value from the request's `parts` differs, and that is the body
-/// given. `leased_extractor!(impl<N: PoolSelector> for X<N>, |parts| body)`.
+/// Writes an extractor's [`FromRequestParts`](axum::extract::FromRequestParts)
+/// impl. Every extractor of this crate takes any state and rejects with a
+/// [`LeaseRejection`]; only how it gets its value from the request's `parts`
+/// differs, and that is the body given:
+/// `leased_extractor!(impl<N: PoolSelector> for X<N>, |parts| body)`.
 macro_rules! leased_extractor {
     ($(#[$doc:meta])* impl<$($p:ident: $bound:path),*> for $ty:ty, |$parts:pat_param| $body:expr) => {
         $(#[$doc])*

@@ -241,11 +241,24 @@ struct Closing {
 }
 
 impl Closing {
-    /// Closes every open connection (a FIN to the client) before returning.
-    fn close_all(&self) {
+    /// Closes every open connection (a FIN to the client) while our pool
+    /// holds it idle, and lets the next request check it out before hyper
+    /// has seen the close.
+    ///
+    /// The FIN lands while this current-thread runtime is blocked.
+    /// `yield_now` then lets tokio's driver take the event in (waking
+    /// hyper's connection task) and polls the test before that task runs:
+    /// the next request is checked out on the connection (which does not
+    /// know yet that it is closed) and queued on it, then the connection
+    /// task reads the EOF and gives the request back unsent. On a
+    /// multi-threaded runtime the two run side by side: the race as it
+    /// happens in production.
+    async fn close_idle(&self) {
         for socket in self.open.lock().unwrap().drain(..) {
             socket.shutdown(std::net::Shutdown::Both).unwrap();
         }
+        std::thread::sleep(Duration::from_millis(50));
+        tokio::task::yield_now().await;
     }
 }
 
@@ -563,17 +576,7 @@ async fn a_request_given_back_unsent_by_a_connection_the_upstream_closed_goes_ou
     assert!(idle >= 1, "{idle}");
     up.methods.lock().unwrap().clear();
 
-    // The upstream closes the idle connection; the FIN lands while this
-    // current-thread runtime is blocked. `yield_now` then lets tokio's
-    // driver take the event in (waking hyper's connection task) and polls
-    // this test before that task runs: the POST is checked out (the
-    // connection does not know yet that it is closed) and queued on it, then
-    // the connection task reads the EOF and gives the POST back unsent. On a
-    // multi-threaded runtime the two run side by side: the race as it
-    // happens in production.
-    up.close_all();
-    std::thread::sleep(Duration::from_millis(50));
-    tokio::task::yield_now().await;
+    up.close_idle().await;
 
     let logs = common::Logs::default();
     let guard = logs.install(tracing::Level::DEBUG);
@@ -607,9 +610,7 @@ async fn a_request_given_back_unsent_that_finds_no_connection_counts_as_an_error
     .await;
     let r = client(&m).get("/").send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "ok");
-    up.close_all();
-    std::thread::sleep(Duration::from_millis(50));
-    tokio::task::yield_now().await;
+    up.close_idle().await;
 
     let logs = common::Logs::default();
     let guard = logs.install(tracing::Level::DEBUG);

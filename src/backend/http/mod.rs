@@ -270,11 +270,16 @@ impl Http {
             PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))
         }
         .map_err(|e| format!("invalid request path ({e}); percent-encode spaces and other characters a URI cannot hold"))?;
+        Ok(self.absolute(path))
+    }
+
+    /// `path` under the base URL's scheme and authority.
+    fn absolute(&self, path: PathAndQuery) -> Uri {
         let mut parts = uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.uri_authority.clone());
         parts.path_and_query = Some(path);
-        Ok(Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI"))
+        Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI")
     }
 
     pub(crate) fn request(
@@ -300,12 +305,9 @@ impl Http {
             if request.uri().scheme().is_none() {
                 // Prepared for HTTP/1.1 before: absolute again, and the
                 // `Host` that preparation set goes (`:authority` says it).
-                let mut parts = uri::Parts::default();
-                parts.scheme = Some(self.scheme.clone());
-                parts.authority = Some(self.uri_authority.clone());
-                parts.path_and_query = request.uri().path_and_query().cloned();
+                let path = request.uri().path_and_query().cloned();
                 *request.uri_mut() =
-                    Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI");
+                    self.absolute(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
                 request.headers_mut().remove(HOST);
             }
             *request.version_mut() = Version::HTTP_2;

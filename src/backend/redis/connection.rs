@@ -152,9 +152,10 @@ impl RedisConnection {
     }
 }
 
-/// Writes a [`ConnectionLike`](redis::aio::ConnectionLike) impl from its three bodies, `$this` standing
-/// for `self`: the trait's signatures stand once, for [`RedisConnection`]
-/// below and for [`RedisConn`](super::RedisConn), which forwards to it.
+/// Writes a [`ConnectionLike`](redis::aio::ConnectionLike) impl from its
+/// three bodies, `$this` standing for `self`: the trait's signatures stand
+/// once, for [`RedisConnection`] below and for
+/// [`RedisConn`](super::RedisConn), which forwards to it.
 macro_rules! connection_like {
     (
         impl<$($p:ident: $bound:path),*> for $ty:ty, |$this:ident| {
